@@ -1,0 +1,84 @@
+"""The ``lit-rlhf`` command.
+
+* ``lit-rlhf fit|validate|test|predict --config configs/<x>.yaml`` — LightningCLI over every method
+  module and data module (``--model=SFT`` works as a shorthand);
+* pipeline commands that are not a single ``Trainer`` call: ``lit-rlhf export CKPT OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+import lit_rlhf.data  # noqa: F401  (registers the data modules for class_path shorthands)
+import lit_rlhf.eval  # noqa: F401
+import lit_rlhf.modules  # noqa: F401
+import lit_rlhf.tasks  # noqa: F401
+from lit_rlhf.data import RowDataModule
+from lit_rlhf.modules import LitRLHFModule
+
+
+class LitRLHFCLI(LightningCLI):
+    """LightningCLI with the optimizer injected into the module (never built by the CLI itself)."""
+
+
+def load_module(ckpt_path: str | Path) -> LitRLHFModule:
+    """Rebuild the module that wrote a Lightning checkpoint (its class is recorded in the file)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    class_path = ckpt.get("lit_rlhf_class")
+    if class_path is None:
+        raise ValueError(f"{ckpt_path}: not a lit_rlhf checkpoint (no 'lit_rlhf_class' entry)")
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+
+
+def export_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="lit-rlhf export",
+        description="Write a Hugging Face folder (model + tokenizer) from a lit_rlhf checkpoint.",
+    )
+    parser.add_argument("ckpt", help="Lightning checkpoint (.ckpt) written by a lit-rlhf run")
+    parser.add_argument("out_dir", help="folder to write; loadable with AutoModel*.from_pretrained")
+    parser.add_argument("--no-merge-lora", action="store_true", help="save the LoRA adapter instead of merging it")
+    args = parser.parse_args(argv)
+    module = load_module(args.ckpt)
+    out = module.export(args.out_dir, merge_lora=not args.no_merge_lora)
+    print(f"exported {type(module).__name__} from {args.ckpt} to {out}")
+
+
+PIPELINES: dict[str, Callable[[list[str]], None]] = {"export": export_main}
+
+DESCRIPTION = (
+    "lit_rlhf: PyTorch Lightning alignment trainers.\n"
+    "Trainer commands: fit | validate | test | predict --config configs/<x>.yaml\n"
+    "Pipeline commands: " + " | ".join(f"lit-rlhf {name} --help" for name in PIPELINES)
+)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``lit-rlhf`` and ``python -m lit_rlhf``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in PIPELINES:
+        PIPELINES[argv[0]](argv[1:])
+        return None
+    LitRLHFCLI(
+        LitRLHFModule,
+        RowDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": DESCRIPTION, "formatter_class": argparse.RawDescriptionHelpFormatter},
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""LightningDataModules. One path for every source:
+
+    file / HF dataset id / task generator -> raw records -> format adapter + validation -> rows
+    -> :class:`~lit_rlhf.data.tokenize.Encoder` -> :class:`~lit_rlhf.data.collate.Collator` -> batches
+
+The tokenizer is, by default, the one of the LightningModule being trained (``trainer.lightning_module
+.tokenizer``), so a config names the model only once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Literal
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+
+from lit_rlhf.data.collate import Collator
+from lit_rlhf.data.sampling import LengthGroupedBatchSampler
+from lit_rlhf.data.schemas import PromptRow, Row
+from lit_rlhf.data.sources import read_rows, task_rows
+from lit_rlhf.data.tokenize import Encoder, TooLong, Truncation
+from lit_rlhf.tasks.base import Task
+
+Split = Literal["train", "val", "test", "predict"]
+
+
+class ListDataset(Dataset):
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+class RowDataModule(L.LightningDataModule):
+    """Base data module: reads, validates, encodes and batches one kind of row.
+
+    Args:
+        train: training source: a local ``.jsonl``/``.json``/``.parquet``/``.csv`` file or a Hugging Face
+            dataset id (``id``, ``id:split`` or ``id:config:split``). ``None`` = generate from ``task``.
+        val: validation source (same forms).
+        test: test source (same forms).
+        task: a ground-truth task; it generates any split not given as a source and provides the gold
+            reward for evaluation.
+        task_sizes: number of rows the task generates per split.
+        format: the input format, or ``auto`` to detect it from the fields of each record.
+        tokenizer: a model name whose tokenizer to use; ``None`` = the trained module's tokenizer.
+        max_length: maximum tokens per sequence.
+        truncation: what to do with longer rows: ``drop`` (counted and reported), ``truncate_prompt``
+            or ``error``.
+        batch_size: training batch size (per device).
+        eval_batch_size: validation/test batch size (default: ``batch_size``).
+        group_by_length: length-grouped shuffled training batches.
+        num_workers: DataLoader workers.
+        seed: shuffling and task-generation seed.
+    """
+
+    kind: str = ""
+    pair_keys: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        task: Task | None = None,
+        task_sizes: dict[str, int] | None = None,
+        format: str = "auto",
+        tokenizer: str | None = None,
+        max_length: int = 512,
+        truncation: Truncation = "drop",
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        group_by_length: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.sources = {"train": train, "val": val, "test": test}
+        self.task = task
+        self.task_sizes = {"train": 1000, "val": 100, "test": 100, **(task_sizes or {})}
+        self.format, self.tokenizer_name = format, tokenizer
+        self.max_length, self.truncation = max_length, truncation
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.group_by_length, self.num_workers, self.seed = group_by_length, num_workers, seed
+        self.tokenizer: Any = None
+        self.rows: dict[str, list[Row]] = {}
+        self.datasets: dict[str, ListDataset] = {}
+        self.filtered: dict[str, Counter] = {}
+
+    # -- sources ----------------------------------------------------------------------------
+    def has_split(self, split: str) -> bool:
+        return self.sources.get(split) is not None or self.task is not None
+
+    def read(self, split: str) -> list[Row]:
+        """Validated rows of ``split`` (cached)."""
+        if split not in self.rows:
+            source = self.sources.get(split)
+            if source is not None:
+                hf_split = {"val": "validation"}.get(split, split)  # used for hub ids without ":split"
+                self.rows[split] = read_rows(source, self.kind, self.format, split=hf_split)
+            elif self.task is not None:
+                seed = self.seed + {"train": 0, "val": 1, "test": 2}.get(split, 3)
+                self.rows[split] = task_rows(self.task, self.kind, split, self.task_sizes[split], seed=seed)
+            else:
+                raise ValueError(f"{type(self).__name__}: no '{split}' source and no task to generate it")
+        return self.rows[split]
+
+    # -- encoding ---------------------------------------------------------------------------
+    def resolve_tokenizer(self) -> Any:
+        if self.tokenizer is None:
+            if self.tokenizer_name is not None:
+                from lit_rlhf.models import load_tokenizer
+
+                self.tokenizer = load_tokenizer(self.tokenizer_name)
+            elif self.trainer is not None and getattr(self.trainer.lightning_module, "tokenizer", None) is not None:
+                self.tokenizer = self.trainer.lightning_module.tokenizer
+            else:
+                raise ValueError(f"{type(self).__name__} needs a tokenizer: pass `tokenizer=` or attach it to a trainer")
+        return self.tokenizer
+
+    @property
+    def encoder(self) -> Encoder:
+        return Encoder(self.resolve_tokenizer(), self.max_length, self.truncation)
+
+    def encode(self, row: Row, encoder: Encoder) -> dict[str, Any]:
+        """One row -> a dict of token lists (raise :class:`TooLong` to filter it)."""
+        raise NotImplementedError
+
+    def dataset(self, split: str) -> ListDataset:
+        """Encoded split; filtered rows are counted in ``self.filtered[split]`` and reported."""
+        if split not in self.datasets:
+            encoder, items, dropped = self.encoder, [], Counter()
+            rows = self.read(split)
+            for row in rows:
+                try:
+                    items.append(self.encode(row, encoder))
+                except TooLong:
+                    dropped[f"longer than max_length={self.max_length}"] += 1
+            self.filtered[split] = dropped
+            if dropped:
+                why = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
+                rank_zero_info(f"[lit_rlhf] {split}: kept {len(items)} of {len(rows)} rows; filtered: {why}")
+            if not items:
+                raise ValueError(f"{type(self).__name__}: no '{split}' rows left after filtering ({dict(dropped)})")
+            self.datasets[split] = ListDataset(items)
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
+        for split in splits.get(stage or "fit", ["train", "val", "test"]):
+            if split == "train" or self.has_split(split):
+                self.dataset(split)
+
+    # -- loaders ----------------------------------------------------------------------------
+    def collator(self, padding_side: Literal["right", "left"] = "right") -> Collator:
+        tok = self.resolve_tokenizer()
+        return Collator(tok.pad_token_id, padding_side, self.pair_keys)
+
+    def lengths(self, items: list[dict[str, Any]]) -> list[int]:
+        key = "input_ids" if "input_ids" in items[0] else f"{self.pair_keys[0]}_input_ids"
+        return [len(x[key]) for x in items]
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset("train")
+        if not self.group_by_length:
+            return DataLoader(ds, batch_size=self.batch_size, shuffle=True, collate_fn=self.collator(),
+                              num_workers=self.num_workers)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        sampler = LengthGroupedBatchSampler(
+            self.lengths(ds.items), self.batch_size, seed=self.seed, num_replicas=world, rank=rank
+        )
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=self.collator(), num_workers=self.num_workers)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.dataset(split), batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=self.collator(), num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("val") if self.has_split("val") else []
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("test") if self.has_split("test") else []
+
+    def predict_dataloader(self) -> DataLoader | list:
+        return self.test_dataloader()
+
+    # -- evaluation prompts -----------------------------------------------------------------
+    def eval_prompts(self, split: str = "val", limit: int | None = None) -> list[str]:
+        """Rendered prompts of ``split`` (for gold evaluation by sampling)."""
+        items = self.dataset(split).items[:limit]
+        return [x["prompt_text"] for x in items]
+
+
+class SFTDataModule(RowDataModule):
+    """Prompt/completion or chat rows for supervised fine-tuning (loss on completion tokens)."""
+
+    kind = "sft"
+
+    def encode(self, row, encoder):
+        return encoder.sft(row)
+
+
+class PreferenceDataModule(RowDataModule):
+    """Preference pairs; a batch holds ``2B`` sequences: ``B`` chosen then ``B`` rejected."""
+
+    kind = "preference"
+    pair_keys = ("chosen", "rejected")
+
+    def encode(self, row, encoder):
+        return encoder.preference(row)
+
+    def lengths(self, items):
+        return [max(len(x["chosen_input_ids"]), len(x["rejected_input_ids"])) for x in items]
+
+
+class PromptDataModule(RowDataModule):
+    """Prompts for generation (PPO, rejection sampling, evaluation); batches are left-padded."""
+
+    kind = "prompt"
+
+    def encode(self, row: PromptRow, encoder):
+        return encoder.prompt(row)
+
+    def collator(self, padding_side: Literal["right", "left"] = "left") -> Collator:
+        return super().collator("left")
+
+
+class WeakLabelDataModule(RowDataModule):
+    """Text classification with hard and soft (weak) labels.
+
+    Args:
+        num_classes: number of classes (soft labels are length ``num_classes``).
+    """
+
+    kind = "weak"
+
+    def __init__(self, *args: Any, num_classes: int = 2, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.num_classes = num_classes
+
+    def encode(self, row, encoder):
+        return encoder.weak(row, self.num_classes)
+
+
+STEP_CLASSES = {
+    2: {"positive": {1: 1, 0: 1, -1: 0}, "negative": {1: 1, 0: 0, -1: 0}, "ignore": {1: 1, 0: -100, -1: 0}},
+    3: {"positive": {1: 2, 0: 1, -1: 0}, "negative": {1: 2, 0: 1, -1: 0}, "ignore": {1: 2, 0: 1, -1: 0}},
+}
+
+
+class StepLabelDataModule(RowDataModule):
+    """Step-labelled solutions for process reward models.
+
+    Args:
+        step_separator: text appended after every step; the step's label sits on its last token.
+        num_classes: 2 (correct / wrong) or 3 (negative=0 / neutral=1 / positive=2).
+        neutral: with 2 classes, a neutral (0) rating counts as ``positive``, ``negative`` or is ``ignore``d.
+        supervise: ``first_error`` (steps up to and including the first wrong one), ``all`` or ``last``.
+    """
+
+    kind = "step"
+
+    def __init__(
+        self,
+        *args: Any,
+        step_separator: str = "\n",
+        num_classes: Literal[2, 3] = 2,
+        neutral: Literal["positive", "negative", "ignore"] = "positive",
+        supervise: Literal["first_error", "all", "last"] = "first_error",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.step_separator, self.num_classes, self.neutral, self.supervise = step_separator, num_classes, neutral, supervise
+
+    def encode(self, row, encoder):
+        return encoder.steps(row, self.step_separator, STEP_CLASSES[self.num_classes][self.neutral], self.supervise)

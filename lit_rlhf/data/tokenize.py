@@ -1,0 +1,158 @@
+"""Rows -> token ids. One place decides how prompts, completions, chat and truncation are encoded.
+
+Every encoder returns a plain dict of lists (ready for :class:`~lit_rlhf.data.collate.Collator`) or
+raises :class:`TooLong` so the data module can count and report the filtered row.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from lit_rlhf.data.schemas import DataError, PreferenceRow, PromptRow, SFTRow, StepRow, Text, WeakLabelRow
+
+Truncation = Literal["drop", "truncate_prompt", "error"]
+
+
+class TooLong(Exception):
+    """The row does not fit ``max_length`` under the chosen truncation policy."""
+
+
+def render_prompt(tokenizer: Any, prompt: Text) -> str:
+    """Plain prompts as they are; chat prompts through the chat template with the generation prompt."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def render_completion(tokenizer: Any, prompt: Text, completion: Text, where: str = "") -> str:
+    """The completion text exactly as it follows the rendered prompt.
+
+    A chat completion (or a string answering a chat prompt) is rendered with the template and the
+    rendered prompt is cut off its front.
+    """
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return completion
+    messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    reply = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+    head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages + reply, tokenize=False)
+    if not full.startswith(head):
+        raise DataError(where, "completion", "the chat template does not render the prompt as a prefix of the dialogue")
+    return full[len(head):]
+
+
+def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
+    return tokenizer(text, add_special_tokens=special)["input_ids"]
+
+
+class Encoder:
+    """Tokenises rows for one tokenizer, ``max_length`` and truncation policy.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        max_length: longest sequence (prompt + completion) in tokens.
+        truncation: ``drop`` (count and report), ``truncate_prompt`` (keep the prompt's end), ``error``.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int = 512, truncation: Truncation = "drop") -> None:
+        self.tokenizer, self.max_length, self.truncation = tokenizer, max_length, truncation
+
+    # -- building blocks --------------------------------------------------------------------
+    def prompt_ids(self, prompt: Text) -> list[int]:
+        """Prompt tokens; plain prompts get the tokenizer's BOS, rendered chat text already has it."""
+        return _ids(self.tokenizer, render_prompt(self.tokenizer, prompt), special=isinstance(prompt, str))
+
+    def completion_ids(self, prompt: Text, completion: Text, where: str) -> list[int]:
+        """Completion tokens; plain completions end with EOS, chat ones with the template's own end."""
+        ids = _ids(self.tokenizer, render_completion(self.tokenizer, prompt, completion, where), special=False)
+        if isinstance(prompt, str) and isinstance(completion, str):
+            ids = ids + [self.tokenizer.eos_token_id]
+        return ids
+
+    def fit(self, prompt: list[int], completion: list[int], where: str) -> tuple[list[int], list[int]]:
+        """Apply the truncation policy to a (prompt, completion) pair."""
+        excess = len(prompt) + len(completion) - self.max_length
+        if excess <= 0:
+            return prompt, completion
+        if self.truncation == "truncate_prompt" and excess < len(prompt):
+            return prompt[excess:], completion
+        if self.truncation == "error":
+            raise DataError(where, None, f"{len(prompt) + len(completion)} tokens exceed max_length={self.max_length}")
+        raise TooLong(where)
+
+    def pair(self, prompt: Text, completion: Text, where: str) -> tuple[list[int], list[int], list[int]]:
+        """``(input_ids, completion_mask, prompt_ids)`` after truncation."""
+        p, c = self.prompt_ids(prompt), self.completion_ids(prompt, completion, where)
+        p, c = self.fit(p, c, where)
+        return p + c, [0] * len(p) + [1] * len(c), p
+
+    # -- one encoder per row type -----------------------------------------------------------
+    def sft(self, row: SFTRow) -> dict[str, Any]:
+        ids, mask, prompt_ids = self.pair(row.prompt, row.completion, row.where)
+        return {
+            "input_ids": ids, "completion_mask": mask, "prompt_ids": prompt_ids,
+            "prompt_text": render_prompt(self.tokenizer, row.prompt),
+        }
+
+    def preference(self, row: PreferenceRow) -> dict[str, Any]:
+        chosen, chosen_mask, prompt_ids = self.pair(row.prompt, row.chosen, row.where)
+        rejected, rejected_mask, _ = self.pair(row.prompt, row.rejected, row.where)
+        return {
+            "chosen_input_ids": chosen, "chosen_completion_mask": chosen_mask,
+            "rejected_input_ids": rejected, "rejected_completion_mask": rejected_mask,
+            "margin": row.margin, "soft_label": row.soft_label, "strength": row.strength, "rating": row.rating,
+            "prompt_ids": prompt_ids, "prompt_text": render_prompt(self.tokenizer, row.prompt),
+        }
+
+    def prompt(self, row: PromptRow) -> dict[str, Any]:
+        ids = self.prompt_ids(row.prompt)
+        if len(ids) > self.max_length:
+            if self.truncation == "truncate_prompt":
+                ids = ids[-self.max_length:]
+            elif self.truncation == "error":
+                raise DataError(row.where, "prompt", f"{len(ids)} tokens exceed max_length={self.max_length}")
+            else:
+                raise TooLong(row.where)
+        return {"input_ids": ids, "prompt_ids": ids, "prompt_text": render_prompt(self.tokenizer, row.prompt),
+                "meta": row.meta}
+
+    def weak(self, row: WeakLabelRow, num_classes: int) -> dict[str, Any]:
+        ids = _ids(self.tokenizer, row.text, special=True)
+        if len(ids) > self.max_length:
+            if self.truncation == "error":
+                raise DataError(row.where, "text", f"{len(ids)} tokens exceed max_length={self.max_length}")
+            if self.truncation == "drop":
+                raise TooLong(row.where)
+            ids = ids[: self.max_length]
+        soft = row.soft_label if row.soft_label is not None else [float(k == row.label) for k in range(num_classes)]
+        if len(soft) != num_classes:
+            raise DataError(row.where, "soft_label", f"has {len(soft)} classes, expected {num_classes}")
+        return {"input_ids": ids, "label": row.label, "soft_label": soft}
+
+    def steps(self, row: StepRow, separator: str, label_of: dict[int, int], supervise: str) -> dict[str, Any]:
+        """Prompt + steps, each followed by ``separator``; a step's label sits on its last token.
+
+        Args:
+            label_of: maps a step rating (1, 0, -1) to a class id, or to ``-100`` (ignore).
+            supervise: ``first_error`` (steps up to and including the first wrong one), ``all``, ``last``.
+        """
+        sep = _ids(self.tokenizer, separator, special=False)
+        if not sep:
+            raise ValueError(f"the step separator {separator!r} tokenises to no tokens")
+        ids = self.prompt_ids(row.prompt) + sep
+        labels = [-100] * len(ids)
+        ratings = list(row.labels)
+        if supervise == "first_error" and -1 in ratings:
+            ratings = ratings[: ratings.index(-1) + 1]
+        elif supervise == "last":
+            ratings = [None] * (len(ratings) - 1) + ratings[-1:]
+        for i, step in enumerate(row.steps):
+            step_ids = _ids(self.tokenizer, step, special=False) + sep
+            rating = ratings[i] if i < len(ratings) else None
+            ids += step_ids
+            labels += [-100] * (len(step_ids) - 1) + [-100 if rating is None else label_of[rating]]
+        if len(ids) > self.max_length:
+            if self.truncation == "error":
+                raise DataError(row.where, "completions", f"{len(ids)} tokens exceed max_length={self.max_length}")
+            raise TooLong(row.where)
+        return {"input_ids": ids, "labels": labels, "prompt_text": row.prompt}

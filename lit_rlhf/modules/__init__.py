@@ -1,0 +1,6 @@
+"""One LightningModule per method."""
+
+from lit_rlhf.modules.base import LitRLHFModule, PolicyModule
+from lit_rlhf.modules.sft import SFT
+
+__all__ = ["LitRLHFModule", "PolicyModule", "SFT"]

@@ -1,0 +1,125 @@
+"""Shared plumbing of every method module: optimizer injection, LR schedule, export, hparams."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch.optim.lr_scheduler import LambdaLR
+
+from lit_rlhf.models import ModelLike, ModelSpec, load_model, load_tokenizer
+from lit_rlhf.rollout.generation import SamplingConfig, generate
+
+Schedule = Literal["constant", "linear", "cosine"]
+
+
+def schedule_factor(step: int, total: int, warmup: int, schedule: Schedule, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then constant / linear / cosine decay to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    decay = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_ratio + (1.0 - min_ratio) * decay
+
+
+class LitRLHFModule(L.LightningModule):
+    """Base class of all lit_rlhf methods.
+
+    Args:
+        optimizer: optimizer factory over the trainable parameters (e.g. ``torch.optim.AdamW`` with
+            ``init_args`` in YAML); built in :meth:`configure_optimizers` so it sees sharded parameters.
+        warmup: LR warm-up, as a fraction of all steps (< 1) or a number of steps (≥ 1).
+        schedule: LR decay after warm-up: ``constant``, ``linear`` or ``cosine``.
+        min_lr_ratio: final LR as a fraction of the peak (linear/cosine).
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup: float = 0.0,
+        schedule: Schedule = "constant",
+        min_lr_ratio: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.warmup, self.schedule, self.min_lr_ratio = warmup, schedule, min_lr_ratio
+
+    def record_hparams(self, ignore: tuple[str, ...] = ()) -> None:
+        """``save_hyperparameters`` with dataclasses turned into plain dicts (``weights_only``-safe)."""
+        self.save_hyperparameters(ignore=["optimizer", *ignore], logger=False)
+        for key, value in list(self.hparams.items()):
+            if dataclasses.is_dataclass(value):
+                self.hparams[key] = dataclasses.asdict(value)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        if self.warmup == 0 and self.schedule == "constant":
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(self.warmup * total) if self.warmup < 1 else int(self.warmup)
+        scheduler = LambdaLR(
+            optimizer, lambda step: schedule_factor(step, total, warmup, self.schedule, self.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lit_rlhf_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def check_finite(self, loss: torch.Tensor, name: str = "loss") -> None:
+        """Stop with a clear message when a loss is NaN/inf."""
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                f"{type(self).__name__}: non-finite {name} ({loss.detach().flatten()[:4].tolist()}) at step "
+                f"{self.global_step}; lower the learning rate, check the data, or use 32-true precision"
+            )
+
+
+class PolicyModule(LitRLHFModule):
+    """A method that trains a causal LM (``self.model``) with its tokenizer (``self.tokenizer``).
+
+    Args:
+        model: model name or :class:`~lit_rlhf.models.ModelSpec`.
+        sampling: decoding settings for evaluation samples.
+    """
+
+    def __init__(
+        self,
+        model: ModelLike = "lit-rlhf:tiny-llama",
+        sampling: SamplingConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.spec = ModelSpec.of(model)
+        self.sampling = SamplingConfig.of(sampling)
+        self.tokenizer = load_tokenizer(self.spec)
+        self.model = load_model(self.spec, "causal_lm", self.tokenizer)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, T, V)``."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig | None = None) -> list[str]:
+        """Decoded completions for token-id prompts."""
+        return generate(self.model, self.tokenizer, prompt_ids, sampling or self.sampling)[0]
+
+    def export(self, folder: str | Path, merge_lora: bool = True) -> Path:
+        """Write a Hugging Face folder (model + tokenizer) that ``AutoModelForCausalLM`` loads."""
+        folder = Path(folder)
+        model = self.model
+        if merge_lora and hasattr(model, "merge_and_unload"):
+            import copy
+
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        return folder

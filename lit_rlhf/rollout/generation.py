@@ -1,0 +1,81 @@
+"""Batched sampling with the KV cache; stops as soon as every sequence has ended."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lit_rlhf.data.collate import pad
+
+
+@dataclass
+class SamplingConfig:
+    """How to sample completions.
+
+    Args:
+        max_new_tokens: generation budget per completion.
+        temperature: 0 = greedy decoding.
+        top_p: nucleus sampling threshold (1.0 = off).
+        top_k: keep the k most likely tokens (0 = off).
+        stop_strings: extra strings that end a completion (EOS always does).
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop_strings: list[str] | None = None
+
+    @classmethod
+    def of(cls, value: "SamplingConfig | dict[str, Any] | None") -> "SamplingConfig":
+        if value is None:
+            return cls()
+        return value if isinstance(value, SamplingConfig) else cls(**value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module, tokenizer: Any, prompt_ids: list[list[int]], sampling: SamplingConfig
+) -> tuple[list[str], torch.Tensor, int]:
+    """Sample one completion per prompt.
+
+    Args:
+        model: a causal LM (``transformers`` ``generate`` API).
+        tokenizer: its tokenizer (pad/eos ids, decoding, stop strings).
+        prompt_ids: token ids per prompt (unpadded); they are left-padded here.
+        sampling: decoding settings.
+    Returns:
+        ``(texts, sequences (B, P+N), prompt_width P)``: decoded completions (special tokens and
+        stop strings removed) and the raw left-padded sequences.
+    """
+    device = next(model.parameters()).device
+    input_ids = pad(prompt_ids, tokenizer.pad_token_id, "left").to(device)
+    attention_mask = pad([[1] * len(p) for p in prompt_ids], 0, "left").to(device)
+    greedy = sampling.temperature <= 0
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=sampling.max_new_tokens, do_sample=not greedy, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, use_cache=True,
+    )
+    if not greedy:
+        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if sampling.stop_strings:
+        kwargs.update(stop_strings=sampling.stop_strings, tokenizer=tokenizer)
+    was_training = model.training
+    model.eval()
+    try:
+        sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    finally:
+        model.train(was_training)
+    width = input_ids.shape[1]
+    texts = tokenizer.batch_decode(sequences[:, width:], skip_special_tokens=True)
+    for stop in sampling.stop_strings or []:
+        texts = [t.split(stop)[0] for t in texts]
+    return texts, sequences, width

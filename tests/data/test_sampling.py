@@ -1,0 +1,114 @@
+"""LengthGroupedBatchSampler: coverage, length homogeneity, determinism, epochs and replicas."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from lit_rlhf.data import LengthGroupedBatchSampler
+
+
+def lengths(n=1000, seed=0):
+    rng = random.Random(seed)
+    return [rng.randint(1, 500) for _ in range(n)]
+
+
+def flat(batches):
+    return [i for batch in batches for i in batch]
+
+
+def mean_range(batches, lens):
+    return sum(max(lens[i] for i in b) - min(lens[i] for i in b) for b in batches) / len(batches)
+
+
+def test_every_index_once_per_epoch():
+    lens = lengths(1003)
+    sampler = LengthGroupedBatchSampler(lens, batch_size=8, seed=1, group_factor=10)
+    batches = list(sampler)
+    assert sorted(flat(batches)) == list(range(1003))
+    assert len(batches) == len(sampler) == 126  # ceil(1003 / 8)
+    sizes = Counter(len(b) for b in batches)
+    assert sizes == Counter({8: 125, 3: 1})
+
+
+def test_drop_last_drops_only_the_partial_batch():
+    lens = lengths(1003)
+    batches = list(LengthGroupedBatchSampler(lens, batch_size=8, drop_last=True, group_factor=10))
+    assert len(batches) == 125
+    assert all(len(b) == 8 for b in batches)
+    assert len(set(flat(batches))) == 1000
+
+
+def test_batches_are_length_homogeneous_compared_with_random():
+    lens = lengths(2000)
+    batches = list(LengthGroupedBatchSampler(lens, batch_size=16, seed=0, group_factor=50))
+    rng = random.Random(0)
+    order = list(range(2000))
+    rng.shuffle(order)
+    baseline = [order[i:i + 16] for i in range(0, 2000, 16)]
+    grouped, rand = mean_range(batches, lens), mean_range(baseline, lens)
+    assert rand > 300  # uniform lengths in [1, 500]: a random batch of 16 spans most of the range
+    assert grouped < rand / 20
+    # and each batch is sorted longest first within its mega-batch
+    assert all([lens[i] for i in b] == sorted((lens[i] for i in b), reverse=True) for b in batches)
+
+
+def test_batches_are_shuffled_not_sorted_globally():
+    lens = lengths(800)
+    batches = list(LengthGroupedBatchSampler(lens, batch_size=8, group_factor=10))
+    firsts = [lens[b[0]] for b in batches]
+    assert firsts != sorted(firsts, reverse=True) and firsts != sorted(firsts)
+
+
+def test_deterministic_for_a_seed_and_different_across_epochs_and_seeds():
+    lens = lengths(500)
+    a = LengthGroupedBatchSampler(lens, batch_size=4, seed=3, group_factor=5)
+    b = LengthGroupedBatchSampler(lens, batch_size=4, seed=3, group_factor=5)
+    assert list(a) == list(b)
+    assert list(a) == list(a)  # iterating again without set_epoch repeats the epoch
+    epoch0 = list(a)
+    a.set_epoch(1)
+    epoch1 = list(a)
+    assert epoch1 != epoch0
+    assert sorted(flat(epoch1)) == list(range(500))
+    b.set_epoch(1)
+    assert list(b) == epoch1
+    other_seed = list(LengthGroupedBatchSampler(lens, batch_size=4, seed=4, group_factor=5))
+    assert other_seed != epoch0
+
+
+def test_no_shuffle_sorts_each_mega_batch_in_order():
+    lens = [1, 5, 3, 2, 9, 7, 4, 8]
+    batches = list(LengthGroupedBatchSampler(lens, batch_size=2, shuffle=False, group_factor=2))
+    # mega-batches of 4: indices 0-3 sorted by -length -> [1, 2, 3, 0]; indices 4-7 -> [4, 7, 5, 6]
+    assert batches == [[1, 2], [3, 0], [4, 7], [5, 6]]
+
+
+@pytest.mark.parametrize("n, batch_size", [(1003, 8), (64, 8), (72, 8), (5, 2)])
+def test_two_replicas_equal_counts_and_disjoint_indices(n, batch_size):
+    lens = lengths(n)
+    ranks = [LengthGroupedBatchSampler(lens, batch_size=batch_size, seed=7, group_factor=4, num_replicas=2, rank=r)
+             for r in (0, 1)]
+    out = [list(s) for s in ranks]
+    total = -(-n // batch_size)
+    assert len(out[0]) == len(out[1]) == len(ranks[0]) == len(ranks[1]) == -(-total // 2)
+    all_batches = list(LengthGroupedBatchSampler(lens, batch_size=batch_size, seed=7, group_factor=4))
+    wrapped = len(out[0]) * 2 - total  # 0 or 1 batch repeated from the front to even out the ranks
+    assert wrapped in (0, 1)
+    seen = Counter(flat(out[0]) + flat(out[1]))
+    assert set(seen) == set(range(n))  # every index reaches some rank
+    repeated = {i for i, c in seen.items() if c > 1}
+    assert repeated == (set(all_batches[0]) if wrapped else set())
+    if not wrapped:
+        assert not set(flat(out[0])) & set(flat(out[1]))
+
+
+def test_two_replicas_drop_last_are_disjoint():
+    lens = lengths(1003)
+    out = [list(LengthGroupedBatchSampler(lens, batch_size=8, drop_last=True, num_replicas=2, rank=r, group_factor=4))
+           for r in (0, 1)]
+    assert len(out[0]) == len(out[1]) == 62  # 125 full batches // 2
+    assert not set(flat(out[0])) & set(flat(out[1]))
+    assert all(len(b) == 8 for b in out[0] + out[1])
