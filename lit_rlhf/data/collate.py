@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import torch
 
-PAD_VALUES = {"input_ids": None, "labels": -100, "completion_mask": 0, "attention_mask": 0}
+PAD_VALUES = {"input_ids": None, "labels": -100, "mask": 0}
 
 
 def pad(seqs: list[list[int]], value: int, side: Literal["right", "left"] = "right") -> torch.Tensor:

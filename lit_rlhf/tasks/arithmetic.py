@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from lit_rlhf.tasks.base import Kind, Split, Task, split_of
+from lit_rlhf.tasks.base import Kind, Split, Task, seeded_rng, split_of
 
 OPS: dict[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 ANSWER_MARK = "####"
@@ -44,12 +44,6 @@ _LINE_RE = re.compile(r"(-?\d+)([-+*])(\d+)=(-?\d+)")
 _ANSWER_RE = re.compile(r"-?\d+")
 _SLIP_OFFSETS = (-2, -1, 1, 2)
 _TRAP_OFFSET = 3
-
-
-def seeded_rng(*parts: object) -> random.Random:
-    """A ``random.Random`` seeded from a stable hash of ``parts`` (independent of ``PYTHONHASHSEED``)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ data goes through exactly the same validation, tokenisation and collation as fil
 from __future__ import annotations
 
 import hashlib
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -15,6 +16,12 @@ import torch
 
 Kind = Literal["sft", "prompt", "preference", "step", "weak"]
 Split = Literal["train", "val", "test"]
+
+
+def seeded_rng(*parts: object) -> random.Random:
+    """A ``random.Random`` seeded from a stable hash of ``parts`` (independent of ``PYTHONHASHSEED``)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def split_of(key: str, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Split:

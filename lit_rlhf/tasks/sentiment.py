@@ -34,12 +34,14 @@ from typing import Any
 
 import torch
 
-from lit_rlhf.tasks.arithmetic import seeded_rng
-from lit_rlhf.tasks.base import Kind, Split, Task, split_of
+from lit_rlhf.models.assets import cache_dir
+from lit_rlhf.tasks.base import Kind, Split, Task, seeded_rng, split_of
 
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
 DEFAULT_CACHE = "~/.cache/lit_rlhf"
-FETCH_COMMAND = f"pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d {DEFAULT_CACHE}"
+FETCH_COMMAND = (
+    f"lit-rlhf assets --data-only   (or: pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d {DEFAULT_CACHE})"
+)
 INSTALL_HINT = "pip install 'lit-rlhf[assets]'"
 _INNER_ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"
 
@@ -59,9 +61,7 @@ INSTRUCTIONS = {
 }
 
 
-def resolve_cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """``path``, else ``$LIT_RLHF_CACHE``, else ``~/.cache/lit_rlhf``."""
-    return Path(path or os.environ.get("LIT_RLHF_CACHE") or DEFAULT_CACHE).expanduser()
+resolve_cache_dir = cache_dir
 
 
 def find_vader_sdist(cache_dir: str | os.PathLike[str] | None = None) -> Path:

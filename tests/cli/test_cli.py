@@ -43,6 +43,10 @@ def test_model_shorthand_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--model=SFT", "--help"])
     assert exit_info.value.code == 0
+    assert "--trainer.max_steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model.help", "SFT"])
+    assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--model.gold_eval_batches" in out and "--model.optimizer" in out
 

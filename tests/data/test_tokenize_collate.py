@@ -71,11 +71,11 @@ def test_sft_plain_strings(tok):
 def test_sft_chat_messages_mask_exactly_the_assistant_text(tok):
     row = SFTRow(prompt=[user("hi")], completion=[assistant("yo")], where="f:2")
     out = Encoder(tok, max_length=64).sft(row)
-    prompt_text = "<|user|>\nhi</s>\n<|assistant|>\n"
+    prompt_text = "<s><|user|>\nhi</s>\n<|assistant|>\n"
     assert out["prompt_text"] == prompt_text
-    # the rendered chat prompt: no BOS is added to template text
+    # the template renders BOS itself; no second BOS is added
     assert out["prompt_ids"] == tok(prompt_text, add_special_tokens=False)["input_ids"]
-    assert out["prompt_ids"][:9] == b("<|user|>\n")
+    assert out["prompt_ids"][:10] == [BOS] + b("<|user|>\n")
     assert out["input_ids"] == out["prompt_ids"] + b("yo") + [EOS, NL]
     assert out["completion_mask"] == [0] * len(out["prompt_ids"]) + [1, 1, 1, 1]
     masked = [i for i, m in zip(out["input_ids"], out["completion_mask"]) if m]

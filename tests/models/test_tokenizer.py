@@ -93,18 +93,19 @@ def test_chat_template_exact_string(tok):
         {"role": "assistant", "content": "Hello!"},
     ]
     assert tok.apply_chat_template(messages, tokenize=False) == (
-        "<|system|>\nBe brief.</s>\n<|user|>\nHi?</s>\n<|assistant|>\nHello!</s>\n"
+        "<s><|system|>\nBe brief.</s>\n<|user|>\nHi?</s>\n<|assistant|>\nHello!</s>\n"
     )
     assert tok.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True) == (
-        "<|system|>\nBe brief.</s>\n<|user|>\nHi?</s>\n<|assistant|>\n"
+        "<s><|system|>\nBe brief.</s>\n<|user|>\nHi?</s>\n<|assistant|>\n"
     )
 
 
 def test_chat_template_eos_is_the_eos_token(tok):
     text = tok.apply_chat_template([{"role": "user", "content": "a"}], tokenize=False)
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    # "<|user|>\n" is 9 bytes, then 'a', then EOS, then '\n' (byte 0x0A)
-    assert ids[9:11] == [68, EOS]
+    # BOS, then "<|user|>\n" (9 bytes), then 'a', then EOS, then '\n' (byte 0x0A)
+    assert ids[0] == 1
+    assert ids[10:12] == [68, EOS]
     assert tok.decode(ids[-1:]) == "\n"
     assert ids.count(EOS) == 1
 
