@@ -100,8 +100,10 @@ def load_model(model: ModelLike, kind: Kind = "causal_lm", tokenizer: Any = None
             trust_remote_code=spec.trust_remote_code, quantization_config=_quantization_config(spec),
         )
     if spec.gradient_checkpointing:
-        enable = getattr(net, "activation_checkpointing_enable", None) or net.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(net, "activation_checkpointing_enable"):  # transformers >= 5.x
+            net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         net.config.use_cache = False
     if spec.lora is not None:
         net = _apply_lora(net, spec, "CAUSAL_LM" if kind == "causal_lm" else "FEATURE_EXTRACTION")
