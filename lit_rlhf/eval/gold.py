@@ -131,8 +131,9 @@ class GoldEval(L.Callback):
         self.evaluate(trainer, pl_module)
         before, after = self.history[0]["gold/reward"], self.history[-1]["gold/reward"]
         rank_zero_info(f"[lit_rlhf] gold/reward before training {before:.4f} -> after {after:.4f}")
-        if trainer.is_global_zero and trainer.log_dir:
-            path = Path(trainer.log_dir) / "gold_eval.json"
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank must ask
+        if trainer.is_global_zero and log_dir:
+            path = Path(log_dir) / "gold_eval.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"before": before, "after": after, "history": self.history}, indent=2))
 

@@ -69,7 +69,8 @@ class SFT(PolicyModule):
 
     def on_validation_epoch_end(self) -> None:
         nll, tokens = self.val_nll.compute(), self.val_tokens.compute().clamp(min=1)
-        self.log("val/loss", nll / tokens, prog_bar=True)
-        self.log("val/perplexity", torch.exp(nll / tokens))
+        # the metrics are already reduced over ranks; sync_dist only keeps Lightning from warning
+        self.log("val/loss", nll / tokens, prog_bar=True, sync_dist=True)
+        self.log("val/perplexity", torch.exp(nll / tokens), sync_dist=True)
         if self.val_gold.update_count:
-            self.log("val/gold_reward", self.val_gold.compute(), prog_bar=True)
+            self.log("val/gold_reward", self.val_gold.compute(), prog_bar=True, sync_dist=True)
