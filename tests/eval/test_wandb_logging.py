@@ -1,7 +1,6 @@
 """W&B logging: offline without an account (no network probe), and GoldEval's sample table in the run."""
 
 import json
-import os
 import socket
 
 import lightning as L
@@ -81,7 +80,7 @@ def test_auto_logger_goes_offline_without_account(no_account, tmp_path):
     logger = AutoWandbLogger(save_dir=tmp_path / "runs", project="t")
     assert logger._offline is True
     assert (tmp_path / "runs").is_dir()
-    assert os.environ["WANDB_MODE"] == "offline"  # the wandb process itself never tries to log in
+    # Lightning's WandbLogger switches wandb to offline mode when the experiment starts
     assert no_account.calls == []
 
 
