@@ -62,6 +62,7 @@ class RowDataModule(L.LightningDataModule):
 
     kind: str = ""
     pair_keys: tuple[str, ...] = ()
+    padding_side: Literal["right", "left"] = "right"
 
     def __init__(
         self,
@@ -158,9 +159,8 @@ class RowDataModule(L.LightningDataModule):
                 self.dataset(split)
 
     # -- loaders ----------------------------------------------------------------------------
-    def collator(self, padding_side: Literal["right", "left"] = "right") -> Collator:
-        tok = self.resolve_tokenizer()
-        return Collator(tok.pad_token_id, padding_side, self.pair_keys)
+    def collator(self) -> Collator:
+        return Collator(self.resolve_tokenizer().pad_token_id, self.padding_side, self.pair_keys)
 
     def lengths(self, items: list[dict[str, Any]]) -> list[int]:
         key = "input_ids" if "input_ids" in items[0] else f"{self.pair_keys[0]}_input_ids"
@@ -223,12 +223,10 @@ class PromptDataModule(RowDataModule):
     """Prompts for generation (PPO, rejection sampling, evaluation); batches are left-padded."""
 
     kind = "prompt"
+    padding_side = "left"
 
     def encode(self, row: PromptRow, encoder):
         return encoder.prompt(row)
-
-    def collator(self, padding_side: Literal["right", "left"] = "left") -> Collator:
-        return super().collator("left")
 
 
 class WeakLabelDataModule(RowDataModule):
