@@ -42,16 +42,18 @@ class HeadModel(nn.Module):
         pooling: Pooling = "last",
         squeeze: bool = False,
         zero_init: bool = False,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.pooling, self.squeeze = pooling, squeeze
-        self.head = nn.Linear(hidden_size(backbone), num_outputs)
+        self.head = nn.Linear(hidden_size(backbone), num_outputs, bias=bias)
         if zero_init:
             nn.init.zeros_(self.head.weight)
         else:
             nn.init.normal_(self.head.weight, std=1.0 / (hidden_size(backbone) + 1) ** 0.5)
-        nn.init.zeros_(self.head.bias)
+        if bias:
+            nn.init.zeros_(self.head.bias)
 
     @property
     def config(self):
@@ -72,7 +74,8 @@ class HeadModel(nn.Module):
         folder = Path(folder)
         self.backbone.save_pretrained(folder)
         torch.save(self.head.state_dict(), folder / "head.pt")
-        meta = {"num_outputs": self.head.out_features, "pooling": self.pooling, "squeeze": self.squeeze}
+        meta = {"num_outputs": self.head.out_features, "pooling": self.pooling, "squeeze": self.squeeze,
+                "bias": self.head.bias is not None}
         (folder / "head.json").write_text(json.dumps(meta))
 
 
@@ -81,8 +84,8 @@ def _head(model: ModelLike, tokenizer, **kwargs) -> HeadModel:
 
 
 def scalar_head_model(model: ModelLike, tokenizer=None, pooling: Pooling = "last") -> HeadModel:
-    """Reward/value model: one scalar per sequence, ``(B,)``."""
-    return _head(model, tokenizer, num_outputs=1, pooling=pooling, squeeze=True)
+    """Reward/value model: one scalar per sequence, ``(B,)`` (no bias, like HF's ``score`` layer)."""
+    return _head(model, tokenizer, num_outputs=1, pooling=pooling, squeeze=True, bias=False)
 
 
 def sequence_classifier(

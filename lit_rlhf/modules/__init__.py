@@ -1,6 +1,7 @@
 """One LightningModule per method."""
 
 from lit_rlhf.modules.base import LitRLHFModule, PolicyModule
+from lit_rlhf.modules.reward_model import RewardModel
 from lit_rlhf.modules.sft import SFT
 
-__all__ = ["LitRLHFModule", "PolicyModule", "SFT"]
+__all__ = ["LitRLHFModule", "PolicyModule", "RewardModel", "SFT"]

@@ -198,13 +198,13 @@ def test_head_model_save_pretrained(tok, tmp_path):
     clf = sequence_classifier(spec(), num_classes=4, tokenizer=tok, pooling="mean")
     clf.save_pretrained(tmp_path)
     assert (tmp_path / "config.json").exists()
-    assert json.loads((tmp_path / "head.json").read_text()) == {"num_outputs": 4, "pooling": "mean", "squeeze": False}
+    assert json.loads((tmp_path / "head.json").read_text()) == {"num_outputs": 4, "pooling": "mean", "squeeze": False, "bias": True}
     state = torch.load(tmp_path / "head.pt", weights_only=True)
     assert set(state) == {"weight", "bias"}
     torch.testing.assert_close(state["weight"], clf.head.weight.detach())
     rm = scalar_head_model(spec(), tokenizer=tok)
     rm.save_pretrained(tmp_path / "rm")
-    assert json.loads((tmp_path / "rm" / "head.json").read_text()) == {"num_outputs": 1, "pooling": "last", "squeeze": True}
+    assert json.loads((tmp_path / "rm" / "head.json").read_text()) == {"num_outputs": 1, "pooling": "last", "squeeze": True, "bias": False}
     assert isinstance(rm, HeadModel) and rm.config is rm.backbone.config
 
 
@@ -239,5 +239,5 @@ def test_lora_on_backbone_head(tok):
     ids, mask = batch(tok, ["ab", "abc"])
     assert rm(ids, mask).shape == (2,)
     trainable = {n for n, p in rm.named_parameters() if p.requires_grad}
-    assert {"head.weight", "head.bias"} <= trainable
+    assert "head.weight" in trainable and rm.head.bias is None  # scalar heads have no bias (HF `score`)
     assert all(n.startswith("head.") or "lora_" in n for n in trainable)

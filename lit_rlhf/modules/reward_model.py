@@ -1,0 +1,130 @@
+"""Bradley–Terry reward model (Llama 2 margins, soft labels, reward centering)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Literal
+
+import torch
+
+from lit_rlhf.losses import LLAMA2_MARGINS, bradley_terry_loss, reward_centering_penalty
+from lit_rlhf.models import ModelLike, ModelSpec, load_tokenizer, scalar_head_model
+from lit_rlhf.models.heads import Pooling
+from lit_rlhf.modules.base import LitRLHFModule
+
+MarginSource = Literal["none", "column", "rating", "adaptive"]
+
+
+class RewardModel(LitRLHFModule):
+    """Scalar reward model trained on preference pairs with the Bradley–Terry loss.
+
+    One forward pass over ``[chosen; rejected]`` (the :class:`~lit_rlhf.data.PreferenceDataModule`
+    batch layout); the reward is read at the last real token (from the attention mask).
+
+    Args:
+        model: backbone name or spec (decoder or encoder).
+        pooling: ``last`` real token or ``mean`` over tokens.
+        margin: where the per-pair margin comes from: ``none``; ``column`` (the data's ``margin``);
+            ``rating`` (the data's ``rating`` through ``rating_margins``); ``adaptive``
+            (``margin_scale`` × the data's ``strength``, the ensemble mean preference difference).
+        rating_margins: ``small`` / ``large`` (Llama 2 Table 27) or a ``{rating: margin}`` table.
+        margin_scale: λ of the adaptive margin.
+        clip_margin: clip margins below at 0.
+        label_smoothing: α; the target is ``1 − α`` where the data has no ``soft_label``.
+        center_rewards: coefficient of the centering penalty ``(r_c + r_r)²``.
+        **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
+    """
+
+    def __init__(
+        self,
+        model: ModelLike = "lit-rlhf:tiny-llama",
+        pooling: Pooling = "last",
+        margin: MarginSource = "column",
+        rating_margins: str | dict[str, float] = "small",
+        margin_scale: float = 1.0,
+        clip_margin: bool = False,
+        label_smoothing: float = 0.0,
+        center_rewards: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.record_hparams()
+        self.spec = ModelSpec.of(model)
+        self.tokenizer = load_tokenizer(self.spec)
+        self.model = scalar_head_model(self.spec, self.tokenizer, pooling=pooling)
+        if isinstance(rating_margins, str):
+            if rating_margins not in LLAMA2_MARGINS:
+                raise ValueError(f"rating_margins must be one of {sorted(LLAMA2_MARGINS)} or a table, got {rating_margins!r}")
+            rating_margins = LLAMA2_MARGINS[rating_margins]
+        self.rating_margins = {k.lower(): float(v) for k, v in rating_margins.items()}
+        self.margin_source, self.margin_scale, self.clip_margin = margin, margin_scale, clip_margin
+        self.label_smoothing, self.center_rewards = label_smoothing, center_rewards
+        self._val: dict[str, list[torch.Tensor]] = defaultdict(list)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Rewards ``(N,)``."""
+        return self.model(input_ids, attention_mask)
+
+    def margins(self, batch: dict[str, Any], n: int) -> torch.Tensor | None:
+        """Per-pair margin ``(B,)`` from the configured source (``None`` = no margin)."""
+        if self.margin_source == "none":
+            return None
+        if self.margin_source == "rating":
+            ratings = batch.get("rating")
+            if ratings is None:
+                raise ValueError("margin='rating' needs a 'rating' column in the preference data")
+            unknown = {r for r in ratings if r is not None and str(r).lower() not in self.rating_margins}
+            if unknown:
+                raise ValueError(f"ratings {sorted(unknown)} are not in the margin table {sorted(self.rating_margins)}")
+            values = [self.rating_margins[str(r).lower()] if r is not None else 0.0 for r in ratings]
+            margin = torch.tensor(values, device=self.device)
+        else:
+            key = "margin" if self.margin_source == "column" else "strength"
+            if key not in batch:
+                if self.margin_source == "adaptive":
+                    raise ValueError("margin='adaptive' needs a 'strength' column (see `lit-rlhf strength`)")
+                return None
+            margin = self.margin_scale * batch[key] if key == "strength" else batch[key]
+        margin = torch.nan_to_num(margin.float(), nan=0.0)
+        return margin.clamp(min=0) if self.clip_margin else margin
+
+    def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Rewards, per-pair losses and stats for a batch of ``2B`` sequences (chosen first)."""
+        rewards = self(batch["input_ids"], batch["attention_mask"])
+        chosen, rejected = rewards.chunk(2)
+        n = len(chosen)
+        soft = batch.get("soft_label")
+        if soft is None:
+            soft = torch.full((n,), 1.0 - self.label_smoothing, device=rewards.device)
+        else:
+            soft = torch.nan_to_num(soft.float(), nan=1.0 - self.label_smoothing)
+        losses = bradley_terry_loss(chosen, rejected, self.margins(batch, n), soft)
+        if self.center_rewards:
+            losses = losses + self.center_rewards * reward_centering_penalty(chosen, rejected)
+        return {"losses": losses, "chosen": chosen.detach(), "rejected": rejected.detach()}
+
+    def _log_stats(self, prefix: str, out: dict[str, torch.Tensor], **kw: Any) -> None:
+        diff = out["chosen"] - out["rejected"]
+        self.log(f"{prefix}/loss", out["losses"].mean(), prog_bar=True, **kw)
+        self.log(f"{prefix}/accuracy", (diff > 0).float().mean(), prog_bar=True, **kw)
+        self.log(f"{prefix}/margin", diff.mean(), **kw)
+        self.log(f"{prefix}/mean_reward", torch.cat([out["chosen"], out["rejected"]]).mean(), **kw)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.step(batch)
+        loss = out["losses"].mean()
+        self.check_finite(loss)
+        self._log_stats("train", out, batch_size=len(out["chosen"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.step(batch)
+        self._log_stats("val", out, batch_size=len(out["chosen"]), sync_dist=True)
+        for rating, correct in zip(batch.get("rating") or [], (out["chosen"] > out["rejected"]).tolist()):
+            if rating is not None:
+                self._val[str(rating)].append(torch.tensor(float(correct)))
+
+    def on_validation_epoch_end(self) -> None:
+        for rating, values in self._val.items():
+            self.log(f"val/accuracy/{rating}", torch.stack(values).mean(), sync_dist=True)
+        self._val.clear()
