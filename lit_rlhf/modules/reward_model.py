@@ -65,6 +65,12 @@ class RewardModel(LitRLHFModule):
         """Rewards ``(N,)``."""
         return self.model(input_ids, attention_mask)
 
+    def features_and_rewards(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features ``(N, H)`` and rewards ``(N,)`` of every sequence in the batch (one forward)."""
+        features = self.model.features(batch["input_ids"], batch["attention_mask"])
+        rewards = self.model.head(features.to(self.model.head.weight.dtype)).float().squeeze(-1)
+        return features, rewards
+
     def margins(self, batch: dict[str, Any], n: int) -> torch.Tensor | None:
         """Per-pair margin ``(B,)`` from the configured source (``None`` = no margin)."""
         if self.margin_source == "none":
@@ -89,8 +95,12 @@ class RewardModel(LitRLHFModule):
         return margin.clamp(min=0) if self.clip_margin else margin
 
     def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Rewards, per-pair losses and stats for a batch of ``2B`` sequences (chosen first)."""
-        rewards = self(batch["input_ids"], batch["attention_mask"])
+        """Per-pair losses ``(B,)``, rewards and features for a batch of ``2B`` sequences (chosen first).
+
+        Returns a dict with ``losses``, ``chosen`` / ``rejected`` (detached rewards) and ``features``
+        (``(2B, H)``, with gradient) for subclasses that add terms on the representations.
+        """
+        features, rewards = self.features_and_rewards(batch)
         chosen, rejected = rewards.chunk(2)
         n = len(chosen)
         soft = batch.get("soft_label")
@@ -101,7 +111,7 @@ class RewardModel(LitRLHFModule):
         losses = bradley_terry_loss(chosen, rejected, self.margins(batch, n), soft)
         if self.center_rewards:
             losses = losses + self.center_rewards * reward_centering_penalty(chosen, rejected)
-        return {"losses": losses, "chosen": chosen.detach(), "rejected": rejected.detach()}
+        return {"losses": losses, "chosen": chosen.detach(), "rejected": rejected.detach(), "features": features}
 
     def _log_stats(self, prefix: str, out: dict[str, torch.Tensor], **kw: Any) -> None:
         diff = out["chosen"] - out["rejected"]
