@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 import lit_rlhf.data  # noqa: F401  (registers the data modules for class_path shorthands)
 import lit_rlhf.eval  # noqa: F401
@@ -72,7 +72,41 @@ def assets_main(argv: list[str]) -> None:
             subprocess.run(command, check=True)
 
 
-PIPELINES: dict[str, Callable[[list[str]], None]] = {"export": export_main, "assets": assets_main}
+def strength_main(argv: list[str]) -> None:
+    from lit_rlhf.eval.strength import plot_strength, preference_strength, strength_statistics, write_with_strength
+
+    parser = argparse.ArgumentParser(
+        prog="lit-rlhf strength",
+        description="Preference strength (Secrets of RLHF II): train an ensemble of reward models on a preference "
+        "config, write every training pair with strength_mean/strength_std columns, and plot the distribution. "
+        "Other arguments (--config, --model.*, --data.*, --trainer.*) are those of `lit-rlhf fit`.",
+    )
+    parser.add_argument("--members", type=int, default=5, help="ensemble size M (paper: 10)")
+    parser.add_argument("--output", required=True, help="jsonl to write (the training pairs + strength columns)")
+    parser.add_argument("--plot", default=None, help="PNG of the strength distribution")
+    args, rest = parser.parse_known_args(argv)
+    datamodules = []
+
+    def build(member: int):
+        cli = make_cli([*rest, f"--seed_everything={member}", f"--data.init_args.seed={member}"], run=False,
+                       save_config=False)
+        datamodules.append(cli.datamodule)
+        return cli.model, cli.datamodule, cli.trainer
+
+    differences = preference_strength(build, args.members)
+    mean, std = strength_statistics(differences)
+    out = write_with_strength(datamodules[-1].rows["train"], mean, std, args.output)
+    print(f"wrote {out}: {len(mean)} pairs, {float((mean < 0).float().nanmean()):.1%} with strength < 0, "
+          f"mean std {float(std.nanmean()):.3f}")
+    if args.plot:
+        print(f"plot: {plot_strength(mean, std, args.plot)}")
+
+
+PIPELINES: dict[str, Callable[[list[str]], None]] = {
+    "export": export_main,
+    "assets": assets_main,
+    "strength": strength_main,
+}
 
 DESCRIPTION = (
     "lit_rlhf: PyTorch Lightning alignment trainers.\n"
@@ -81,22 +115,29 @@ DESCRIPTION = (
 )
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``lit-rlhf`` and ``python -m lit_rlhf``."""
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in PIPELINES:
-        PIPELINES[argv[0]](argv[1:])
-        return None
-    LitRLHFCLI(
+def make_cli(args: list[str] | None, run: bool = True, save_config: bool = True) -> LitRLHFCLI:
+    """The LightningCLI over every lit_rlhf module and data module."""
+    return LitRLHFCLI(
         LitRLHFModule,
         RowDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
+        save_config_callback=SaveConfigCallback if save_config else None,
         parser_kwargs={"description": DESCRIPTION, "formatter_class": argparse.RawDescriptionHelpFormatter},
         args=args,
+        run=run,
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``lit-rlhf`` and ``python -m lit_rlhf``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in PIPELINES:
+        PIPELINES[argv[0]](argv[1:])
+        return
+    make_cli(args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_rlhf.data.collate import Collator
 from lit_rlhf.data.sampling import LengthGroupedBatchSampler
 from lit_rlhf.data.schemas import PromptRow, Row
+from lit_rlhf.data.strength import apply_strength_treatments
 from lit_rlhf.data.sources import read_rows, task_rows
 from lit_rlhf.data.tokenize import Encoder, TooLong, Truncation
 from lit_rlhf.tasks.base import Task
@@ -93,6 +94,7 @@ class RowDataModule(L.LightningDataModule):
         self.rows: dict[str, list[Row]] = {}
         self.datasets: dict[str, ListDataset] = {}
         self.filtered: dict[str, Counter] = {}
+        self.kept_rows: dict[str, list[int]] = {}  # indices into self.rows[split] of the encoded items
 
     # -- sources ----------------------------------------------------------------------------
     def has_split(self, split: str) -> bool:
@@ -136,14 +138,15 @@ class RowDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> ListDataset:
         """Encoded split; filtered rows are counted in ``self.filtered[split]`` and reported."""
         if split not in self.datasets:
-            encoder, items, dropped = self.encoder, [], Counter()
+            encoder, items, kept, dropped = self.encoder, [], [], Counter()
             rows = self.read(split)
-            for row in rows:
+            for i, row in enumerate(rows):
                 try:
                     items.append(self.encode(row, encoder))
+                    kept.append(i)
                 except TooLong:
                     dropped[f"longer than max_length={self.max_length}"] += 1
-            self.filtered[split] = dropped
+            self.filtered[split], self.kept_rows[split] = dropped, kept
             if dropped:
                 why = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
                 rank_zero_info(f"[lit_rlhf] {split}: kept {len(items)} of {len(rows)} rows; filtered: {why}")
@@ -207,10 +210,36 @@ class SFTDataModule(RowDataModule):
 
 
 class PreferenceDataModule(RowDataModule):
-    """Preference pairs; a batch holds ``2B`` sequences: ``B`` chosen then ``B`` rejected."""
+    """Preference pairs; a batch holds ``2B`` sequences: ``B`` chosen then ``B`` rejected.
+
+    Args:
+        flip_fraction: swap chosen/rejected of the lowest-strength fraction of the training pairs
+            (needs a ``strength``/``strength_mean`` column, e.g. from ``lit-rlhf strength``).
+        soft_label_bands: ``[low_quantile, high_quantile, soft_label]`` triples applied to training
+            pairs by strength quantile (see :func:`lit_rlhf.data.strength.apply_strength_treatments`).
+    """
 
     kind = "preference"
     pair_keys = ("chosen", "rejected")
+
+    def __init__(
+        self,
+        *args: Any,
+        flip_fraction: float = 0.0,
+        soft_label_bands: list[tuple[float, float, float]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.flip_fraction, self.soft_label_bands = flip_fraction, soft_label_bands
+
+    def read(self, split: str) -> list[Row]:
+        fresh = split not in self.rows
+        rows = super().read(split)
+        if fresh and split == "train" and (self.flip_fraction or self.soft_label_bands):
+            rows, counts = apply_strength_treatments(rows, self.flip_fraction, self.soft_label_bands)
+            self.rows[split] = rows
+            rank_zero_info(f"[lit_rlhf] train: strength treatments on {len(rows)} pairs: {dict(counts)}")
+        return rows
 
     def encode(self, row, encoder):
         return encoder.preference(row)

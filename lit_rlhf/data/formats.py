@@ -177,7 +177,7 @@ def sft_alpaca(raw: dict[str, Any], where: str) -> list[Row]:
 # preference
 # --------------------------------------------------------------------------------------------
 
-PREFERENCE_OPTIONS = ("margin", "rating", "soft_label", "strength")
+PREFERENCE_OPTIONS = ("margin", "rating", "soft_label", "strength", "strength_mean")
 
 
 def _preference_row(
@@ -189,6 +189,8 @@ def _preference_row(
         if isinstance(rating, bool) or not isinstance(rating, (str, int)):
             raise DataError(where, "rating", f"expected a string or an integer, got {type(rating).__name__}")
         rating = _string(str(rating), "rating", where)
+    # `strength_mean` is what `lit-rlhf strength` writes (ensemble mean preference difference)
+    strength_key = "strength" if raw.get("strength") is not None else "strength_mean"
     return PreferenceRow(
         prompt=prompt,
         chosen=chosen,
@@ -196,7 +198,7 @@ def _preference_row(
         margin=check_float(raw.get("margin"), "margin", where),
         rating=rating,
         soft_label=check_float(raw.get("soft_label"), "soft_label", where, 0.0, 1.0),
-        strength=check_float(raw.get("strength"), "strength", where),
+        strength=check_float(raw.get(strength_key), strength_key, where),
         where=where,
         meta={**_extras(raw, (*used, *PREFERENCE_OPTIONS)), **meta},
     )

@@ -87,9 +87,9 @@ class RewardModel(LitRLHFModule):
         else:
             key = "margin" if self.margin_source == "column" else "strength"
             if key not in batch:
-                if self.margin_source == "adaptive":
+                if self.margin_source == "adaptive" and self.training:
                     raise ValueError("margin='adaptive' needs a 'strength' column (see `lit-rlhf strength`)")
-                return None
+                return None  # e.g. evaluation data without strength: plain BT loss
             margin = self.margin_scale * batch[key] if key == "strength" else batch[key]
         margin = torch.nan_to_num(margin.float(), nan=0.0)
         return margin.clamp(min=0) if self.clip_margin else margin

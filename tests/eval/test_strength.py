@@ -1,0 +1,65 @@
+"""Preference strength: statistics by hand, row alignment, and the Secrets-II noise-detection claim."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from lit_rlhf.cli import main
+from lit_rlhf.eval.strength import strength_statistics
+
+
+def test_statistics_are_mean_and_population_std():
+    d = torch.tensor([[1.0, -1.0], [3.0, -1.0], [2.0, 2.0]])
+    mean, std = strength_statistics(d)
+    assert torch.allclose(mean, torch.tensor([2.0, 0.0]))
+    # population std: sqrt(((1-2)^2 + (3-2)^2 + 0) / 3) = sqrt(2/3); sqrt((1 + 1 + 4) / 3) = sqrt(2)
+    assert torch.allclose(std, torch.tensor([(2 / 3) ** 0.5, 2 ** 0.5]))
+
+
+def _noisy_word_pairs(path, n, seed, noise):
+    rng = random.Random(seed)
+    text = lambda k: "".join(rng.choice("xyzqwv ") for _ in range(k))  # noqa: E731
+    with open(path, "w") as f:
+        for _ in range(n):
+            a, b = rng.randint(0, 12), rng.randint(0, 12)
+            good, bad = text(a) + "good" + text(12 - a), text(b) + "bad" + text(13 - b)
+            noisy = rng.random() < noise
+            f.write(json.dumps({"prompt": f"{rng.randint(0, 99)}:", "chosen": bad if noisy else good,
+                                "rejected": good if noisy else bad, "noisy": noisy}) + "\n")
+
+
+@pytest.fixture
+def config(tmp_path):
+    _noisy_word_pairs(tmp_path / "train.jsonl", 512, 0, 0.25)
+    path = tmp_path / "rm.yaml"
+    path.write_text(f"""
+model:
+  class_path: lit_rlhf.modules.RewardModel
+  init_args:
+    model: {{name: "lit-rlhf:tiny-llama", config: {{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1,
+            num_attention_heads: 2, num_key_value_heads: 2}}}}
+    optimizer: {{class_path: torch.optim.AdamW, init_args: {{lr: 0.003}}}}
+data:
+  class_path: lit_rlhf.data.PreferenceDataModule
+  init_args: {{train: {tmp_path / 'train.jsonl'}, batch_size: 16, max_length: 64}}
+trainer: {{accelerator: cpu, max_epochs: 1, logger: false, enable_checkpointing: false, enable_progress_bar: false,
+          enable_model_summary: false, default_root_dir: {tmp_path}}}
+""")
+    return path
+
+
+def test_ensemble_strength_finds_the_flipped_pairs(config, tmp_path):
+    out, plot = tmp_path / "with_strength.jsonl", tmp_path / "strength.png"
+    main(["strength", "--members", "3", "--output", str(out), "--plot", str(plot), "--config", str(config)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 512 and all({"strength_mean", "strength_std", "chosen", "rejected"} <= r.keys() for r in rows)
+    assert plot.stat().st_size > 10_000
+    noise_rate = sum(r["noisy"] for r in rows) / len(rows)
+    rows.sort(key=lambda r: r["strength_mean"])
+    bottom = rows[: len(rows) // 5]
+    precision = sum(r["noisy"] for r in bottom) / len(bottom)
+    below_zero = sum(r["strength_mean"] < 0 for r in rows) / len(rows)
+    assert precision >= 0.8, precision  # paper: the weakest pairs are the mislabelled ones
+    assert abs(below_zero - noise_rate) < 0.1, (below_zero, noise_rate)
