@@ -1,7 +1,8 @@
 """One LightningModule per method."""
 
 from lit_rlhf.modules.base import LitRLHFModule, PolicyModule
+from lit_rlhf.modules.contrastive_rm import ContrastiveRM
 from lit_rlhf.modules.reward_model import RewardModel
 from lit_rlhf.modules.sft import SFT
 
-__all__ = ["LitRLHFModule", "PolicyModule", "RewardModel", "SFT"]
+__all__ = ["ContrastiveRM", "LitRLHFModule", "PolicyModule", "RewardModel", "SFT"]
