@@ -101,6 +101,7 @@ class Encoder:
             "chosen_input_ids": chosen, "chosen_completion_mask": chosen_mask,
             "rejected_input_ids": rejected, "rejected_completion_mask": rejected_mask,
             "margin": row.margin, "soft_label": row.soft_label, "strength": row.strength, "rating": row.rating,
+            "gold_label": row.meta.get("gold_label"),
             "prompt_ids": prompt_ids, "prompt_text": render_prompt(self.tokenizer, row.prompt),
         }
 

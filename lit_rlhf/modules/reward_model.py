@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -19,7 +21,9 @@ class RewardModel(LitRLHFModule):
     """Scalar reward model trained on preference pairs with the Bradley–Terry loss.
 
     One forward pass over ``[chosen; rejected]`` (the :class:`~lit_rlhf.data.PreferenceDataModule`
-    batch layout); the reward is read at the last real token (from the attention mask).
+    batch layout); the reward is read at the last real token (from the attention mask). Logs
+    ``train|val/loss|accuracy|margin|mean_reward``, ``val/accuracy/<rating>`` per rating level and
+    ``val/gold_agreement`` where rows carry a ``gold_label`` (1: chosen is truly better, 0: rejected is).
 
     Args:
         model: backbone name or spec (decoder or encoder).
@@ -64,6 +68,33 @@ class RewardModel(LitRLHFModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rewards ``(N,)``."""
         return self.model(input_ids, attention_mask)
+
+    def export(self, folder: str | Path, merge_lora: bool = True) -> Path:
+        """Write a Hugging Face sequence-classification folder (``num_labels=1``) + tokenizer.
+
+        Decoder backbones whose ``AutoModelForSequenceClassification`` class has a bias-free ``score``
+        layer (Llama, Mistral, Qwen2, GPT-2, ...) get exactly this model's weights; HF reads the score at
+        the last non-pad token, which equals our last real token when ``pad_token_id != eos_token_id``.
+        Other backbones (e.g. BERT, whose HF head uses its pooler) are saved as backbone + ``head.pt``.
+        """
+        from transformers import AutoModelForSequenceClassification
+
+        folder = Path(folder)
+        backbone = self.model.backbone
+        if merge_lora and hasattr(backbone, "merge_and_unload"):
+            backbone = copy.deepcopy(backbone).merge_and_unload()
+        config = copy.deepcopy(backbone.config)
+        config.num_labels, config.pad_token_id = 1, self.tokenizer.pad_token_id
+        hf = AutoModelForSequenceClassification.from_config(config)
+        score = getattr(hf, "score", None)
+        if self.model.pooling != "last" or not isinstance(score, torch.nn.Linear) or score.bias is not None:
+            self.model.save_pretrained(folder)
+        else:
+            getattr(hf, hf.base_model_prefix).load_state_dict(backbone.state_dict())
+            score.weight.data.copy_(self.model.head.weight.data)
+            hf.to(backbone.dtype).save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        return folder
 
     def features_and_rewards(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled features ``(N, H)`` and rewards ``(N,)`` of every sequence in the batch (one forward)."""
@@ -130,6 +161,12 @@ class RewardModel(LitRLHFModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self.step(batch)
         self._log_stats("val", out, batch_size=len(out["chosen"]), sync_dist=True)
+        if "gold_label" in batch:  # 1 = chosen is truly better, 0 = rejected is (e.g. known-noisy data)
+            gold = batch["gold_label"]
+            known = ~torch.isnan(gold)
+            if known.any():
+                agree = ((out["chosen"] > out["rejected"]).float() == gold)[known].float()
+                self.log("val/gold_agreement", agree.mean(), batch_size=int(known.sum()), sync_dist=True)
         for rating, correct in zip(batch.get("rating") or [], (out["chosen"] > out["rejected"]).tolist()):
             if rating is not None:
                 self._val[str(rating)].append(torch.tensor(float(correct)))

@@ -117,3 +117,39 @@ def test_tiny_reward_model_learns_the_preference(tiny_spec, tmp_path):
     assert all(not torch.equal(v, before[k]) for k, v in rm.named_parameters())
     assert acc_after >= 0.9 and acc_after > acc_before + 0.2, (acc_before, acc_after)
     assert loss_after < loss_before
+
+
+def test_export_is_a_hf_sequence_classifier_with_the_same_rewards(tiny_spec, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    rm = RewardModel(model=tiny_spec)
+    torch.nn.init.normal_(rm.model.head.weight)
+    rm.export(tmp_path / "rm")
+    hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "rm")
+    batch = tok(["1+2=3", "20*3=60</s>"], padding=True, return_tensors="pt")
+    assert batch["attention_mask"][0, -1] == 0  # right padding is exercised
+    expected = rm(batch["input_ids"], batch["attention_mask"])
+    got = hf(**batch).logits.squeeze(-1)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_validation_reports_gold_agreement_and_per_rating_accuracy(tiny_spec, tmp_path):
+    import json
+
+    rows = [{"prompt": "q:", "chosen": f"a{i}", "rejected": f"b{i}", "rating": ["better", "slightly better"][i % 2],
+             "gold_label": i % 2} for i in range(8)]
+    path = tmp_path / "val.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    rm = RewardModel(model=tiny_spec)
+    dm = PreferenceDataModule(train=str(path), val=str(path), batch_size=8)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    metrics = trainer.validate(rm, datamodule=dm, verbose=False)[0]
+    batch = dm.collator()(dm.dataset("val").items)
+    chosen, rejected = rm(batch["input_ids"], batch["attention_mask"]).chunk(2)
+    wins = (chosen > rejected).float()
+    gold = torch.tensor([r["gold_label"] for r in rows], dtype=torch.float32)
+    assert metrics["val/gold_agreement"] == pytest.approx((wins == gold).float().mean().item())
+    assert metrics["val/accuracy/better"] == pytest.approx(wins[0::2].mean().item())
+    assert metrics["val/accuracy/slightly better"] == pytest.approx(wins[1::2].mean().item())
