@@ -2,7 +2,8 @@
 
 from lit_rlhf.modules.base import LitRLHFModule, PolicyModule
 from lit_rlhf.modules.contrastive_rm import ContrastiveRM
+from lit_rlhf.modules.meta_rm import MetaRM
 from lit_rlhf.modules.reward_model import RewardModel
 from lit_rlhf.modules.sft import SFT
 
-__all__ = ["ContrastiveRM", "LitRLHFModule", "PolicyModule", "RewardModel", "SFT"]
+__all__ = ["ContrastiveRM", "LitRLHFModule", "MetaRM", "PolicyModule", "RewardModel", "SFT"]
