@@ -28,3 +28,29 @@ def tiny_spec():
     from lit_rlhf.models import ModelSpec
 
     return ModelSpec(config=dict(TINY))
+
+
+def write_jsonl(path, rows) -> str:
+    """Write ``rows`` (dicts) as jsonl; return the path as a string."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def word_pairs(path, n, seed, noise=0.0, alphabet="xyzqwv ") -> str:
+    """Preference pairs with a known rule: chosen replies contain 'good', rejected ones 'bad', at a random
+    place in random text; a fraction ``noise`` of the pairs is flipped (marked ``noisy``)."""
+    import random
+
+    rng = random.Random(seed)
+    text = lambda k: "".join(rng.choice(alphabet) for _ in range(k))  # noqa: E731
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(0, 12), rng.randint(0, 12)
+        good, bad = text(a) + "good" + text(12 - a), text(b) + "bad" + text(13 - b)
+        noisy = rng.random() < noise
+        rows.append({"prompt": f"{rng.randint(0, 99)}:", "chosen": bad if noisy else good,
+                     "rejected": good if noisy else bad, "noisy": noisy})
+    return write_jsonl(path, rows)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_jsonl
 
 from lit_rlhf.data import (
     DataError,
@@ -26,11 +25,6 @@ TOK = "lit-rlhf:tiny-llama"
 @pytest.fixture(scope="module")
 def tok():
     return load_tokenizer(TOK)
-
-
-def write_jsonl(path: Path, rows: list) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
 
 
 def chat(*turns: str) -> dict:

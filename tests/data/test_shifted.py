@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import json
-from pathlib import Path
 
 import pytest
+from conftest import write_jsonl
 
 from lit_rlhf.data import DataError
-from lit_rlhf.data.shifted import CyclingBatchSampler, MetaRMDataModule, read_shifted_rows, shifted_row
+from lit_rlhf.data.shifted import (
+    CyclingBatchSampler,
+    MetaRMDataModule,
+    read_shifted_rows,
+    shifted_row,
+)
 from lit_rlhf.models import load_tokenizer
 
 TOK = "lit-rlhf:tiny-llama"
@@ -18,11 +22,6 @@ TOK = "lit-rlhf:tiny-llama"
 @pytest.fixture(scope="module")
 def tok():
     return load_tokenizer(TOK)
-
-
-def write_jsonl(path: Path, rows: list) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
 
 
 GROUPS = [

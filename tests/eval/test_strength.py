@@ -1,10 +1,10 @@
 """Preference strength: statistics by hand, row alignment, and the Secrets-II noise-detection claim."""
 
 import json
-import random
 
 import pytest
 import torch
+from conftest import word_pairs
 
 from lit_rlhf.cli import main
 from lit_rlhf.eval.strength import strength_statistics
@@ -18,21 +18,9 @@ def test_statistics_are_mean_and_population_std():
     assert torch.allclose(std, torch.tensor([(2 / 3) ** 0.5, 2 ** 0.5]))
 
 
-def _noisy_word_pairs(path, n, seed, noise):
-    rng = random.Random(seed)
-    text = lambda k: "".join(rng.choice("xyzqwv ") for _ in range(k))  # noqa: E731
-    with open(path, "w") as f:
-        for _ in range(n):
-            a, b = rng.randint(0, 12), rng.randint(0, 12)
-            good, bad = text(a) + "good" + text(12 - a), text(b) + "bad" + text(13 - b)
-            noisy = rng.random() < noise
-            f.write(json.dumps({"prompt": f"{rng.randint(0, 99)}:", "chosen": bad if noisy else good,
-                                "rejected": good if noisy else bad, "noisy": noisy}) + "\n")
-
-
 @pytest.fixture
 def config(tmp_path):
-    _noisy_word_pairs(tmp_path / "train.jsonl", 512, 0, 0.25)
+    word_pairs(tmp_path / "train.jsonl", 512, 0, noise=0.25)
     path = tmp_path / "rm.yaml"
     path.write_text(f"""
 model:

@@ -4,6 +4,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import word_pairs as _word_pairs
 
 from lit_rlhf.data import PreferenceDataModule
 from lit_rlhf.losses import bradley_terry_loss
@@ -23,22 +24,6 @@ def _batch(tok, pairs):
     enc = Encoder(tok, max_length=64)
     rows = [enc.preference(PreferenceRow(prompt=p, chosen=c, rejected=r)) for p, c, r in pairs]
     return Collator(tok.pad_token_id, pair_keys=("chosen", "rejected"))(rows)
-
-
-def _word_pairs(path, n, seed):
-    """Chosen replies contain the word 'good', rejected ones 'bad', at a random place in random text."""
-    import json
-    import random
-
-    rng = random.Random(seed)
-    noise = lambda k: "".join(rng.choice("xyzqwv ") for _ in range(k))
-    with open(path, "w") as f:
-        for _ in range(n):
-            a, b = rng.randint(0, 12), rng.randint(0, 12)
-            row = {"prompt": f"{rng.randint(0, 99)}:", "chosen": noise(a) + "good" + noise(12 - a),
-                   "rejected": noise(b) + "bad" + noise(13 - b)}
-            f.write(json.dumps(row) + "\n")
-    return str(path)
 
 
 def test_eval_step_is_the_reward_model_step(tiny_spec):

@@ -14,10 +14,16 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import word_pairs
 from torch.func import functional_call
 
 from lit_rlhf.data import Collator, Encoder, PreferenceDataModule, PreferenceRow
-from lit_rlhf.data.shifted import MetaRMDataModule, ShiftedCollator, encode_shifted, shifted_row
+from lit_rlhf.data.shifted import (
+    MetaRMDataModule,
+    ShiftedCollator,
+    encode_shifted,
+    shifted_row,
+)
 from lit_rlhf.losses.meta import meta_difference_loss
 from lit_rlhf.models import ModelSpec
 from lit_rlhf.modules import RewardModel
@@ -38,18 +44,6 @@ def pref_batch(tok, pairs=PAIRS):
 def shifted_batch(tok, groups=GROUPS):
     enc = Encoder(tok, max_length=64)
     return ShiftedCollator(tok.pad_token_id)([encode_shifted(enc, shifted_row(g, f"mem:{i}")) for i, g in enumerate(groups)])
-
-
-def word_pairs(path, n, seed, alphabet="xyzqwv "):
-    """Chosen replies contain 'good', rejected ones 'bad', at a random place in random text."""
-    rng = random.Random(seed)
-    noise = lambda k: "".join(rng.choice(alphabet) for _ in range(k))  # noqa: E731
-    with open(path, "w") as f:
-        for _ in range(n):
-            a, b = rng.randint(0, 12), rng.randint(0, 12)
-            f.write(json.dumps({"prompt": f"{rng.randint(0, 99)}:", "chosen": noise(a) + "good" + noise(12 - a),
-                                "rejected": noise(b) + "bad" + noise(13 - b)}) + "\n")
-    return str(path)
 
 
 def shifted_responses(path, n, seed, k=4, words=("good", "bad", ""), alphabet="abcde "):

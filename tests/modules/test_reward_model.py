@@ -3,6 +3,7 @@
 import lightning as L
 import pytest
 import torch
+from conftest import word_pairs as _word_pairs
 
 from lit_rlhf.data import PreferenceDataModule
 from lit_rlhf.modules import RewardModel
@@ -85,22 +86,6 @@ def test_centering_adds_the_penalty(tiny_spec):
     assert torch.allclose(out["losses"], expected, atol=1e-6)
 
 
-def _word_pairs(path, n, seed):
-    """Chosen replies contain the word 'good', rejected ones 'bad', at a random place in random text."""
-    import json
-    import random
-
-    rng = random.Random(seed)
-    noise = lambda k: "".join(rng.choice("xyzqwv ") for _ in range(k))  # noqa: E731
-    with open(path, "w") as f:
-        for _ in range(n):
-            a, b = rng.randint(0, 12), rng.randint(0, 12)
-            row = {"prompt": f"{rng.randint(0, 99)}:", "chosen": noise(a) + "good" + noise(12 - a),
-                   "rejected": noise(b) + "bad" + noise(13 - b)}
-            f.write(json.dumps(row) + "\n")
-    return str(path)
-
-
 def test_tiny_reward_model_learns_the_preference(tiny_spec, tmp_path):
     rm = RewardModel(model=tiny_spec, optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
     dm = PreferenceDataModule(train=_word_pairs(tmp_path / "train.jsonl", 512, 0),
@@ -115,8 +100,8 @@ def test_tiny_reward_model_learns_the_preference(tiny_spec, tmp_path):
     trainer.validate(rm, datamodule=dm, verbose=False)
     acc_after, loss_after = (trainer.callback_metrics[k].item() for k in ("val/accuracy", "val/loss"))
     assert all(not torch.equal(v, before[k]) for k, v in rm.named_parameters())
-    assert acc_after >= 0.9 and acc_after > acc_before + 0.2, (acc_before, acc_after)
-    assert loss_after < loss_before
+    assert acc_after >= 0.95, (acc_before, acc_after)
+    assert loss_after < 0.5 * loss_before, (loss_before, loss_after)
 
 
 def test_export_is_a_hf_sequence_classifier_with_the_same_rewards(tiny_spec, tmp_path):
