@@ -63,10 +63,12 @@ class Encoder:
         return _ids(self.tokenizer, render_prompt(self.tokenizer, prompt), special=isinstance(prompt, str))
 
     def completion_ids(self, prompt: Text, completion: Text, where: str) -> list[int]:
-        """Completion tokens; plain completions end with EOS, chat ones with the template's own end."""
+        """Completion tokens; plain completions end with EOS (or SEP), chat ones with the template's own end."""
         ids = _ids(self.tokenizer, render_completion(self.tokenizer, prompt, completion, where), special=False)
         if isinstance(prompt, str) and isinstance(completion, str):
-            ids = ids + [self.tokenizer.eos_token_id]
+            end = self.tokenizer.eos_token_id
+            end = self.tokenizer.sep_token_id if end is None else end  # encoders (BERT) end with [SEP]
+            ids = ids + ([end] if end is not None else [])
         return ids
 
     def fit(self, prompt: list[int], completion: list[int], where: str) -> tuple[list[int], list[int]]:

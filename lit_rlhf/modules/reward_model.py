@@ -35,6 +35,7 @@ class RewardModel(LitRLHFModule):
         margin_scale: λ of the adaptive margin.
         clip_margin: clip margins below at 0.
         label_smoothing: α; the target is ``1 − α`` where the data has no ``soft_label``.
+        use_soft_label_column: read the data's ``soft_label`` column (off: hard labels / smoothing only).
         center_rewards: coefficient of the centering penalty ``(r_c + r_r)²``.
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
@@ -48,6 +49,7 @@ class RewardModel(LitRLHFModule):
         margin_scale: float = 1.0,
         clip_margin: bool = False,
         label_smoothing: float = 0.0,
+        use_soft_label_column: bool = True,
         center_rewards: float = 0.0,
         **kwargs: Any,
     ) -> None:
@@ -63,6 +65,7 @@ class RewardModel(LitRLHFModule):
         self.rating_margins = {k.lower(): float(v) for k, v in rating_margins.items()}
         self.margin_source, self.margin_scale, self.clip_margin = margin, margin_scale, clip_margin
         self.label_smoothing, self.center_rewards = label_smoothing, center_rewards
+        self.use_soft_label_column = use_soft_label_column
         self._val: dict[str, list[torch.Tensor]] = defaultdict(list)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -134,7 +137,7 @@ class RewardModel(LitRLHFModule):
         features, rewards = self.features_and_rewards(batch)
         chosen, rejected = rewards.chunk(2)
         n = len(chosen)
-        soft = batch.get("soft_label")
+        soft = batch.get("soft_label") if self.use_soft_label_column else None
         if soft is None:
             soft = torch.full((n,), 1.0 - self.label_smoothing, device=rewards.device)
         else:

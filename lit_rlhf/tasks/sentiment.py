@@ -292,9 +292,20 @@ class Sentiment(Task):
             yield {
                 "prompt": self.instruction, "chosen": chosen["text"], "rejected": rejected["text"],
                 "strength": gap, "soft_label": 1.0 / (1.0 + math.exp(-gap / self.soft_label_temperature)),
+                "rating": rating_level(gap),
                 "gold_rating_chosen": chosen["rating"], "gold_rating_rejected": rejected["rating"],
                 "snippet_id_chosen": chosen["id"], "snippet_id_rejected": rejected["id"],
             }
+
+
+# Human-rating gap (on the -4..+4 scale) -> Llama 2 rating level, for per-level accuracy and margins.
+RATING_LEVELS = ((3.0, "significantly better"), (2.0, "better"), (1.5, "slightly better"),
+                 (0.0, "negligibly better / unsure"))
+
+
+def rating_level(gap: float) -> str:
+    """The Llama 2 rating level of a pair whose human ratings differ by ``gap``."""
+    return next(level for edge, level in RATING_LEVELS if gap >= edge)
 
 
 def _count_pairs(sorted_ratings: list[float], min_gap: float) -> int:
