@@ -1,13 +1,16 @@
 """Secrets of RLHF II, in miniature: does preference strength find noisy pairs, and do the treatments help?
 
-    python benchmarks/rm_denoise.py [--seeds 0 1 2] [--noise 0.25]
+    python benchmarks/reward_denoising.py [--seeds 0 1 2] [--noise 0.25]
 
 Ground truth: a text's reward is (#'g' − #'b') in a random 16-character string over {g, b, x, y}; training
 pairs are labelled by that reward with a fraction ``--noise`` of them flipped (ties dropped); validation pairs
 are clean. For each seed: an ensemble of 5 tiny reward models gives each training pair its strength
 (`lit-rlhf strength`), then a reward model is trained on the pairs as they are (baseline), with the weakest 20%
-flipped, with soft labels (0.5) on the weakest 20%, and with the adaptive margin (clipped at 0). Reported:
-precision of the weakest 20% as "noisy", and clean validation accuracy of each variant.
+flipped, with soft labels (0.5) on the weakest 20%, with the adaptive margin (clipped at 0), and with flip +
+margin. Reported: precision of the weakest 20% as "noisy", and clean validation accuracy of each variant.
+Second table (Llama 2 margins): every pair carries a rating level from its true reward gap (1: negligibly,
+2: slightly, 3-4: better, >= 5: significantly better); a reward model without margin and with the "small" and
+"large" margin tables; clean validation accuracy per level.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ TINY = ('{name: "lit-rlhf:tiny-llama", config: {hidden_size: 32, intermediate_si
         'num_attention_heads: 2, num_key_value_heads: 2}}')
 
 
+LEVELS = ("significantly better", "better", "slightly better", "negligibly better / unsure")
+
+
+def level(gap: int) -> str:
+    return LEVELS[0] if gap >= 5 else LEVELS[1] if gap >= 3 else LEVELS[2] if gap == 2 else LEVELS[3]
+
+
 def write_pairs(path: Path, n: int, seed: int, noise: float) -> None:
     rng = random.Random(seed)
     reward = lambda t: t.count("g") - t.count("b")  # noqa: E731
@@ -40,7 +50,7 @@ def write_pairs(path: Path, n: int, seed: int, noise: float) -> None:
             good, bad = (a, b) if reward(a) > reward(b) else (b, a)
             noisy = rng.random() < noise
             f.write(json.dumps({"prompt": "rate:", "chosen": bad if noisy else good, "rejected": good if noisy else bad,
-                                "noisy": noisy}) + "\n")
+                                "noisy": noisy, "rating": level(reward(good) - reward(bad))}) + "\n")
             written += 1
 
 
@@ -61,10 +71,10 @@ trainer: {{accelerator: cpu, max_epochs: 2, logger: false, enable_checkpointing:
     return path
 
 
-def val_accuracy(cfg: Path, seed: int, extra: list[str]) -> float:
+def val_metrics(cfg: Path, seed: int, extra: list[str]) -> dict[str, float]:
     cli = make_cli(["--config", str(cfg), f"--seed_everything={seed}", *extra], run=False, save_config=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]["val/accuracy"]
+    return cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
 
 
 def run(seed: int, noise: float) -> dict[str, float]:
@@ -79,15 +89,21 @@ def run(seed: int, noise: float) -> dict[str, float]:
         rows = sorted((json.loads(line) for line in scored.read_text().splitlines()), key=lambda r: r["strength_mean"])
         bottom = rows[: len(rows) // 5]
         result = {"precision@20%": sum(r["noisy"] for r in bottom) / len(bottom)}
+        margin = ["--model.init_args.margin=adaptive", "--model.init_args.clip_margin=true"]
         variants = {
             "baseline": [f"--data.init_args.train={train}"],
             "flip 20%": [f"--data.init_args.train={scored}", "--data.init_args.flip_fraction=0.2"],
             "soft 0.5 on weakest 20%": [f"--data.init_args.train={scored}", "--data.init_args.soft_label_bands=[[0.0, 0.2, 0.5]]"],
-            "adaptive margin": [f"--data.init_args.train={scored}", "--model.init_args.margin=adaptive",
-                                "--model.init_args.clip_margin=true"],
+            "adaptive margin": [f"--data.init_args.train={scored}", *margin],
+            "flip + margin": [f"--data.init_args.train={scored}", "--data.init_args.flip_fraction=0.2", *margin],
         }
         for label, extra in variants.items():
-            result[label] = val_accuracy(cfg, seed, extra)
+            result[label] = val_metrics(cfg, seed, extra)["val/accuracy"]
+        for table in ("none", "small", "large"):
+            extra = [f"--data.init_args.train={train}", "--model.init_args.margin=" + ("none" if table == "none" else "rating")]
+            metrics = val_metrics(cfg, seed, extra + ([] if table == "none" else [f"--model.init_args.rating_margins={table}"]))
+            for lvl in LEVELS:
+                result[f"{table}|{lvl}"] = metrics.get(f"val/accuracy/{lvl}", float("nan"))
     return result
 
 
@@ -98,12 +114,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = [run(seed, args.noise) for seed in args.seeds]
-    keys = list(results[0])
-    print(f"noise {args.noise}, seeds {args.seeds}")
-    print("| " + " | ".join(["seed", *keys]) + " |\n|" + "---|" * (len(keys) + 1))
-    for seed, r in zip(args.seeds, results):
-        print("| " + " | ".join([str(seed), *(f"{r[k]:.3f}" for k in keys)]) + " |")
-    print("| median | " + " | ".join(f"{statistics.median(r[k] for r in results):.3f}" for k in keys) + " |")
+
+    def cell(key: str) -> str:
+        values = [r[key] for r in results]
+        return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
+
+    print(f"noise {args.noise}, seeds {args.seeds} (mean ± std)")
+    keys = [k for k in results[0] if "|" not in k]
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    print("| " + " | ".join(cell(k) for k in keys) + " |")
+    print("\n| margin table | " + " | ".join(LEVELS) + " |\n|" + "---|" * (len(LEVELS) + 1))
+    for table in ("none", "small", "large"):
+        print(f"| {table} | " + " | ".join(cell(f"{table}|{lvl}") for lvl in LEVELS) + " |")
 
 
 if __name__ == "__main__":
