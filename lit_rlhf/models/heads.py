@@ -61,7 +61,9 @@ class HeadModel(nn.Module):
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``(B, H)`` (or ``(B, T, H)``)."""
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        # no KV cache while scoring (decoders would build one for nothing)
+        extra = {"use_cache": False} if getattr(self.backbone.config, "use_cache", None) is not None else {}
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
         return pool(out.last_hidden_state, attention_mask, self.pooling)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

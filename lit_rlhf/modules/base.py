@@ -50,6 +50,29 @@ class LitRLHFModule(L.LightningModule):
         super().__init__()
         self.optimizer_factory = optimizer
         self.warmup, self.schedule, self.min_lr_ratio = warmup, schedule, min_lr_ratio
+        self._train_sums: dict[str, torch.Tensor] = {}
+        self._train_steps = 0
+
+    def log_train(self, metrics: dict[str, torch.Tensor], batch_size: int, prog_bar: tuple[str, ...] = ("train/loss",)) -> None:
+        """Log training metrics as their means over the logging interval, once per interval.
+
+        ``self.log`` costs about a millisecond per call on CPU (more than a tiny model's step), so the
+        values are summed every step and handed to Lightning only at the steps it writes logs
+        (``Trainer(log_every_n_steps=...)``).
+        """
+        for key, value in metrics.items():
+            self._train_sums[key] = self._train_sums.get(key, 0.0) + value.detach().float()
+        self._train_steps += 1
+        connector = getattr(self._trainer, "_logger_connector", None)
+        if connector is not None and not connector.should_update_logs:
+            return
+        means = {key: value / self._train_steps for key, value in self._train_sums.items()}
+        self._train_sums, self._train_steps = {}, 0
+        shown = {k: v for k, v in means.items() if k in prog_bar}
+        if shown:
+            self.log_dict(shown, prog_bar=True, batch_size=batch_size)
+        if len(shown) < len(means):
+            self.log_dict({k: v for k, v in means.items() if k not in prog_bar}, batch_size=batch_size)
 
     def record_hparams(self, ignore: tuple[str, ...] = ()) -> None:
         """``save_hyperparameters`` with dataclasses turned into plain dicts (``weights_only``-safe)."""

@@ -88,7 +88,8 @@ class ContrastiveRM(RewardModel):
         out["contrastive"] = per_sample.detach().mean()
         return out
 
-    def _log_stats(self, prefix: str, out: dict[str, torch.Tensor], **kw: Any) -> None:
-        super()._log_stats(prefix, out, **kw)
+    def stats(self, prefix: str, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        stats = super().stats(prefix, out)
         if "contrastive" in out:
-            self.log(f"{prefix}/contrastive_loss", out["contrastive"], **kw)
+            stats[f"{prefix}/contrastive_loss"] = out["contrastive"]
+        return stats

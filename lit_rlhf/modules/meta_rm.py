@@ -205,8 +205,6 @@ class MetaRM(RewardModel):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        n = len(out["chosen"])
-        self._log_stats("train", out, batch_size=n)
-        self.log("train/meta_J", out["meta_J"], batch_size=n)
-        self.log("train/meta_J_after", out["meta_J_after"], batch_size=n)
+        stats = {**self.stats("train", out), "train/meta_J": out["meta_J"], "train/meta_J_after": out["meta_J_after"]}
+        self.log_train(stats, len(out["chosen"]), prog_bar=("train/loss", "train/accuracy"))
         return loss.detach()

@@ -138,32 +138,38 @@ class RewardModel(LitRLHFModule):
         chosen, rejected = rewards.chunk(2)
         n = len(chosen)
         soft = batch.get("soft_label") if self.use_soft_label_column else None
-        if soft is None:
-            soft = torch.full((n,), 1.0 - self.label_smoothing, device=rewards.device)
-        else:
+        if soft is not None:
             soft = torch.nan_to_num(soft.float(), nan=1.0 - self.label_smoothing)
+        elif self.label_smoothing:
+            soft = 1.0 - self.label_smoothing  # None: hard labels, the cheaper plain BT loss
         losses = bradley_terry_loss(chosen, rejected, self.margins(batch, n), soft)
         if self.center_rewards:
             losses = losses + self.center_rewards * reward_centering_penalty(chosen, rejected)
         return {"losses": losses, "chosen": chosen.detach(), "rejected": rejected.detach(), "features": features}
 
-    def _log_stats(self, prefix: str, out: dict[str, torch.Tensor], **kw: Any) -> None:
+    def stats(self, prefix: str, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Scalar metrics of a step (subclasses add theirs)."""
         diff = out["chosen"] - out["rejected"]
-        self.log(f"{prefix}/loss", out["losses"].mean(), prog_bar=True, **kw)
-        self.log(f"{prefix}/accuracy", (diff > 0).float().mean(), prog_bar=True, **kw)
-        self.log(f"{prefix}/margin", diff.mean(), **kw)
-        self.log(f"{prefix}/mean_reward", torch.cat([out["chosen"], out["rejected"]]).mean(), **kw)
+        return {
+            f"{prefix}/loss": out["losses"].detach().mean(),
+            f"{prefix}/accuracy": (diff > 0).float().mean(),
+            f"{prefix}/margin": diff.mean(),
+            f"{prefix}/mean_reward": torch.cat([out["chosen"], out["rejected"]]).mean(),
+        }
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.step(batch)
         loss = out["losses"].mean()
         self.check_finite(loss)
-        self._log_stats("train", out, batch_size=len(out["chosen"]))
+        self.log_train(self.stats("train", out), len(out["chosen"]), prog_bar=("train/loss", "train/accuracy"))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self.step(batch)
-        self._log_stats("val", out, batch_size=len(out["chosen"]), sync_dist=True)
+        val = self.stats("val", out)
+        self.log_dict({k: val.pop(k) for k in ("val/loss", "val/accuracy")}, prog_bar=True,
+                      batch_size=len(out["chosen"]), sync_dist=True)
+        self.log_dict(val, batch_size=len(out["chosen"]), sync_dist=True)
         if "gold_label" in batch:  # 1 = chosen is truly better, 0 = rejected is (e.g. known-noisy data)
             gold = batch["gold_label"]
             known = ~torch.isnan(gold)

@@ -50,7 +50,7 @@ class SFT(PolicyModule):
         nll, num_tokens = self.loss(batch)
         loss = nll / num_tokens.clamp(min=1)
         self.check_finite(loss)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        self.log_train({"train/loss": loss}, len(batch["input_ids"]))
         return loss
 
     def on_validation_epoch_start(self) -> None:

@@ -182,7 +182,7 @@ def test_training_logs_clips_and_steps_the_schedule(tiny_spec, tmp_path):
             seen.append({k: metrics[k].item() for k in ("train/meta_J", "train/meta_J_after", "train/loss")})
 
     before = flat(m.meta_parameters().values()).detach().clone()
-    t = trainer(tmp_path, max_steps=3, callbacks=[Record()])
+    t = trainer(tmp_path, max_steps=3, callbacks=[Record()], log_every_n_steps=1)
     t.fit(m, datamodule=MetaRMDataModule(train=train, shifted=shifted, batch_size=8, max_length=64,
                                          shifted_batch_size=2))
     assert t.global_step == 3 and len(seen) == 3

@@ -66,3 +66,21 @@ def test_nonfinite_loss_stops_with_message(tiny_spec):
     module.check_finite(torch.tensor(1.5))
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         module.check_finite(torch.tensor(float("nan")))
+
+
+def test_training_metrics_are_means_over_the_logging_interval(tiny_spec, tmp_path):
+    module, dm, _ = _setup(tiny_spec, tmp_path, n_train=128)
+    losses, logged = [], []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(outputs["loss"].item())
+            logged.append(trainer.callback_metrics.get("train/loss"))
+
+    trainer = L.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        log_every_n_steps=3, callbacks=[Record()], default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=dm)
+    assert logged[0] is None and logged[1] is None  # nothing handed to Lightning before the first log step
+    assert logged[2].item() == pytest.approx(sum(losses[:3]) / 3, rel=1e-5)
+    assert logged[5].item() == pytest.approx(sum(losses[3:6]) / 3, rel=1e-5)
