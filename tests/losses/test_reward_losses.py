@@ -66,3 +66,11 @@ def test_llama2_margin_tables():
     assert LLAMA2_MARGINS["small"]["better"] == pytest.approx(2 / 3)
     assert LLAMA2_MARGINS["large"]["significantly better"] == 3.0
     assert LLAMA2_MARGINS["small"]["negligibly better / unsure"] == 0.0
+
+
+def test_soft_label_one_and_zero_margin_reduce_to_plain_bradley_terry():
+    c, r = torch.randn(16), torch.randn(16)
+    plain = -torch.nn.functional.logsigmoid(c - r)
+    assert torch.allclose(bradley_terry_loss(c, r), plain, atol=1e-6)
+    assert torch.allclose(bradley_terry_loss(c, r, margin=torch.zeros(16), soft_label=torch.ones(16)), plain, atol=1e-6)
+    assert torch.allclose(bradley_terry_loss(c, r, soft_label=1.0), plain, atol=1e-6)
