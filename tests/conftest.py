@@ -23,6 +23,14 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope="session")
+def tok():
+    """The byte tokenizer of ``lit-rlhf:tiny-llama``."""
+    from lit_rlhf.models import build_byte_tokenizer
+
+    return build_byte_tokenizer()
+
+
 @pytest.fixture
 def tiny_spec():
     from lit_rlhf.models import ModelSpec

@@ -16,15 +16,9 @@ from lit_rlhf.data import (
     StepLabelDataModule,
     WeakLabelDataModule,
 )
-from lit_rlhf.models import load_tokenizer
 from lit_rlhf.tasks import Arithmetic
 
 TOK = "lit-rlhf:tiny-llama"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(TOK)
 
 
 def chat(*turns: str) -> dict:

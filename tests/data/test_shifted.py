@@ -14,14 +14,8 @@ from lit_rlhf.data.shifted import (
     read_shifted_rows,
     shifted_row,
 )
-from lit_rlhf.models import load_tokenizer
 
 TOK = "lit-rlhf:tiny-llama"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(TOK)
 
 
 GROUPS = [

@@ -23,7 +23,6 @@ from lit_rlhf.data import (
 )
 from lit_rlhf.data.collate import pad
 from lit_rlhf.data.tokenize import TooLong, render_completion, render_prompt
-from lit_rlhf.models import build_byte_tokenizer
 
 PAD, BOS, EOS = 0, 1, 2
 NL = 4 + 188 + 10  # '\n' (byte 0x0A): after the 4 specials and the 188 printable byte symbols
@@ -36,11 +35,6 @@ def b(text: str) -> list[int]:
         assert ch == "\n" or "!" <= ch <= "~", ch
         out.append(NL if ch == "\n" else 4 + ord(ch) - ord("!"))
     return out
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_byte_tokenizer()
 
 
 def user(text):

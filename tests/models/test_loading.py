@@ -26,11 +26,6 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num
         "num_key_value_heads": 2}
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("lit-rlhf:tiny-llama")
-
-
 def spec(**kwargs) -> ModelSpec:
     return ModelSpec(config=dict(TINY), **kwargs)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from lit_rlhf.models import build_byte_tokenizer, load_tokenizer
+from lit_rlhf.models import load_tokenizer
 from lit_rlhf.models.tokenizer import DEFAULT_CHAT_TEMPLATE
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -15,11 +15,6 @@ def ascii_id(ch: str) -> int:
     """Printable ASCII ``!``..``~`` are the first 94 byte symbols after the 4 specials: id = 4 + ord - ord('!')."""
     assert "!" <= ch <= "~"
     return 4 + ord(ch) - ord("!")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_byte_tokenizer()
 
 
 def test_vocabulary_and_special_ids(tok):

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
-from lit_rlhf.models import ModelSpec, load_model, load_tokenizer
+from lit_rlhf.models import ModelSpec, load_model
 from lit_rlhf.rollout import SamplingConfig, generate
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
         "num_key_value_heads": 2}
 PAD, BOS, EOS = 0, 1, 2
 Z = 4 + ord("z") - ord("!")  # id of 'z' in the byte tokenizer (93)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("lit-rlhf:tiny-llama")
 
 
 def random_model(tok, layers=2):
