@@ -159,7 +159,7 @@ class Arithmetic(Task):
     """
 
     name = "arithmetic"
-    kinds: tuple[Kind, ...] = ("sft", "prompt", "preference", "step")
+    kinds: tuple[Kind, ...] = ("sft", "prompt", "preference", "step", "weak")
 
     def __init__(
         self,
@@ -372,7 +372,8 @@ class Arithmetic(Task):
 
         The same ``(split, seed)`` gives the same problems for every kind. Records carry the true
         ``answer``; step records also carry the solution ``kind`` and ``first_error``; preference records
-        pair a correct solution (chosen) with a wrong-answer slip or trap solution (rejected).
+        pair a correct solution (chosen) with a wrong-answer slip or trap solution (rejected); weak records
+        are whole solutions (same mix as step records) labelled by final-answer correctness.
         """
         self.check_kind(kind)
         rng = seeded_rng(self.name, kind, split, seed)
@@ -385,8 +386,14 @@ class Arithmetic(Task):
             return {"prompt": prompt, "answer": answer}
         if kind == "sft":
             return {"prompt": prompt, "completion": self.render(problem).completion, "answer": answer}
-        if kind == "step":
+        if kind in ("step", "weak"):
             solution = self.generate(problem, self._pick_kind(problem, SOLUTION_KINDS, rng), rng)
+        if kind == "weak":  # outcome supervision: is the final answer right? (ORM data)
+            return {
+                "text": prompt + solution.completion, "label": int(solution.answer == answer), "answer": answer,
+                "kind": solution.kind,
+            }
+        if kind == "step":
             return {
                 "prompt": prompt, "completions": solution.steps, "labels": list(solution.labels),
                 "answer": answer, "kind": solution.kind, "first_error": solution.first_error,

@@ -194,9 +194,20 @@ def test_registry_and_validation() -> None:
     assert get_task(task) is task
     with pytest.raises(ValueError, match="unknown task"):
         get_task("chess")
-    with pytest.raises(ValueError, match="has no 'weak' data"):
-        next(task.records("weak", "train", 1))
+    with pytest.raises(ValueError, match="has no 'chess' data"):
+        next(task.records("chess", "train", 1))
     with pytest.raises(ValueError, match="ops must be"):
         Arithmetic(ops="/")
     with pytest.raises(ValueError, match="step_mix"):
         Arithmetic(step_mix={"oops": 1.0})
+
+
+def test_weak_records_label_final_answer_correctness() -> None:
+    task = Arithmetic()
+    rows = [r for _, r in task.records("weak", "train", 200, seed=3)]
+    for r in rows:
+        prompt = r["text"].split("=", 1)[0] + "="
+        completion = r["text"][len(prompt):]
+        assert r["label"] == int(task.parse_answer(completion) == task.solve(prompt))
+        assert r["label"] == int(r["kind"] in ("correct", "compensated"))
+    assert {r["kind"] for r in rows} == {"correct", "compensated", "slip", "trap"}

@@ -1,0 +1,58 @@
+"""Outcome reward model (ORM): is a complete solution's final answer right?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lit_rlhf.losses.classification import xent_loss
+from lit_rlhf.models import ModelLike, ModelSpec, load_tokenizer, sequence_classifier
+from lit_rlhf.models.heads import Pooling
+from lit_rlhf.modules.base import LitRLHFModule
+
+
+class OutcomeRewardModel(LitRLHFModule):
+    """Correctness classifier on complete solutions (Cobbe et al.; the ORM of "Let's Verify").
+
+    Trained on :class:`~lit_rlhf.data.WeakLabelDataModule` rows ``{text, label}`` (label 1 = the final
+    answer is right; soft labels allowed) with soft-target cross-entropy; the score of a solution is
+    ``P(correct)`` read at its last token. Logs ``train|val/loss`` and ``train|val/accuracy``.
+
+    Args:
+        model: backbone name or spec.
+        pooling: ``last`` token (default, as the ORM reads the final token) or ``mean``.
+        **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
+    """
+
+    def __init__(self, model: ModelLike = "lit-rlhf:tiny-llama", pooling: Pooling = "last", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.record_hparams()
+        self.spec = ModelSpec.of(model)
+        self.tokenizer = load_tokenizer(self.spec)
+        self.model = sequence_classifier(self.spec, num_classes=2, tokenizer=self.tokenizer, pooling=pooling)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 2)``."""
+        return self.model(input_ids, attention_mask)
+
+    @torch.no_grad()
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``P(correct)`` per solution, ``(B,)``."""
+        return self(input_ids, attention_mask).softmax(-1)[:, 1]
+
+    def step(self, batch: dict[str, Any], prefix: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        loss = xent_loss(logits, batch["soft_label"]).mean()
+        accuracy = (logits.argmax(-1) == batch["label"]).float().mean()
+        return loss, {f"{prefix}/loss": loss.detach(), f"{prefix}/accuracy": accuracy}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, stats = self.step(batch, "train")
+        self.check_finite(loss)
+        self.log_train(stats, len(batch["label"]), prog_bar=("train/loss", "train/accuracy"))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, stats = self.step(batch, "val")
+        self.log_dict(stats, prog_bar=True, batch_size=len(batch["label"]), sync_dist=True)
