@@ -82,6 +82,17 @@ class Encoder:
             raise DataError(where, None, f"{len(prompt) + len(completion)} tokens exceed max_length={self.max_length}")
         raise TooLong(where)
 
+    def limit(self, ids: list[int], where: str, field: str, keep: Literal["start", "end"] | None) -> list[int]:
+        """Hold one sequence to ``max_length``: cut it (keeping its ``keep`` side, if it may be cut) under
+        ``truncate_prompt``, else count it as too long (``drop``) or stop (``error``)."""
+        if len(ids) <= self.max_length:
+            return ids
+        if self.truncation == "error":
+            raise DataError(where, field, f"{len(ids)} tokens exceed max_length={self.max_length}")
+        if self.truncation == "truncate_prompt" and keep is not None:
+            return ids[-self.max_length:] if keep == "end" else ids[: self.max_length]
+        raise TooLong(where)
+
     def pair(self, prompt: Text, completion: Text, where: str) -> tuple[list[int], list[int], list[int]]:
         """``(input_ids, completion_mask, prompt_ids)`` after truncation."""
         p, c = self.prompt_ids(prompt), self.completion_ids(prompt, completion, where)
@@ -108,25 +119,12 @@ class Encoder:
         }
 
     def prompt(self, row: PromptRow) -> dict[str, Any]:
-        ids = self.prompt_ids(row.prompt)
-        if len(ids) > self.max_length:
-            if self.truncation == "truncate_prompt":
-                ids = ids[-self.max_length:]
-            elif self.truncation == "error":
-                raise DataError(row.where, "prompt", f"{len(ids)} tokens exceed max_length={self.max_length}")
-            else:
-                raise TooLong(row.where)
+        ids = self.limit(self.prompt_ids(row.prompt), row.where, "prompt", keep="end")
         return {"input_ids": ids, "prompt_ids": ids, "prompt_text": render_prompt(self.tokenizer, row.prompt),
                 "meta": row.meta}
 
     def weak(self, row: WeakLabelRow, num_classes: int) -> dict[str, Any]:
-        ids = _ids(self.tokenizer, row.text, special=True)
-        if len(ids) > self.max_length:
-            if self.truncation == "error":
-                raise DataError(row.where, "text", f"{len(ids)} tokens exceed max_length={self.max_length}")
-            if self.truncation == "drop":
-                raise TooLong(row.where)
-            ids = ids[: self.max_length]
+        ids = self.limit(_ids(self.tokenizer, row.text, special=True), row.where, "text", keep="start")
         soft = row.soft_label if row.soft_label is not None else [float(k == row.label) for k in range(num_classes)]
         if len(soft) != num_classes:
             raise DataError(row.where, "soft_label", f"has {len(soft)} classes, expected {num_classes}")
@@ -154,8 +152,5 @@ class Encoder:
             rating = ratings[i] if i < len(ratings) else None
             ids += step_ids
             labels += [-100] * (len(step_ids) - 1) + [-100 if rating is None else label_of[rating]]
-        if len(ids) > self.max_length:
-            if self.truncation == "error":
-                raise DataError(row.where, "completions", f"{len(ids)} tokens exceed max_length={self.max_length}")
-            raise TooLong(row.where)
+        self.limit(ids, row.where, "completions", keep=None)
         return {"input_ids": ids, "labels": labels, "prompt_text": row.prompt}

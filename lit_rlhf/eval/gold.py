@@ -122,10 +122,10 @@ class GoldEval(L.Callback):
         self.evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and trainer.is_last_batch is False:
-            if not self.history or self.history[-1]["step"] != step:
-                self.evaluate(trainer, pl_module)
+        step = trainer.global_step  # the last batch is left to on_train_end
+        due = self.every_n_steps and step % self.every_n_steps == 0 and not trainer.is_last_batch
+        if due and self.history[-1]["step"] != step:  # once per optimizer step (gradient accumulation)
+            self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.evaluate(trainer, pl_module)

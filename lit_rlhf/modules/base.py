@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch.optim.lr_scheduler import LambdaLR
 
-from lit_rlhf.models import ModelLike, ModelSpec, load_model, load_tokenizer
+from lit_rlhf.models import ModelLike, ModelSpec, load_model, load_tokenizer, trainable_parameters
 from lit_rlhf.rollout.generation import SamplingConfig, generate
 
 Schedule = Literal["constant", "linear", "cosine"]
@@ -82,7 +82,7 @@ class LitRLHFModule(L.LightningModule):
                 self.hparams[key] = dataclasses.asdict(value)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+        return trainable_parameters(self)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.trainable_parameters())

@@ -51,3 +51,21 @@ def test_ensemble_strength_finds_the_flipped_pairs(config, tmp_path):
     below_zero = sum(r["strength_mean"] < 0 for r in rows) / len(rows)
     assert precision >= 0.8, precision  # paper: the weakest pairs are the mislabelled ones
     assert abs(below_zero - noise_rate) < 0.1, (below_zero, noise_rate)
+
+
+def test_reward_differences_follow_row_order_and_mark_filtered_rows(tiny_spec, tmp_path):
+    from conftest import write_jsonl
+
+    from lit_rlhf.data import PreferenceDataModule
+    from lit_rlhf.eval.strength import reward_differences
+    from lit_rlhf.modules import RewardModel
+
+    rows = [{"prompt": "q", "chosen": "a" * n, "rejected": "b"} for n in (3, 80, 5)]  # the 80-char row is too long
+    rm = RewardModel(model=tiny_spec)
+    dm = PreferenceDataModule(train=write_jsonl(tmp_path / "p.jsonl", rows), max_length=32)
+    dm.tokenizer = rm.tokenizer
+    diffs = reward_differences(rm, dm, batch_size=1)
+    assert dm.filtered["train"] and torch.isnan(diffs[1]) and not torch.isnan(diffs[[0, 2]]).any()
+    batch = dm.collator()(dm.dataset("train").items)
+    chosen, rejected = rm(batch["input_ids"], batch["attention_mask"]).chunk(2)
+    assert torch.allclose(diffs[[0, 2]], chosen - rejected, atol=1e-5)

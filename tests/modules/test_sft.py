@@ -52,13 +52,17 @@ def test_prompt_tokens_carry_no_gradient(tiny_spec):
 
 def test_gold_eval_callback_before_after(tiny_spec, tmp_path):
     module, dm, _ = _setup(tiny_spec, tmp_path, n_train=128)
-    gold = GoldEval(num_prompts=16, sampling={"max_new_tokens": 8})
-    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
+    gold = GoldEval(num_prompts=16, sampling={"max_new_tokens": 24}, every_n_steps=2)
+    trainer = L.Trainer(accelerator="cpu", max_steps=5, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[gold],
                         limit_val_batches=0, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=dm)
-    assert [h["step"] for h in gold.history] == [0, 3]
-    assert all(0.0 <= h["gold/reward"] <= 1.0 for h in gold.history)
+    assert [h["step"] for h in gold.history] == [0, 2, 4, 5]
+    # the last figure is the task's gold reward of the trained model's greedy completions
+    items = dm.dataset("val").items[:16]
+    completions = module.generate([x["prompt_ids"] for x in items], gold.sampling)
+    expected = dm.task.reward([x["prompt_text"] for x in items], completions).mean().item()
+    assert gold.history[-1]["gold/reward"] == pytest.approx(expected)
 
 
 def test_nonfinite_loss_stops_with_message(tiny_spec):

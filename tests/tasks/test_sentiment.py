@@ -140,3 +140,12 @@ def test_too_many_records_is_an_error(task: Sentiment) -> None:
 def test_count_pairs() -> None:
     assert _count_pairs([0.0, 0.5, 1.0, 2.0], 1.0) == 4  # (0,1) (0,2) (0.5,2) (1,2)
     assert _count_pairs([1.0, 1.0, 2.0], 0.0) == 2  # equal ratings never form a pair
+
+
+def test_rating_level_buckets_the_human_rating_gap():
+    from lit_rlhf.tasks.sentiment import rating_level
+
+    assert [rating_level(g) for g in (1.0, 1.49, 1.5, 2.0, 2.99, 3.0, 7.5)] == [
+        "negligibly better / unsure", "negligibly better / unsure", "slightly better", "better", "better",
+        "significantly better", "significantly better",
+    ]
