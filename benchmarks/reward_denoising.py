@@ -1,6 +1,6 @@
 """Secrets of RLHF II, in miniature: does preference strength find noisy pairs, and do the treatments help?
 
-    python benchmarks/reward_denoising.py [--seeds 0 1 2] [--noise 0.25]
+    python benchmarks/reward_denoising.py [--seeds 0 1 2] [--noise 0.25] [--pairs 2048] [--epochs 2] [--margins-only]
 
 Ground truth: a text's reward is (#'g' − #'b') in a random 16-character string over {g, b, x, y}; training
 pairs are labelled by that reward with a fraction ``--noise`` of them flipped (ties dropped); validation pairs
@@ -54,7 +54,7 @@ def write_pairs(path: Path, n: int, seed: int, noise: float) -> None:
             written += 1
 
 
-def config(tmp: Path, train: Path, val: Path) -> Path:
+def config(tmp: Path, train: Path, val: Path, epochs: int = 2) -> Path:
     path = tmp / "rm.yaml"
     path.write_text(f"""
 model:
@@ -65,7 +65,7 @@ model:
 data:
   class_path: lit_rlhf.data.PreferenceDataModule
   init_args: {{train: {train}, val: {val}, batch_size: 32, max_length: 48}}
-trainer: {{accelerator: cpu, max_epochs: 2, logger: false, enable_checkpointing: false, enable_progress_bar: false,
+trainer: {{accelerator: cpu, max_epochs: {epochs}, logger: false, enable_checkpointing: false, enable_progress_bar: false,
           enable_model_summary: false, num_sanity_val_steps: 0, default_root_dir: {tmp}}}
 """)
     return path
@@ -77,28 +77,14 @@ def val_metrics(cfg: Path, seed: int, extra: list[str]) -> dict[str, float]:
     return cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
 
 
-def run(seed: int, noise: float) -> dict[str, float]:
+def run(seed: int, noise: float, pairs: int, epochs: int, margins_only: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         train, val, scored = tmp / "train.jsonl", tmp / "val.jsonl", tmp / "scored.jsonl"
-        write_pairs(train, 2048, seed, noise)
+        write_pairs(train, pairs, seed, noise)
         write_pairs(val, 512, 10_000 + seed, 0.0)
-        cfg = config(tmp, train, val)
-        cli_main(["strength", "--members", "5", "--output", str(scored), "--config", str(cfg),
-                  f"--data.init_args.train={train}"])
-        rows = sorted((json.loads(line) for line in scored.read_text().splitlines()), key=lambda r: r["strength_mean"])
-        bottom = rows[: len(rows) // 5]
-        result = {"precision@20%": sum(r["noisy"] for r in bottom) / len(bottom)}
-        margin = ["--model.init_args.margin=adaptive", "--model.init_args.clip_margin=true"]
-        variants = {
-            "baseline": [f"--data.init_args.train={train}"],
-            "flip 20%": [f"--data.init_args.train={scored}", "--data.init_args.flip_fraction=0.2"],
-            "soft 0.5 on weakest 20%": [f"--data.init_args.train={scored}", "--data.init_args.soft_label_bands=[[0.0, 0.2, 0.5]]"],
-            "adaptive margin": [f"--data.init_args.train={scored}", *margin],
-            "flip + margin": [f"--data.init_args.train={scored}", "--data.init_args.flip_fraction=0.2", *margin],
-        }
-        for label, extra in variants.items():
-            result[label] = val_metrics(cfg, seed, extra)["val/accuracy"]
+        cfg = config(tmp, train, val, epochs)
+        result = {} if margins_only else denoising(seed, cfg, train, scored)
         for table in ("none", "small", "large"):
             extra = [f"--data.init_args.train={train}", "--model.init_args.margin=" + ("none" if table == "none" else "rating")]
             metrics = val_metrics(cfg, seed, extra + ([] if table == "none" else [f"--model.init_args.rating_margins={table}"]))
@@ -107,22 +93,46 @@ def run(seed: int, noise: float) -> dict[str, float]:
     return result
 
 
+def denoising(seed: int, cfg: Path, train: Path, scored: Path) -> dict[str, float]:
+    """Precision of the weakest 20% as noisy, and clean accuracy of each treatment."""
+    cli_main(["strength", "--members", "5", "--output", str(scored), "--config", str(cfg),
+              f"--data.init_args.train={train}"])
+    rows = sorted((json.loads(line) for line in scored.read_text().splitlines()), key=lambda r: r["strength_mean"])
+    bottom = rows[: len(rows) // 5]
+    result = {"precision@20%": sum(r["noisy"] for r in bottom) / len(bottom)}
+    margin = ["--model.init_args.margin=adaptive", "--model.init_args.clip_margin=true"]
+    variants = {
+        "baseline": [f"--data.init_args.train={train}"],
+        "flip 20%": [f"--data.init_args.train={scored}", "--data.init_args.flip_fraction=0.2"],
+        "soft 0.5 on weakest 20%": [f"--data.init_args.train={scored}", "--data.init_args.soft_label_bands=[[0.0, 0.2, 0.5]]"],
+        "adaptive margin": [f"--data.init_args.train={scored}", *margin],
+        "flip + margin": [f"--data.init_args.train={scored}", "--data.init_args.flip_fraction=0.2", *margin],
+    }
+    for label, extra in variants.items():
+        result[label] = val_metrics(cfg, seed, extra)["val/accuracy"]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--noise", type=float, default=0.25)
+    parser.add_argument("--pairs", type=int, default=2048, help="training pairs")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--margins-only", action="store_true", help="only the Llama 2 margin table")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results = [run(seed, args.noise) for seed in args.seeds]
+    results = [run(seed, args.noise, args.pairs, args.epochs, args.margins_only) for seed in args.seeds]
 
     def cell(key: str) -> str:
         values = [r[key] for r in results]
         return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
 
-    print(f"noise {args.noise}, seeds {args.seeds} (mean ± std)")
+    print(f"noise {args.noise}, {args.pairs} pairs, {args.epochs} epochs, seeds {args.seeds} (mean ± std)")
     keys = [k for k in results[0] if "|" not in k]
-    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
-    print("| " + " | ".join(cell(k) for k in keys) + " |")
+    if keys:
+        print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+        print("| " + " | ".join(cell(k) for k in keys) + " |")
     print("\n| margin table | " + " | ".join(LEVELS) + " |\n|" + "---|" * (len(LEVELS) + 1))
     for table in ("none", "small", "large"):
         print(f"| {table} | " + " | ".join(cell(f"{table}|{lvl}") for lvl in LEVELS) + " |")
