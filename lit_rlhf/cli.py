@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -102,10 +103,68 @@ def strength_main(argv: list[str]) -> None:
         print(f"plot: {plot_strength(mean, std, args.plot)}")
 
 
+def best_of_n_main(argv: list[str]) -> None:
+    from lit_rlhf.eval.best_of_n import best_of_n, load_candidates, sample_candidates
+    from lit_rlhf.models import ModelSpec, load_model, load_tokenizer
+    from lit_rlhf.rollout.generation import SamplingConfig
+    from lit_rlhf.tasks import get_task
+
+    parser = argparse.ArgumentParser(
+        prog="lit-rlhf best-of-n",
+        description="Best-of-N verification (Let's Verify): sample a pool of candidate solutions per problem from a "
+        "policy (or read them), grade them with the task, score them with a PRM and/or ORM, and report selection "
+        "accuracy vs N for PRM, ORM and majority voting (mean ± std over random draws), with a PNG plot.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--policy", help="generator: a lit-rlhf checkpoint (.ckpt), HF folder or model name")
+    source.add_argument("--candidates", help="jsonl of {prompt, completions: [...]} to score instead of sampling")
+    parser.add_argument("--task", default="arithmetic", help="grader task name (gives prompts when sampling)")
+    parser.add_argument("--task-args", default="{}", help="JSON constructor arguments of the task")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--problems", type=int, default=200, help="problems drawn from the task's split")
+    parser.add_argument("--data-seed", type=int, default=0, help="task generation seed")
+    parser.add_argument("--prm", help="ProcessRewardModel checkpoint")
+    parser.add_argument("--orm", help="OutcomeRewardModel checkpoint")
+    parser.add_argument("--aggregate", nargs="+", default=["product", "min"], choices=["product", "min", "last"])
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 4, 16, 64], help="values of N")
+    parser.add_argument("--pool", type=int, default=None, help="candidates sampled per problem (default: max N)")
+    parser.add_argument("--trials", type=int, default=100, help="random draws of N from the pool, per N")
+    parser.add_argument("--seed", type=int, default=0, help="sampling and draw seed")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences per generation / scoring batch")
+    parser.add_argument("--output", required=True, help="folder for accuracy.json, candidates.jsonl, best_of_n.png")
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    task = get_task(args.task, **json.loads(args.task_args))
+    if args.candidates:
+        prompts, candidates = load_candidates(args.candidates)
+    else:
+        if str(args.policy).endswith(".ckpt"):
+            policy = load_module(args.policy)
+            model, tokenizer = policy.model, policy.tokenizer
+        else:
+            spec = ModelSpec.of(args.policy)
+            tokenizer = load_tokenizer(spec)
+            model = load_model(spec, "causal_lm", tokenizer=tokenizer)
+        prompts = [r["prompt"] for _, r in task.records("prompt", args.split, args.problems, seed=args.data_seed)]
+        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+        candidates = sample_candidates(model, tokenizer, prompts, args.pool or max(args.n), sampling, args.batch_size)
+    result = best_of_n(
+        task, prompts, candidates, args.n, prm=load_module(args.prm) if args.prm else None,
+        orm=load_module(args.orm) if args.orm else None, aggregates=args.aggregate, trials=args.trials,
+        seed=args.seed, batch_size=args.batch_size,
+    )
+    print(result.table())
+    print(f"wrote {result.save(args.output)}")
+
+
 PIPELINES: dict[str, Callable[[list[str]], None]] = {
     "export": export_main,
     "assets": assets_main,
     "strength": strength_main,
+    "best-of-n": best_of_n_main,
 }
 
 DESCRIPTION = (

@@ -1,6 +1,6 @@
 """Pure loss functions: tensors in, per-example tensors out. No models, no Lightning."""
 
-from lit_rlhf.losses.classification import xent_loss
+from lit_rlhf.losses.classification import step_loss, xent_loss
 from lit_rlhf.losses.contrastive import simcse_loss, sinkhorn, swav_loss
 from lit_rlhf.losses.meta import meta_difference_loss
 from lit_rlhf.losses.reward import LLAMA2_MARGINS, bradley_terry_loss, reward_centering_penalty
@@ -8,5 +8,5 @@ from lit_rlhf.losses.sft import sft_loss
 
 __all__ = [
     "LLAMA2_MARGINS", "bradley_terry_loss", "meta_difference_loss", "reward_centering_penalty", "sft_loss", "simcse_loss", "sinkhorn",
-    "swav_loss", "xent_loss",
+    "step_loss", "swav_loss", "xent_loss",
 ]
