@@ -32,7 +32,7 @@ from lit_rlhf.losses.ppo import KLKind
 from lit_rlhf.models import HeadModel, ModelLike, ModelSpec, hidden_size, load_model, token_logps
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, RunningMoments, SamplingConfig, generate, kl_controller, response_mask
-from lit_rlhf.rollout.rewards import ModelReward, RewardFn, load_reward_head
+from lit_rlhf.rollout.rewards import RewardFn, load_reward_head, reward_source, score_completions
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -114,8 +114,6 @@ class PPO(PolicyModule):
         sampling = SamplingConfig.of(sampling if sampling is not None else {"temperature": 0.7, "max_new_tokens": 53})
         if sampling.temperature <= 0:
             raise ValueError("PPO samples its rollouts: sampling.temperature must be > 0")
-        if reward_model is not None and reward_fn is not None:
-            raise ValueError("give either reward_model or reward_fn, not both")
         if ppo_epochs < 1 or num_mini_batches < 1:
             raise ValueError(f"need ppo_epochs >= 1 and num_mini_batches >= 1, got {ppo_epochs}, {num_mini_batches}")
         super().__init__(model=model, sampling=sampling, **kwargs)
@@ -132,7 +130,7 @@ class PPO(PolicyModule):
             self.value_head = None
             self.value_model = self._critic(ModelSpec.of(value_model or self.spec), value_init)
             disable_dropout(self.value_model)
-        self.reward_source: RewardFn | None = ModelReward.load(reward_model) if reward_model else reward_fn
+        self.reward_source: RewardFn | None = reward_source(reward_model, reward_fn)
         self.ppo_epochs, self.num_mini_batches = ppo_epochs, num_mini_batches
         self.kl_ctl = kl_controller(kl_coef, kl_target, kl_horizon)
         self.kl_estimator, self.gamma, self.lam = kl_estimator, gamma, lam
@@ -188,18 +186,14 @@ class PPO(PolicyModule):
                 result["values"] = values[:, -R - 1:-1].float()
         return result
 
+    @property
+    def task(self) -> Any:
+        """The data module's task (gold reward), if any."""
+        return getattr(self.trainer.datamodule, "task", None) if self._trainer is not None else None
+
     def score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Scores ``(B,)`` from the reward source (default: the data module's task)."""
-        source = self.reward_source
-        if source is None:
-            task = getattr(self.trainer.datamodule, "task", None) if self._trainer is not None else None
-            if task is None:
-                raise ValueError("PPO needs a reward source: reward_model, reward_fn, or a data module with a task")
-            source = task.reward
-        scores = torch.as_tensor(source(prompts, completions), dtype=torch.float32).to(self.device)
-        if scores.shape != (len(prompts),):
-            raise ValueError(f"the reward source returned shape {tuple(scores.shape)} for {len(prompts)} completions")
-        return scores
+        return score_completions(self.reward_source, self.task, prompts, completions).to(self.device)
 
     # ------------------------------------------------------------------ rollout
     @torch.no_grad()
@@ -264,7 +258,7 @@ class PPO(PolicyModule):
             "time/rollout_forward": torch.tensor(t2 - t1),
             "time/rewards": torch.tensor(t3 - t2),
         }
-        task = getattr(self.trainer.datamodule, "task", None) if self._trainer is not None else None
+        task = self.task
         if task is not None and self.reward_source is not None and self.reward_source != task.reward:
             metrics["objective/gold_scores"] = task.reward(list(batch["prompt_text"]), texts).float().mean()
         return metrics

@@ -96,3 +96,24 @@ class ModelReward(torch.nn.Module):
             out.append(self.model(input_ids, mask).float())
         self.model.train(was_training)
         return torch.cat(out).cpu()
+
+
+def reward_source(reward_model: str | None, reward_fn: RewardFn | None) -> RewardFn | None:
+    """The configured reward source: a loaded reward model, a callable, or ``None`` (use the task's gold reward)."""
+    if reward_model is not None and reward_fn is not None:
+        raise ValueError("give either reward_model or reward_fn, not both")
+    return ModelReward.load(reward_model) if reward_model else reward_fn
+
+
+def score_completions(
+    source: RewardFn | None, task: Any, prompts: list[str], completions: list[str]
+) -> torch.Tensor:
+    """Scores ``(B,)`` float32 (CPU) from ``source``, or from ``task.reward`` when ``source`` is ``None``."""
+    if source is None:
+        if task is None:
+            raise ValueError("no reward source: give reward_model, reward_fn, or a data module with a task")
+        source = task.reward
+    scores = torch.as_tensor(source(prompts, completions), dtype=torch.float32).cpu()
+    if scores.shape != (len(prompts),):
+        raise ValueError(f"the reward source returned shape {tuple(scores.shape)} for {len(prompts)} completions")
+    return scores
