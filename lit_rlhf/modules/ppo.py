@@ -319,6 +319,7 @@ class PPO(PolicyModule):
             metrics.update(self.update())
             metrics["time/update"] = torch.tensor(time.perf_counter() - t0)
         self.kl_ctl.update(float(metrics["objective/kl"]), n_steps=len(batch["prompt_ids"]))
+        self.last_metrics = {k: float(v) for k, v in metrics.items()}  # of the last iteration, for callbacks
         self.log_train(metrics, len(batch["prompt_ids"]), prog_bar=("objective/scores", "objective/kl"))
 
     # ------------------------------------------------------------------ state
