@@ -160,11 +160,60 @@ def best_of_n_main(argv: list[str]) -> None:
     print(f"wrote {result.save(args.output)}")
 
 
+def rs_temperature_main(argv: list[str]) -> None:
+    from lit_rlhf.eval.best_of_n import sample_candidates
+    from lit_rlhf.models import ModelSpec, load_model, load_tokenizer
+    from lit_rlhf.rollout.generation import SamplingConfig
+    from lit_rlhf.rollout.rewards import reward_source, score_completions
+    from lit_rlhf.rollout.temperature import pick_temperature
+    from lit_rlhf.tasks import get_task
+
+    parser = argparse.ArgumentParser(
+        prog="lit-rlhf rs-temperature",
+        description="Rejection sampling (Llama 2 Fig. 8): pick the sampling temperature that maximises the expected "
+        "best-of-K reward of a policy on a task's prompts, scored by a reward model or the task's gold reward.",
+    )
+    parser.add_argument("--policy", required=True, help="a lit-rlhf checkpoint (.ckpt), HF folder or model name")
+    parser.add_argument("--task", default="arithmetic", help="task giving the prompts (and the gold reward)")
+    parser.add_argument("--task-args", default="{}", help="JSON constructor arguments of the task")
+    parser.add_argument("--reward-model", default=None, help="RewardModel checkpoint or folder (default: gold reward)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--k", type=int, default=8, help="best-of-K")
+    parser.add_argument("--n", type=int, default=None, help="samples per prompt for the estimate (default K)")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.6, 0.8, 1.0, 1.2, 1.4])
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    task = get_task(args.task, **json.loads(args.task_args))
+    if str(args.policy).endswith(".ckpt"):
+        policy = load_module(args.policy)
+        model, tokenizer = policy.model, policy.tokenizer
+    else:
+        tokenizer = load_tokenizer(args.policy)
+        model = load_model(ModelSpec.of(args.policy), "causal_lm", tokenizer=tokenizer)
+    prompts = [r["prompt"] for _, r in task.records("prompt", args.split, args.prompts, seed=args.seed)]
+    source = reward_source(args.reward_model, None)
+
+    def sample_scores(temperature: float, n: int) -> torch.Tensor:
+        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=temperature)
+        candidates = sample_candidates(model, tokenizer, prompts, n, sampling)
+        flat = [c for cs in candidates for c in cs]
+        return score_completions(source, task, [p for p in prompts for _ in range(n)], flat).view(len(prompts), n)
+
+    best, table = pick_temperature(sample_scores, args.temperatures, args.k, args.n)
+    for t, value in table.items():
+        print(f"T={t:<5g} expected best-of-{args.k} reward {value:.4f}")
+    print(f"best temperature: {best}")
+
+
 PIPELINES: dict[str, Callable[[list[str]], None]] = {
     "export": export_main,
     "assets": assets_main,
     "strength": strength_main,
     "best-of-n": best_of_n_main,
+    "rs-temperature": rs_temperature_main,
 }
 
 DESCRIPTION = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -59,15 +59,15 @@ class HeadModel(nn.Module):
     def config(self):
         return self.backbone.config
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features ``(B, H)`` (or ``(B, T, H)``)."""
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Pooled backbone features ``(B, H)`` (or ``(B, T, H)``); ``kwargs`` go to the backbone (``position_ids``)."""
         # no KV cache while scoring (decoders would build one for nothing)
         extra = {"use_cache": False} if getattr(self.backbone.config, "use_cache", None) is not None else {}
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs)
         return pool(out.last_hidden_state, attention_mask, self.pooling)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        feats = self.features(input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        feats = self.features(input_ids, attention_mask, **kwargs)
         out = self.head(feats.to(self.head.weight.dtype)).float()
         return out.squeeze(-1) if self.squeeze else out
 

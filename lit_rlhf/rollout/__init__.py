@@ -1,5 +1,10 @@
-"""Generation (and, later, rollout buffers and KL controllers)."""
+"""Generation, the rollout buffer, KL controllers and running reward statistics."""
 
-from lit_rlhf.rollout.generation import SamplingConfig, generate
+from lit_rlhf.rollout.buffer import RolloutBuffer
+from lit_rlhf.rollout.control import AdaptiveKLController, FixedKLController, RunningMoments, kl_controller
+from lit_rlhf.rollout.generation import SamplingConfig, generate, response_mask
 
-__all__ = ["SamplingConfig", "generate"]
+__all__ = [
+    "AdaptiveKLController", "FixedKLController", "RolloutBuffer", "RunningMoments", "SamplingConfig", "generate",
+    "kl_controller", "response_mask",
+]

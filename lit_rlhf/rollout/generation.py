@@ -79,3 +79,30 @@ def generate(
     for stop in sampling.stop_strings or []:
         texts = [t.split(stop)[0] for t in texts]
     return texts, sequences, width
+
+
+def response_mask(responses: torch.Tensor, eos_token_id: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which generated tokens are real, and which responses ended.
+
+    A response runs up to and including its first EOS; when ``pad != eos``, trailing pads (rows that
+    stopped on a stop string while others went on) are cut too.
+
+    Args:
+        responses: ``(B, R)`` generated ids (the part of ``generate``'s sequences after the prompt).
+        eos_token_id: end-of-sequence id.
+        pad_token_id: padding id.
+    Returns:
+        ``(mask (B, R) long, ended (B,) bool)``; ``ended`` = the response has an EOS or stopped before
+        the budget (a stop string); responses cut by ``max_new_tokens`` did not end.
+    """
+    is_eos = responses == eos_token_id
+    before_eos = (is_eos.long().cumsum(-1) - is_eos.long()) == 0  # up to and including the first EOS
+    mask = before_eos
+    if pad_token_id != eos_token_id:
+        real = responses != pad_token_id
+        positions = torch.arange(responses.shape[1], device=responses.device)
+        last_real = torch.where(real, positions, -1).max(-1).values
+        mask = mask & (positions <= last_real.unsqueeze(-1))
+    lengths = mask.long().sum(-1)
+    ended = is_eos.any(-1) | (lengths < responses.shape[1])
+    return mask.long(), ended
