@@ -27,7 +27,7 @@ import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -156,6 +156,7 @@ class Arithmetic(Task):
         step_mix: weights of the solution kinds in ``step`` records (default 40% correct, 20% each of
             slip, trap and compensated); the slip/trap weights also pick the kind of ``rejected`` in
             preference records.
+        trap_rule: where the systematic trap sits (:meth:`trap`): ``hash`` or ``first_multiply``.
     """
 
     name = "arithmetic"
@@ -172,6 +173,7 @@ class Arithmetic(Task):
         trap_prob: float = 0.5,
         compensate_prob: float = 0.3,
         step_mix: dict[str, float] | None = None,
+        trap_rule: Literal["hash", "first_multiply"] = "hash",
     ) -> None:
         if not 1 <= min_steps <= max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
@@ -189,6 +191,9 @@ class Arithmetic(Task):
         self.max_operand, self.max_value, self.ops = max_operand, max_value, ops
         self.slip_prob, self.trap_prob, self.compensate_prob = slip_prob, trap_prob, compensate_prob
         self.step_mix = step_mix
+        if trap_rule not in ("hash", "first_multiply"):
+            raise ValueError(f"trap_rule must be 'hash' or 'first_multiply', got {trap_rule!r}")
+        self.trap_rule = trap_rule
 
     # ---------------------------------------------------------------- problems and grading
 
@@ -268,16 +273,23 @@ class Arithmetic(Task):
 
     # ---------------------------------------------------------------- solution generators
 
-    @staticmethod
-    def trap(problem: Problem | str) -> tuple[int, int]:
-        """The problem's systematic error ``(step index, offset)``: fixed by a hash of the prompt.
+    def trap(self, problem: Problem | str) -> tuple[int, int]:
+        """The problem's systematic error ``(step index, offset)``, fixed for the problem.
 
-        The offset is ±3; its sign is flipped if the trapped value would otherwise be negative.
+        ``trap_rule="hash"``: step and ±3 sign from a hash of the prompt (unlearnable from the text: a
+        stand-in for a generator's idiosyncratic blind spots). ``trap_rule="first_multiply"``: +3 on the
+        first ``*`` step (the last step if there is none) — a misconception a model can learn from the
+        text, so a generator trained on such solutions repeats it on new problems. The sign is flipped
+        if the trapped value would otherwise be negative.
         """
         problem = _as_problem(problem)
-        digest = hashlib.sha256(f"trap:{problem.prompt}".encode()).digest()
-        index = digest[0] % len(problem.steps)
-        offset = _TRAP_OFFSET if digest[1] & 1 else -_TRAP_OFFSET
+        if self.trap_rule == "first_multiply":
+            index = next((i for i, (op, _) in enumerate(problem.steps) if op == "*"), len(problem.steps) - 1)
+            offset = _TRAP_OFFSET
+        else:
+            digest = hashlib.sha256(f"trap:{problem.prompt}".encode()).digest()
+            index = digest[0] % len(problem.steps)
+            offset = _TRAP_OFFSET if digest[1] & 1 else -_TRAP_OFFSET
         true_value = problem.values()[index]
         return index, offset if true_value + offset >= 0 else -offset
 

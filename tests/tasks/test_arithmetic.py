@@ -211,3 +211,15 @@ def test_weak_records_label_final_answer_correctness() -> None:
         assert r["label"] == int(task.parse_answer(completion) == task.solve(prompt))
         assert r["label"] == int(r["kind"] in ("correct", "compensated"))
     assert {r["kind"] for r in rows} == {"correct", "compensated", "slip", "trap"}
+
+
+def test_first_multiply_trap_is_visible_in_the_text() -> None:
+    task = Arithmetic(trap_rule="first_multiply")
+    assert task.trap("7+5*2-3=") == (1, 3)  # the first '*' step, +3
+    assert task.trap("7*2*3=") == (0, 3)
+    assert task.trap("7+5-3=") == (1, 3)  # no '*': the last step
+    assert task.trap("2-1-1=") == (1, 3)  # 0 + 3 stays non-negative
+    solution = task.generate("7+5*2-3=", "trap", random.Random(0))
+    assert solution.lines == ("7+5=12", "12*2=27", "27-3=24") and solution.first_error == 1
+    with pytest.raises(ValueError, match="trap_rule"):
+        Arithmetic(trap_rule="sometimes")
