@@ -2,11 +2,12 @@
 
 from lit_rlhf.losses.classification import xent_loss
 from lit_rlhf.losses.contrastive import simcse_loss, sinkhorn, swav_loss
+from lit_rlhf.losses.dpo import DPO_LOSS_TYPES, dpo_loss
 from lit_rlhf.losses.meta import meta_difference_loss
 from lit_rlhf.losses.reward import LLAMA2_MARGINS, bradley_terry_loss, reward_centering_penalty
 from lit_rlhf.losses.sft import sft_loss
 
 __all__ = [
-    "LLAMA2_MARGINS", "bradley_terry_loss", "meta_difference_loss", "reward_centering_penalty", "sft_loss", "simcse_loss", "sinkhorn",
-    "swav_loss", "xent_loss",
+    "DPO_LOSS_TYPES", "LLAMA2_MARGINS", "bradley_terry_loss", "dpo_loss", "meta_difference_loss",
+    "reward_centering_penalty", "sft_loss", "simcse_loss", "sinkhorn", "swav_loss", "xent_loss",
 ]
