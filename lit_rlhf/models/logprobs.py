@@ -36,6 +36,14 @@ def completion_logps(
     return logps.sum(-1), mask.sum(-1)
 
 
+def sequence_logps(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs ``(B,)`` and completion lengths ``(B,)`` of a causal LM (one forward)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    return completion_logps(logits, input_ids, completion_mask)
+
+
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token per row, from the mask (works for left and right padding).
 

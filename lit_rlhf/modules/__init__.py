@@ -2,9 +2,10 @@
 
 from lit_rlhf.modules.base import LitRLHFModule, PolicyModule
 from lit_rlhf.modules.contrastive_rm import ContrastiveRM
+from lit_rlhf.modules.dpo import DPO
 from lit_rlhf.modules.meta_rm import MetaRM
 from lit_rlhf.modules.outcome_rm import OutcomeRewardModel
 from lit_rlhf.modules.reward_model import RewardModel
 from lit_rlhf.modules.sft import SFT
 
-__all__ = ["ContrastiveRM", "LitRLHFModule", "MetaRM", "OutcomeRewardModel", "PolicyModule", "RewardModel", "SFT"]
+__all__ = ["ContrastiveRM", "DPO", "LitRLHFModule", "MetaRM", "OutcomeRewardModel", "PolicyModule", "RewardModel", "SFT"]
