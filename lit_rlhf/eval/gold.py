@@ -123,7 +123,7 @@ class GoldEval(L.Callback):
 
     Args:
         split: data split whose prompts to use.
-        num_prompts: how many prompts (the first ones of the split).
+        num_prompts: how many prompts (the first distinct ones of the split; preference data repeats prompts).
         sampling: decoding settings (default greedy, 64 new tokens).
         every_n_steps: also evaluate during training.
         batch_size: prompts per generation call.
@@ -183,7 +183,11 @@ class GoldEval(L.Callback):
         dm = trainer.datamodule
         if dm is None or getattr(dm, "task", None) is None:
             raise ValueError("GoldEval needs a data module with a `task` (its gold reward)")
-        items = dm.dataset(self.split).items[: self.num_prompts]
+        items, seen = [], set()
+        for x in dm.dataset(self.split).items:  # the first item of each distinct prompt
+            if len(items) < self.num_prompts and x["prompt_text"] not in seen:
+                seen.add(x["prompt_text"])
+                items.append(x)
         mine = items[trainer.global_rank:: trainer.world_size]
         prompt_ids = [x["prompt_ids"] for x in mine]
         result = sample_and_score(pl_module.model, pl_module.tokenizer, dm.task, prompt_ids,

@@ -109,10 +109,23 @@ class LitRLHFModule(L.LightningModule):
             )
 
 
+def resolve_checkpoint(path: str | Path) -> str:
+    """A checkpoint file, or the newest ``*.ckpt`` under a folder (e.g. an earlier run's ``default_root_dir``)."""
+    found = Path(path).expanduser()
+    if found.is_dir():
+        ckpts = sorted(found.rglob("*.ckpt"), key=lambda f: f.stat().st_mtime)
+        if not ckpts:
+            raise FileNotFoundError(f"init_from={path}: no .ckpt file under this folder")
+        return str(ckpts[-1])
+    if not found.is_file():
+        raise FileNotFoundError(f"init_from={path}: no such checkpoint file or folder")
+    return str(found)
+
+
 def build_policy(spec: ModelSpec, init_from: str | None = None) -> tuple[Any, torch.nn.Module]:
     """Tokenizer and causal LM of a policy: from ``spec``, or from the weights of a lit_rlhf checkpoint.
 
-    With ``init_from``, the network is rebuilt exactly as the checkpoint's module built it (its own
+    With ``init_from`` (a ``.ckpt`` file, or a folder: its newest ``.ckpt``), the network is rebuilt exactly as the checkpoint's module built it (its own
     ``model`` and ``init_from`` hyperparameters, recursively), its weights are loaded, a LoRA adapter it
     trained is merged, and ``spec.lora`` (if any) wraps the result in a fresh adapter; ``spec``'s name and
     config are not used.
@@ -120,7 +133,7 @@ def build_policy(spec: ModelSpec, init_from: str | None = None) -> tuple[Any, to
     if init_from is None:
         tokenizer = load_tokenizer(spec)
         return tokenizer, load_model(spec, "causal_lm", tokenizer)
-    ckpt = torch.load(init_from, map_location="cpu", weights_only=True)
+    ckpt = torch.load(resolve_checkpoint(init_from), map_location="cpu", weights_only=True)
     saved = (ckpt.get("hyper_parameters") or {}).get("model")
     if saved is None or "state_dict" not in ckpt:
         raise ValueError(f"init_from={init_from}: not a checkpoint of a lit_rlhf policy module (SFT, DPO, ...)")

@@ -13,7 +13,7 @@ from lit_rlhf.losses.dpo import DPO_LOSS_TYPES, DPOLossType
 from lit_rlhf.models import ModelLike, sequence_logps
 from lit_rlhf.models.assets import cache_dir
 from lit_rlhf.models.reference import ReferenceCache, batched_logps, items_fingerprint, weights_fingerprint
-from lit_rlhf.modules.base import PolicyModule
+from lit_rlhf.modules.base import PolicyModule, resolve_checkpoint
 from lit_rlhf.rollout.generation import SamplingConfig
 
 Reference = Literal["copy", "lora_disabled", "precomputed"]
@@ -32,7 +32,8 @@ class DPO(PolicyModule):
     Args:
         model: policy name or spec (with ``lora`` for ``reference: lora_disabled``).
         sampling: decoding settings for gold evaluation.
-        init_from: start from the policy of a lit_rlhf checkpoint (e.g. SFT); the reference is that policy.
+        init_from: start from the policy of a lit_rlhf checkpoint (e.g. SFT), a ``.ckpt`` file or a run folder
+            (its newest ``.ckpt``); the reference is that policy. An exported HF folder is ``model: <folder>``.
         beta: β of the implicit KL constraint.
         loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``) | ``hinge`` | ``ipo`` | ``robust``.
         label_smoothing: ε for cDPO / robust.
@@ -65,6 +66,7 @@ class DPO(PolicyModule):
                              f"{loss_type!r}, {beta}, {rpo_alpha}")
         if reference not in ("copy", "lora_disabled", "precomputed"):
             raise ValueError(f"reference must be 'copy', 'lora_disabled' or 'precomputed', got {reference!r}")
+        init_from = resolve_checkpoint(init_from) if init_from else None  # recorded as the file it is
         super().__init__(model=model, sampling=sampling, init_from=init_from, **kwargs)
         self.record_hparams()
         self.beta, self.loss_type, self.label_smoothing, self.rpo_alpha = beta, loss_type, label_smoothing, rpo_alpha

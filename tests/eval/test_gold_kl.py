@@ -78,3 +78,4 @@ def test_gold_eval_kl_uses_the_dpo_reference(tiny_spec, tmp_path):
 def test_bad_reference_option():
     with pytest.raises(ValueError, match="reference must be"):
         GoldEval(reference="copy")
+
