@@ -222,7 +222,8 @@ class GoldEval(L.Callback):
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.evaluate(trainer, pl_module)
+        if not self.history or self.history[-1]["step"] != trainer.global_step:  # max_steps may end mid-epoch
+            self.evaluate(trainer, pl_module)
         before, after = self.history[0]["gold/reward"], self.history[-1]["gold/reward"]
         kl = self.history[-1].get("gold/kl")
         rank_zero_info(f"[lit_rlhf] gold/reward before training {before:.4f} -> after {after:.4f}"
