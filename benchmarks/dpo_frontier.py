@@ -91,7 +91,8 @@ def label_pairs(module: SFT, prompts: list[str], out: Path, task: Task) -> dict[
 
 
 def run(module, dm, steps: int, every: int, out: Path, reference: str) -> list[dict]:
-    gold = GoldEval(num_prompts=64, sampling=SAMPLING, every_n_steps=every, batch_size=64, reference=reference)
+    gold = GoldEval(num_prompts=64, sampling=SAMPLING, every_n_steps=every, batch_size=64, reference=reference,
+                    distinct_prompts=True)
     torch.manual_seed(2)
     trainer(steps, out, [gold]).fit(module, datamodule=dm)
     return gold.history

@@ -123,7 +123,7 @@ class GoldEval(L.Callback):
 
     Args:
         split: data split whose prompts to use.
-        num_prompts: how many prompts (the first distinct ones of the split; preference data repeats prompts).
+        num_prompts: how many prompts (the first ones of the split).
         sampling: decoding settings (default greedy, 64 new tokens).
         every_n_steps: also evaluate during training.
         batch_size: prompts per generation call.
@@ -132,6 +132,7 @@ class GoldEval(L.Callback):
             frozen copy or LoRA-disabled base; none for SFT or precomputed DPO), ``snapshot`` = a frozen copy
             of the policy taken when training starts (works for every policy method, costs one model),
             ``none`` = no ``gold/kl``.
+        distinct_prompts: skip repeated prompts (preference data holds several pairs per prompt).
     """
 
     def __init__(
@@ -143,12 +144,14 @@ class GoldEval(L.Callback):
         batch_size: int = 64,
         table_rows: int = 16,
         reference: Literal["auto", "snapshot", "none"] = "auto",
+        distinct_prompts: bool = False,
     ) -> None:
         if reference not in ("auto", "snapshot", "none"):
             raise ValueError(f"reference must be 'auto', 'snapshot' or 'none', got {reference!r}")
         self.split, self.num_prompts, self.every_n_steps = split, num_prompts, every_n_steps
         self.sampling = SamplingConfig.of(sampling)
         self.batch_size, self.table_rows, self.reference = batch_size, table_rows, reference
+        self.distinct_prompts = distinct_prompts
         self.history: list[dict[str, float]] = []
         self._snapshot: torch.nn.Module | None = None
 
@@ -184,8 +187,8 @@ class GoldEval(L.Callback):
         if dm is None or getattr(dm, "task", None) is None:
             raise ValueError("GoldEval needs a data module with a `task` (its gold reward)")
         items, seen = [], set()
-        for x in dm.dataset(self.split).items:  # the first item of each distinct prompt
-            if len(items) < self.num_prompts and x["prompt_text"] not in seen:
+        for x in dm.dataset(self.split).items:
+            if len(items) < self.num_prompts and not (self.distinct_prompts and x["prompt_text"] in seen):
                 seen.add(x["prompt_text"])
                 items.append(x)
         mine = items[trainer.global_rank:: trainer.world_size]
