@@ -122,6 +122,7 @@ def pairs_main(argv: list[str]) -> None:
     parser.add_argument("--model", default="lit-rlhf:tiny-llama", help="model name, HF folder or hub id")
     parser.add_argument("--init-from", default=None, help="start from a lit_rlhf checkpoint (file or run folder)")
     parser.add_argument("--task", default="sentiment", help="registered task name (sentiment, arithmetic)")
+    parser.add_argument("--task-args", default="{}", help='task constructor arguments as JSON, e.g. \'{"max_steps": 3}\'')
     parser.add_argument("--split", default="train", choices=["train", "val", "test"])
     parser.add_argument("--prompts", type=int, default=1000, help="number of task prompts")
     parser.add_argument("--samples", type=int, default=4, help="completions per prompt (K)")
@@ -133,7 +134,7 @@ def pairs_main(argv: list[str]) -> None:
     parser.add_argument("--output", required=True, help="jsonl file to write")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    task = get_task(args.task)
+    task = get_task(args.task, **json.loads(args.task_args))
     records = [r for _, r in task.records("prompt", args.split, args.prompts, seed=args.seed)]
     tokenizer, model = build_policy(ModelSpec.of(args.model), args.init_from)
     encoder = Encoder(tokenizer)

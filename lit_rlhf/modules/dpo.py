@@ -16,7 +16,7 @@ from lit_rlhf.models.reference import ReferenceCache, batched_logps, items_finge
 from lit_rlhf.modules.base import PolicyModule, resolve_checkpoint
 from lit_rlhf.rollout.generation import SamplingConfig
 
-Reference = Literal["copy", "lora_disabled", "precomputed"]
+Reference = Literal["copy", "lora_disabled", "precomputed", "none"]
 REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 PAIR_FIELDS = ("chosen_input_ids", "chosen_completion_mask", "rejected_input_ids", "rejected_completion_mask")
 
@@ -41,7 +41,8 @@ class DPO(PolicyModule):
         reference: ``copy`` (a frozen copy of the starting policy), ``lora_disabled`` (the LoRA policy
             with its adapter switched off: no second model), or ``precomputed`` (one no-grad pass of the
             starting policy over the train and val pairs before training, cached on disk under
-            ``reference_cache`` keyed by data and weights fingerprints; no reference model is kept).
+            ``reference_cache`` keyed by data and weights fingerprints; no reference model is kept), or
+            ``none`` (reference-free: log π_ref = 0).
         reference_cache: folder of the precomputed cache (default ``$LIT_RLHF_CACHE/dpo_reference``).
         reference_batch_size: pairs per batch of the precomputing pass.
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
@@ -64,8 +65,8 @@ class DPO(PolicyModule):
         if loss_type not in DPO_LOSS_TYPES or beta <= 0 or rpo_alpha < 0:
             raise ValueError(f"need loss_type in {list(DPO_LOSS_TYPES)}, beta > 0 and rpo_alpha >= 0; got "
                              f"{loss_type!r}, {beta}, {rpo_alpha}")
-        if reference not in ("copy", "lora_disabled", "precomputed"):
-            raise ValueError(f"reference must be 'copy', 'lora_disabled' or 'precomputed', got {reference!r}")
+        if reference not in ("copy", "lora_disabled", "precomputed", "none"):
+            raise ValueError(f"reference must be 'copy', 'lora_disabled', 'precomputed' or 'none', got {reference!r}")
         init_from = resolve_checkpoint(init_from) if init_from else None  # recorded as the file it is
         super().__init__(model=model, sampling=sampling, init_from=init_from, **kwargs)
         self.record_hparams()
@@ -92,7 +93,7 @@ class DPO(PolicyModule):
     def reference_logps(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
     ) -> torch.Tensor | None:
-        """Reference log-probs ``(B,)`` from the frozen copy or the adapter-free base (``None`` if precomputed)."""
+        """Reference log-probs ``(B,)`` from the frozen copy or the adapter-free base (``None``: precomputed / none)."""
         if self.reference == "copy":
             return sequence_logps(self.ref_model, input_ids, attention_mask, completion_mask)[0]
         if self.reference == "lora_disabled":
@@ -102,6 +103,8 @@ class DPO(PolicyModule):
 
     def batch_reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
         """Reference log-probs ``(2B,)`` of a ``[chosen; rejected]`` batch."""
+        if self.reference == "none":
+            return torch.zeros(len(batch["input_ids"]), device=self.device)
         if self.reference != "precomputed":
             return self.reference_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
         if REF_KEYS[0] not in batch:
@@ -183,12 +186,20 @@ class DPO(PolicyModule):
             checkpoint["state_dict"].update({f"ref_model.{k}": v for k, v in self.ref_model.state_dict().items()})
 
     # -- training -----------------------------------------------------------------------------
+    def pair_losses(
+        self, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, lc: torch.Tensor, lr: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-pair losses and detached implicit rewards from policy (``p*``) and reference (``r*``) sequence
+        log-probs and completion lengths (``l*``), chosen (``*c``) and rejected (``*r``), each ``(B,)``.
+        Override this to make a new preference method (see the README's SimPO)."""
+        return dpo_loss(pc, pr, rc, rr, self.beta, self.loss_type, self.label_smoothing, lc, lr)
+
     def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Loss and detached statistics of a ``[chosen; rejected]`` batch (one policy forward)."""
         policy, lengths = self.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
         reference = self.batch_reference_logps(batch)
         (pc, pr), (rc, rr), (lc, lr) = policy.chunk(2), reference.chunk(2), lengths.chunk(2)
-        losses, chosen, rejected = dpo_loss(pc, pr, rc, rr, self.beta, self.loss_type, self.label_smoothing, lc, lr)
+        losses, chosen, rejected = self.pair_losses(pc, pr, rc, rr, lc, lr)
         loss = losses.mean()
         if self.rpo_alpha:
             loss = loss + self.rpo_alpha * (-pc.sum() / lc.sum().clamp(min=1))

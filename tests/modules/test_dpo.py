@@ -133,3 +133,24 @@ def test_checkpoint_holds_no_reference_and_init_from_sft(tiny_spec, tmp_path):
 def _sft_data(tmp_path):
     rows = [{"prompt": f"{i}:", "completion": "xy good" * (1 + i % 3)} for i in range(32)]
     return SFTDataModule(train=write_jsonl(tmp_path / "sft.jsonl", rows), batch_size=16, max_length=48)
+
+
+def test_readme_simpo_example(tiny_spec, tmp_path, tok):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class SimPO" in b)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    module = namespace["SimPO"](model=tiny_spec, beta=2.0, gamma=0.5, reference="none")
+    assert module.ref_model is None
+    dm = _data(tmp_path, n=16)
+    dm.tokenizer = tok
+    batch = _batch(dm, "train")
+    out = module.step(batch)
+    with torch.no_grad():
+        logps, lengths = module.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    (pc, pr), (lc, lr) = logps.chunk(2), lengths.chunk(2)
+    margin = 2.0 * pc / lc - 2.0 * pr / lr - 0.5
+    assert torch.allclose(out["loss"], torch.log1p(torch.exp(-margin)).mean(), atol=1e-5)
