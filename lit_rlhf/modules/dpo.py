@@ -6,11 +6,11 @@ import copy
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lit_rlhf.losses import dpo_loss
 from lit_rlhf.losses.dpo import DPO_LOSS_TYPES, DPOLossType
-from lit_rlhf.models import ModelLike, sequence_logps
+from lit_rlhf.models import ModelLike, packed_sequence_logps, sequence_logps
 from lit_rlhf.models.assets import cache_dir
 from lit_rlhf.models.reference import ReferenceCache, batched_logps, items_fingerprint, weights_fingerprint
 from lit_rlhf.modules.base import PolicyModule, resolve_checkpoint
@@ -45,6 +45,9 @@ class DPO(PolicyModule):
             ``none`` (reference-free: log π_ref = 0).
         reference_cache: folder of the precomputed cache (default ``$LIT_RLHF_CACHE/dpo_reference``).
         reference_batch_size: pairs per batch of the precomputing pass.
+        padding_free: pack the right-padded ``[chosen; rejected]`` rows into fewer rows (no compute on padding;
+            :func:`~lit_rlhf.models.logprobs.packed_sequence_logps`). Checked once against the padded forward;
+            switched off with a warning if the model does not keep packed sequences apart.
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
@@ -60,6 +63,7 @@ class DPO(PolicyModule):
         reference: Reference = "copy",
         reference_cache: str | None = None,
         reference_batch_size: int = 32,
+        padding_free: bool = True,
         **kwargs: Any,
     ) -> None:
         if loss_type not in DPO_LOSS_TYPES or beta <= 0 or rpo_alpha < 0:
@@ -73,6 +77,7 @@ class DPO(PolicyModule):
         self.beta, self.loss_type, self.label_smoothing, self.rpo_alpha = beta, loss_type, label_smoothing, rpo_alpha
         self.reference = reference
         self.reference_batch_size = reference_batch_size
+        self.padding_free, self._packing_checked = padding_free, False
         self.reference_cache = ReferenceCache(reference_cache or cache_dir() / "dpo_reference")
         self.reference_fingerprint: str | None = None  # weights of the starting policy (precomputed mode)
         self.reference_status: dict[str, str] = {}  # split -> "computed" | "loaded" (precomputed mode)
@@ -81,6 +86,32 @@ class DPO(PolicyModule):
             raise ValueError("reference='lora_disabled' needs a LoRA policy: set model.lora")
         if reference == "copy":
             self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
+
+    # -- log-probs ----------------------------------------------------------------------------
+    def sequence_logps(
+        self, net: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs and lengths ``(B,)`` of ``net``: padding-free when enabled and verified."""
+        args = (input_ids, attention_mask, completion_mask)
+        if self.padding_free and not self._packing_checked:
+            self._packing_checked = True
+            was_training = net.training
+            net.eval()
+            with torch.no_grad():
+                padded, lengths = sequence_logps(net, *args)
+                packed = packed_sequence_logps(net, *args)[0]
+            net.train(was_training)
+            per_token = 1e-4 if next(net.parameters()).dtype == torch.float32 else 1e-2  # tolerance, nats per token
+            if not torch.allclose(padded, packed, rtol=0, atol=float(per_token * lengths.max().clamp(min=1))):
+                self.padding_free = False
+                rank_zero_warn(f"{type(net).__name__} does not keep packed sequences apart (log-probs differ by "
+                               f"{(padded - packed).abs().max():.3g}); DPO falls back to padded batches")
+        return (packed_sequence_logps if self.padding_free else sequence_logps)(net, *args)
+
+    def policy_logps(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sequence_logps(self.model, input_ids, attention_mask, completion_mask)
 
     # -- reference ----------------------------------------------------------------------------
     def train(self, mode: bool = True) -> DPO:
@@ -95,10 +126,10 @@ class DPO(PolicyModule):
     ) -> torch.Tensor | None:
         """Reference log-probs ``(B,)`` from the frozen copy or the adapter-free base (``None``: precomputed / none)."""
         if self.reference == "copy":
-            return sequence_logps(self.ref_model, input_ids, attention_mask, completion_mask)[0]
+            return self.sequence_logps(self.ref_model, input_ids, attention_mask, completion_mask)[0]
         if self.reference == "lora_disabled":
             with self.model.disable_adapter():
-                return sequence_logps(self.model, input_ids, attention_mask, completion_mask)[0]
+                return self.sequence_logps(self.model, input_ids, attention_mask, completion_mask)[0]
         return None
 
     def batch_reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -152,7 +183,7 @@ class DPO(PolicyModule):
     def _reference_pass(self, items: list[dict[str, Any]], collate: Any) -> torch.Tensor:
         """``(N, 2)`` log-probs (chosen, rejected) of the starting policy, eval mode, no grad."""
         def logps(batch: dict[str, Any]) -> torch.Tensor:
-            values = sequence_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])[0]
+            values = self.sequence_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])[0]
             return torch.stack(values.chunk(2), dim=1)  # a batch is [chosen; rejected]
 
         was_training = self.model.training
