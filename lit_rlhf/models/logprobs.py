@@ -80,7 +80,8 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
 
 
 def packed_sequence_logps(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor,
+    width: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sequence_logps` computed padding-free: the right-padded rows are packed into fewer rows of the
     same width, each sequence with its own positions; the model's packed-sequence masking (``position_ids``
@@ -88,27 +89,31 @@ def packed_sequence_logps(
 
     Costs fewer token-FLOPs than the padded batch when lengths vary. Requires right padding and a model that
     detects packed sequences from ``position_ids`` (check with :func:`sequence_logps` on a batch).
+
+    Args:
+        width: packed row width as a multiple of the padded width (wider rows hold more sequences but each
+            row's attention covers all its tokens).
     """
     B, T = input_ids.shape
     lengths = [int(n) for n in attention_mask.sum(-1).tolist()]
+    W = max(T, int(width * T))  # packed row width
     source, positions, owner = [], [], []  # per packed slot: flat index into input_ids, position, sequence
-    for members in pack_rows(lengths, T):
+    for members in pack_rows(lengths, W):
         for i in members:
             source += range(i * T, i * T + lengths[i])
             positions += range(lengths[i])
             owner += [i] * lengths[i]
-        tail = T - sum(lengths[i] for i in members)  # padding: its own segment, owned by no sequence
+        tail = W - sum(lengths[i] for i in members)  # padding: its own segment, owned by no sequence
         source += [T - 1] * tail
         positions += range(tail)
         owner += [B] * tail
     device = input_ids.device
     source_t = torch.tensor(source, device=device)
-    R = len(source) // T
-    ids = input_ids.reshape(-1)[source_t].view(R, T)
-    completion = completion_mask.reshape(-1)[source_t].view(R, T)
-    completion = completion * (torch.tensor(owner, device=device) < B).view(R, T)
-    owner_t = torch.tensor(owner, device=device).view(R, T)
-    positions = torch.tensor(positions, device=device).view(R, T)
+    R = len(source) // W
+    ids = input_ids.reshape(-1)[source_t].view(R, W)
+    owner_t = torch.tensor(owner, device=device).view(R, W)
+    completion = completion_mask.reshape(-1)[source_t].view(R, W) * (owner_t < B)
+    positions = torch.tensor(positions, device=device).view(R, W)
     logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits
     # a completion token is never a sequence's first token, so its predecessor lies in the same sequence
     mask = completion[:, 1:].to(torch.float32)

@@ -24,14 +24,15 @@ def _batch(tok):
     return pad(seqs, tok.pad_token_id), pad([[1] * len(s) for s in seqs], 0), pad(masks, 0)
 
 
-def test_packed_equals_padded_values_and_gradients(tiny_spec, tok):
+@pytest.mark.parametrize("width", [1.0, 2.0])
+def test_packed_equals_padded_values_and_gradients(tiny_spec, tok, width):
     model = load_model(tiny_spec, "causal_lm", tok)
     ids, attention, completion = _batch(tok)
     padded, lengths = sequence_logps(model, ids, attention, completion)
     (padded * torch.arange(1.0, 7.0)).sum().backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    packed, packed_lengths = packed_sequence_logps(model, ids, attention, completion)
+    packed, packed_lengths = packed_sequence_logps(model, ids, attention, completion, width=width)
     (packed * torch.arange(1.0, 7.0)).sum().backward()
     assert torch.equal(lengths, packed_lengths) and lengths.tolist() == [14, 2, 1, 9, 5, 3]
     assert torch.allclose(padded, packed, atol=1e-4)
