@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/dpo_frontier.py [--betas 0.05 0.1 0.5 1.0] [--steps 150] [--out runs/frontier]
 
-A programmatic "sentiment" task (methods.md §5.3): prompts are three random letters and ':', replies are
+A programmatic "sentiment" task (methods.md §5.3): prompts are four random letters from "xyzqw" and ':', replies are
 strings over "abcdefgh"; gold reward r(y) = (#'a' − #'h') / |y| ∈ [−1, 1]. The pipeline is the DPO paper's:
 1. SFT of a tiny Llama on uniformly random replies (the reference policy π_ref, gold reward ≈ 0);
 2. 4 samples per training prompt from π_ref, all 6 pairs labelled by the gold reward (``sample_preference_pairs``);
@@ -63,7 +63,7 @@ def trainer(steps: int, root: Path, callbacks=()) -> L.Trainer:
 def train_reference(out: Path, args) -> tuple[str, SFT, list[str]]:
     """SFT on uniformly random replies; returns its checkpoint, the module and the training prompts."""
     rng = random.Random(0)
-    prompt = lambda: "".join(rng.choice("xyzqw") for _ in range(3)) + ":"  # noqa: E731
+    prompt = lambda: "".join(rng.choice("xyzqw") for _ in range(4)) + ":"  # noqa: E731
     rows = [{"prompt": prompt(), "completion": "".join(rng.choice(LETTERS) for _ in range(rng.randint(12, 16)))}
             for _ in range(4000)]
     dm = SFTDataModule(train=write(out / "sft.jsonl", rows), batch_size=32, max_length=32)

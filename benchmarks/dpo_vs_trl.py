@@ -31,11 +31,29 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
+from transformers import TrainerCallback
 
 from rm_vs_trl import pairs
 
 BATCH, WARMUP, LR, BETA = 8, 5, 1e-4, 0.1
+
+
+class StepClock(L.Callback, TrainerCallback):
+    """Process time of each optimizer step: Lightning's batch hooks and the HF Trainer's step hooks."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def start(self, *args, **kwargs) -> None:
+        self.t = time.process_time()
+
+    def stop(self, *args, **kwargs) -> None:
+        self.times.append(time.process_time() - self.t)
+
+    on_train_batch_start = on_step_begin = start
+    on_train_batch_end = on_step_end = stop
 
 
 def optimizer(params):
@@ -64,43 +82,25 @@ def save_initial_model(folder: Path, overrides: dict[str, int]) -> None:
 
 def run_lit(folder: Path, data: Path, steps: int, reference: str, cache: Path, grouped: bool = False,
             padding_free: bool = True) -> list[float]:
-    import lightning as L
-
     from lit_rlhf.data import PreferenceDataModule
     from lit_rlhf.modules import DPO
 
-    times: list[float] = []
-
-    class Clock(L.Callback):
-        def on_train_batch_start(self, *args):
-            self.t = time.process_time()
-
-        def on_train_batch_end(self, *args):
-            times.append(time.process_time() - self.t)
-
+    clock = StepClock()
     module = DPO(model=str(folder), beta=BETA, reference=reference, reference_cache=str(cache), optimizer=optimizer,
                  padding_free=padding_free)
     dm = PreferenceDataModule(train=str(data), batch_size=BATCH, max_length=64, group_by_length=grouped)
     trainer = L.Trainer(accelerator="cpu", max_steps=WARMUP + steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[Clock()])
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock])
     trainer.fit(module, datamodule=dm)
-    return times[WARMUP:]
+    return clock.times[WARMUP:]
 
 
 def run_trl(folder: Path, data: Path, steps: int, reference: str, out: Path) -> list[float]:
     from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    times: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *args, **kwargs):
-            self.t = time.process_time()
-
-        def on_step_end(self, *args, **kwargs):
-            times.append(time.process_time() - self.t)
-
+    clock = StepClock()
     precompute = reference == "precomputed"
     args = DPOConfig(
         output_dir=str(out), per_device_train_batch_size=BATCH, max_steps=WARMUP + steps, learning_rate=LR, beta=BETA,
@@ -111,9 +111,9 @@ def run_trl(folder: Path, data: Path, steps: int, reference: str, out: Path) -> 
     model = AutoModelForCausalLM.from_pretrained(folder)
     ref_model = None if precompute else AutoModelForCausalLM.from_pretrained(folder)
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, processing_class=AutoTokenizer.from_pretrained(folder),
-                         train_dataset=load_dataset("json", data_files=str(data), split="train"), callbacks=[Clock()])
+                         train_dataset=load_dataset("json", data_files=str(data), split="train"), callbacks=[clock])
     trainer.train()
-    return times[WARMUP:]
+    return clock.times[WARMUP:]
 
 
 def run_loop(folder: Path, data: Path, steps: int, reference: str = "copy") -> list[float]:

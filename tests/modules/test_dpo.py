@@ -154,3 +154,24 @@ def test_readme_simpo_example(tiny_spec, tmp_path, tok):
     (pc, pr), (lc, lr) = logps.chunk(2), lengths.chunk(2)
     margin = 2.0 * pc / lc - 2.0 * pr / lr - 0.5
     assert torch.allclose(out["loss"], torch.log1p(torch.exp(-margin)).mean(), atol=1e-5)
+
+
+def test_init_from_lora_sft_merges_it_into_the_reference(tiny_spec, tmp_path):
+    spec = dataclasses.replace(tiny_spec, lora=LoraSpec(r=4, alpha=8, dropout=0.0))
+    torch.manual_seed(0)
+    sft = SFT(model=spec, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
+    trainer = _trainer(tmp_path, 3, limit_val_batches=0)
+    trainer.fit(sft, datamodule=_sft_data(tmp_path))
+    trainer.save_checkpoint(tmp_path / "sft.ckpt")
+    module = _dpo(spec, tmp_path, init_from=str(tmp_path), reference="lora_disabled")  # a folder: its newest .ckpt
+    assert module.hparams.init_from == str(tmp_path / "sft.ckpt")
+    dm = _data(tmp_path, n=16)
+    dm.tokenizer = module.tokenizer
+    batch = _batch(dm)
+    args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    sft.eval()
+    module.eval()
+    with torch.no_grad():
+        trained = sequence_logps(sft.model, *args)[0]
+        assert torch.allclose(module.reference_logps(*args), trained, atol=1e-4)  # the merged SFT policy
+        assert torch.allclose(module.policy_logps(*args)[0], trained, atol=1e-4)  # fresh adapter: B = 0
