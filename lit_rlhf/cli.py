@@ -2,7 +2,8 @@
 
 * ``lit-rlhf fit|validate|test|predict --config configs/<x>.yaml`` — LightningCLI over every method
   module and data module (``--model=SFT`` works as a shorthand);
-* pipeline commands that are not a single ``Trainer`` call: ``lit-rlhf export CKPT OUT_DIR``.
+* pipeline commands that are not a single ``Trainer`` call: ``lit-rlhf export CKPT OUT_DIR``,
+  ``lit-rlhf pairs`` (on-policy preference pairs labelled by a gold reward), ``assets``, ``strength``.
 """
 
 from __future__ import annotations
@@ -208,12 +209,60 @@ def rs_temperature_main(argv: list[str]) -> None:
     print(f"best temperature: {best}")
 
 
+def pairs_main(argv: list[str]) -> None:
+    import json
+
+    from lit_rlhf.data.tokenize import Encoder
+    from lit_rlhf.models import ModelSpec
+    from lit_rlhf.modules.base import build_policy
+    from lit_rlhf.rollout.generation import SamplingConfig
+    from lit_rlhf.rollout.pairs import sample_preference_pairs
+    from lit_rlhf.tasks import get_task
+
+    parser = argparse.ArgumentParser(
+        prog="lit-rlhf pairs",
+        description="On-policy preference pairs (DPO paper, IMDb setup): sample K completions per task prompt "
+        "from a policy and label all K(K-1)/2 pairs by the task's gold reward; writes {prompt, chosen, rejected} "
+        "jsonl for the PreferenceDataModule.",
+    )
+    parser.add_argument("--model", default="lit-rlhf:tiny-llama", help="model name, HF folder or hub id")
+    parser.add_argument("--init-from", default=None, help="start from a lit_rlhf checkpoint (file or run folder)")
+    parser.add_argument("--task", default="sentiment", help="registered task name (sentiment, arithmetic)")
+    parser.add_argument("--task-args", default="{}", help='task constructor arguments as JSON, e.g. \'{"max_steps": 3}\'')
+    parser.add_argument("--split", default="train", choices=["train", "val", "test"])
+    parser.add_argument("--prompts", type=int, default=1000, help="number of task prompts")
+    parser.add_argument("--samples", type=int, default=4, help="completions per prompt (K)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", required=True, help="jsonl file to write")
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    task = get_task(args.task, **json.loads(args.task_args))
+    records = [r for _, r in task.records("prompt", args.split, args.prompts, seed=args.seed)]
+    tokenizer, model = build_policy(ModelSpec.of(args.model), args.init_from)
+    encoder = Encoder(tokenizer)
+    prompts = [r["prompt"] for r in records]
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    rows = sample_preference_pairs(model, tokenizer, task, prompts, [encoder.prompt_ids(p) for p in prompts],
+                                   args.samples, sampling, args.batch_size)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    gaps = [r["gold_reward_chosen"] - r["gold_reward_rejected"] for r in rows]
+    print(f"wrote {out}: {len(rows)} pairs from {len(prompts)} prompts x {args.samples} samples "
+          f"(mean gold gap {sum(gaps) / max(len(gaps), 1):.3f})")
+
+
 PIPELINES: dict[str, Callable[[list[str]], None]] = {
     "export": export_main,
     "assets": assets_main,
     "strength": strength_main,
     "best-of-n": best_of_n_main,
     "rs-temperature": rs_temperature_main,
+    "pairs": pairs_main,
 }
 
 DESCRIPTION = (

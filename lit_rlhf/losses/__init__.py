@@ -2,13 +2,14 @@
 
 from lit_rlhf.losses.classification import step_loss, xent_loss
 from lit_rlhf.losses.contrastive import simcse_loss, sinkhorn, swav_loss
+from lit_rlhf.losses.dpo import DPO_LOSS_TYPES, dpo_loss
 from lit_rlhf.losses.meta import meta_difference_loss
 from lit_rlhf.losses.ppo import gae, kl_penalty, masked_mean, masked_var, ppo_policy_loss, ppo_value_loss, whiten
 from lit_rlhf.losses.reward import LLAMA2_MARGINS, bradley_terry_loss, reward_centering_penalty
 from lit_rlhf.losses.sft import sft_loss
 
 __all__ = [
-    "LLAMA2_MARGINS", "bradley_terry_loss", "gae", "kl_penalty", "masked_mean", "masked_var", "meta_difference_loss",
-    "ppo_policy_loss", "ppo_value_loss", "reward_centering_penalty", "sft_loss", "simcse_loss", "sinkhorn",
-    "step_loss", "swav_loss", "whiten", "xent_loss",
+    "DPO_LOSS_TYPES", "LLAMA2_MARGINS", "bradley_terry_loss", "dpo_loss", "gae", "kl_penalty", "masked_mean", "masked_var",
+    "meta_difference_loss", "ppo_policy_loss", "ppo_value_loss", "reward_centering_penalty", "sft_loss", "simcse_loss",
+    "sinkhorn", "step_loss", "swav_loss", "whiten", "xent_loss",
 ]

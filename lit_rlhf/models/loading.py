@@ -55,7 +55,8 @@ def _quantization_config(spec: ModelSpec):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def _apply_lora(model: nn.Module, spec: ModelSpec, task_type: str) -> nn.Module:
+def apply_lora(model: nn.Module, spec: ModelSpec, task_type: str) -> nn.Module:
+    """Wrap ``model`` in a fresh peft LoRA adapter configured by ``spec.lora`` (``task_type``: peft's name)."""
     if importlib.util.find_spec("peft") is None:
         raise ModuleNotFoundError("LoRA needs peft: pip install 'lit-rlhf[peft]'")
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -106,7 +107,7 @@ def load_model(model: ModelLike, kind: Kind = "causal_lm", tokenizer: Any = None
             net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         net.config.use_cache = False
     if spec.lora is not None:
-        net = _apply_lora(net, spec, "CAUSAL_LM" if kind == "causal_lm" else "FEATURE_EXTRACTION")
+        net = apply_lora(net, spec, "CAUSAL_LM" if kind == "causal_lm" else "FEATURE_EXTRACTION")
     return net
 
 

@@ -2,6 +2,7 @@
 
 from lit_rlhf.modules.base import LitRLHFModule, PolicyModule
 from lit_rlhf.modules.contrastive_rm import ContrastiveRM
+from lit_rlhf.modules.dpo import DPO
 from lit_rlhf.modules.meta_rm import MetaRM
 from lit_rlhf.modules.ppo import PPO
 from lit_rlhf.modules.outcome_rm import OutcomeRewardModel
@@ -10,4 +11,7 @@ from lit_rlhf.modules.rejection_sampling import RejectionSampling
 from lit_rlhf.modules.reward_model import RewardModel
 from lit_rlhf.modules.sft import SFT
 
-__all__ = ["ContrastiveRM", "LitRLHFModule", "MetaRM", "OutcomeRewardModel", "PPO", "PolicyModule", "ProcessRewardModel", "RejectionSampling", "RewardModel", "SFT"]
+__all__ = [
+    "DPO", "PPO", "ContrastiveRM", "LitRLHFModule", "MetaRM", "OutcomeRewardModel", "PolicyModule", "ProcessRewardModel",
+    "RejectionSampling", "RewardModel", "SFT",
+]

@@ -12,7 +12,9 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch.optim.lr_scheduler import LambdaLR
 
-from lit_rlhf.models import ModelLike, ModelSpec, load_model, load_tokenizer, trainable_parameters
+from lit_rlhf.models import (
+    ModelLike, ModelSpec, apply_lora, load_model, load_tokenizer, sequence_logps, trainable_parameters,
+)
 from lit_rlhf.rollout.generation import SamplingConfig, generate
 
 Schedule = Literal["constant", "linear", "cosine"]
@@ -107,29 +109,84 @@ class LitRLHFModule(L.LightningModule):
             )
 
 
+def resolve_checkpoint(path: str | Path) -> str:
+    """A checkpoint file, or the newest ``*.ckpt`` under a folder (e.g. an earlier run's ``default_root_dir``)."""
+    found = Path(path).expanduser()
+    if found.is_dir():
+        ckpts = sorted(found.rglob("*.ckpt"), key=lambda f: f.stat().st_mtime)
+        if not ckpts:
+            raise FileNotFoundError(f"init_from={path}: no .ckpt file under this folder")
+        return str(ckpts[-1])
+    if not found.is_file():
+        raise FileNotFoundError(f"init_from={path}: no such checkpoint file or folder")
+    return str(found)
+
+
+def build_policy(spec: ModelSpec, init_from: str | None = None) -> tuple[Any, torch.nn.Module]:
+    """Tokenizer and causal LM of a policy: from ``spec``, or from the weights of a lit_rlhf checkpoint.
+
+    With ``init_from`` (a ``.ckpt`` file, or a folder: its newest ``.ckpt``), the network is rebuilt exactly as the checkpoint's module built it (its own
+    ``model`` and ``init_from`` hyperparameters, recursively), its weights are loaded, a LoRA adapter it
+    trained is merged, and ``spec.lora`` (if any) wraps the result in a fresh adapter; ``spec``'s name and
+    config are not used.
+    """
+    if init_from is None:
+        tokenizer = load_tokenizer(spec)
+        return tokenizer, load_model(spec, "causal_lm", tokenizer)
+    ckpt = torch.load(resolve_checkpoint(init_from), map_location="cpu", weights_only=True)
+    saved = (ckpt.get("hyper_parameters") or {}).get("model")
+    if saved is None or "state_dict" not in ckpt:
+        raise ValueError(f"init_from={init_from}: not a checkpoint of a lit_rlhf policy module (SFT, DPO, ...)")
+    tokenizer, net = build_policy(ModelSpec.of(saved), ckpt["hyper_parameters"].get("init_from"))
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    net.load_state_dict(state)
+    if hasattr(net, "merge_and_unload"):
+        net = net.merge_and_unload()
+    if spec.lora is not None:
+        net = apply_lora(net, spec, "CAUSAL_LM")
+    return tokenizer, net
+
+
 class PolicyModule(LitRLHFModule):
     """A method that trains a causal LM (``self.model``) with its tokenizer (``self.tokenizer``).
 
     Args:
         model: model name or :class:`~lit_rlhf.models.ModelSpec`.
         sampling: decoding settings for evaluation samples.
+        init_from: start from the policy weights of a lit_rlhf checkpoint (e.g. an SFT run's ``.ckpt``;
+            see :func:`build_policy`). An exported Hugging Face folder is simply ``model: <folder>``.
     """
 
     def __init__(
         self,
         model: ModelLike = "lit-rlhf:tiny-llama",
         sampling: SamplingConfig | None = None,
+        init_from: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.spec = ModelSpec.of(model)
         self.sampling = SamplingConfig.of(sampling)
-        self.tokenizer = load_tokenizer(self.spec)
-        self.model = load_model(self.spec, "causal_lm", self.tokenizer)
+        self.tokenizer, self.model = build_policy(self.spec, init_from)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, T, V)``."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    def policy_logps(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs ``(B,)`` under the policy, and completion lengths ``(B,)``."""
+        return sequence_logps(self.model, input_ids, attention_mask, completion_mask)
+
+    def reference_logps(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Summed completion log-probs ``(B,)`` under the method's reference policy; ``None`` = it has none.
+
+        Used by :class:`~lit_rlhf.eval.GoldEval` for ``gold/kl``; methods with a reference override it.
+        """
+        return None
 
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig | None = None) -> list[str]:
         """Decoded completions for token-id prompts."""

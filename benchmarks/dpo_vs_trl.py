@@ -1,0 +1,234 @@
+"""DPO training step: lit_rlhf vs TRL's DPOTrainer vs a hand-written PyTorch loop, on identical work.
+
+    pip install trl   # benchmark-only dependency
+    OMP_NUM_THREADS=1 python benchmarks/dpo_vs_trl.py [--steps 30] [--repeats 3]        # CPU-s per step
+    OMP_NUM_THREADS=1 python benchmarks/dpo_vs_trl.py --memory [--hidden 512 --layers 8]  # peak RSS
+
+The same tiny Llama (`lit-rlhf:tiny-llama`: hidden 128, 4 layers, or the sizes given) with the same initial
+weights, saved once as a Hugging Face folder that every runner loads; the same byte tokenizer and preference
+pairs (BOS + prompt, reply + EOS); batches of 8 pairs; fp32; no gradient checkpointing; β = 0.1 sigmoid loss;
+fused AdamW (TRL's default optimizer) with the same settings; no gradient clipping; one CPU thread. References: (a) a frozen copy of
+the starting model, (b) reference log-probs precomputed before training (their one-off pass is not timed).
+lit_rlhf runs padding-free by default (the padded [chosen; rejected] rows are packed into fewer rows, so no
+compute is spent on padding); its padded run does exactly the hand-written loop's work.
+
+Speed: CPU-seconds (process time) per optimizer step, batch start to step end, after 5 warm-up steps;
+median over all measured steps of all repeats; the runners are interleaved within each repeat.
+Memory: each runner in its own process (so that one runner's allocations do not hide another's) for
+a few steps; peak RSS (``ru_maxrss``) and its rise above the RSS after the imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from transformers import TrainerCallback
+
+from rm_vs_trl import pairs
+
+BATCH, WARMUP, LR, BETA = 8, 5, 1e-4, 0.1
+
+
+class StepClock(L.Callback, TrainerCallback):
+    """Process time of each optimizer step: Lightning's batch hooks and the HF Trainer's step hooks."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def start(self, *args, **kwargs) -> None:
+        self.t = time.process_time()
+
+    def stop(self, *args, **kwargs) -> None:
+        self.times.append(time.process_time() - self.t)
+
+    on_train_batch_start = on_step_begin = start
+    on_train_batch_end = on_step_end = stop
+
+
+def optimizer(params):
+    return torch.optim.AdamW(params, lr=LR, fused=True)
+
+
+def rss_mb() -> float:
+    """Current resident set size (MiB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def save_initial_model(folder: Path, overrides: dict[str, int]) -> None:
+    from transformers import LlamaForCausalLM
+
+    from lit_rlhf.models import build_byte_tokenizer
+    from lit_rlhf.models.assets import tiny_llama_config
+
+    tok = build_byte_tokenizer()
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(tok, overrides)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+
+def run_lit(folder: Path, data: Path, steps: int, reference: str, cache: Path, grouped: bool = False,
+            padding_free: bool = True) -> list[float]:
+    from lit_rlhf.data import PreferenceDataModule
+    from lit_rlhf.modules import DPO
+
+    clock = StepClock()
+    module = DPO(model=str(folder), beta=BETA, reference=reference, reference_cache=str(cache), optimizer=optimizer,
+                 padding_free=padding_free)
+    dm = PreferenceDataModule(train=str(data), batch_size=BATCH, max_length=64, group_by_length=grouped)
+    trainer = L.Trainer(accelerator="cpu", max_steps=WARMUP + steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock])
+    trainer.fit(module, datamodule=dm)
+    return clock.times[WARMUP:]
+
+
+def run_trl(folder: Path, data: Path, steps: int, reference: str, out: Path) -> list[float]:
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    clock = StepClock()
+    precompute = reference == "precomputed"
+    args = DPOConfig(
+        output_dir=str(out), per_device_train_batch_size=BATCH, max_steps=WARMUP + steps, learning_rate=LR, beta=BETA,
+        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, report_to=[], save_strategy="no",
+        logging_steps=10_000, max_length=64, dataloader_num_workers=0, lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=0.01, precompute_ref_log_probs=precompute, optim="adamw_torch_fused", max_grad_norm=0.0,
+    )
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    ref_model = None if precompute else AutoModelForCausalLM.from_pretrained(folder)
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, processing_class=AutoTokenizer.from_pretrained(folder),
+                         train_dataset=load_dataset("json", data_files=str(data), split="train"), callbacks=[clock])
+    trainer.train()
+    return clock.times[WARMUP:]
+
+
+def run_loop(folder: Path, data: Path, steps: int, reference: str = "copy") -> list[float]:
+    """The floor: a minimal PyTorch DPO step (one forward over [chosen; rejected], frozen-copy reference)."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from lit_rlhf.data import PreferenceDataModule
+
+    policy = AutoModelForCausalLM.from_pretrained(folder)
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    opt = optimizer(policy.parameters())
+    dm = PreferenceDataModule(train=str(data), batch_size=BATCH, max_length=64, tokenizer=str(folder))
+    loader = torch.utils.data.DataLoader(dm.dataset("train"), batch_size=BATCH, shuffle=True, collate_fn=dm.collator())
+
+    def logps(net, ids, attention, mask):
+        logits = net(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+        picked = torch.gather(logits, -1, ids[:, 1:, None]).squeeze(-1) - logits.logsumexp(-1)
+        return (picked * mask[:, 1:]).sum(-1)
+
+    times = []
+    for _, batch in zip(range(WARMUP + steps), loader):
+        t = time.process_time()
+        args = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+        pc, pr = logps(policy, *args).chunk(2)
+        with torch.no_grad():
+            rc, rr = logps(ref, *args).chunk(2)
+        loss = -F.logsigmoid(BETA * ((pc - rc) - (pr - rr))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.process_time() - t)
+    return times[WARMUP:]
+
+
+RUNNERS = {
+    "hand-written loop (frozen copy)": lambda f, d, s, tmp: run_loop(f, d, s),
+    "lit_rlhf DPO (frozen copy, padded batches)": lambda f, d, s, tmp: run_lit(f, d, s, "copy", tmp / "cache",
+                                                                              padding_free=False),
+    "lit_rlhf DPO (frozen copy, padding-free)": lambda f, d, s, tmp: run_lit(f, d, s, "copy", tmp / "cache"),
+    "lit_rlhf DPO (precomputed, padding-free)": lambda f, d, s, tmp: run_lit(f, d, s, "precomputed", tmp / "cache"),
+    "TRL DPOTrainer (frozen copy)": lambda f, d, s, tmp: run_trl(f, d, s, "copy", tmp / "trl"),
+    "TRL DPOTrainer (precomputed)": lambda f, d, s, tmp: run_trl(f, d, s, "precomputed", tmp / "trl"),
+    # lit_rlhf's default batching: other batches (less padding), so not part of the like-for-like ratios
+    "lit_rlhf DPO (frozen copy, padding-free, length-grouped batches)": lambda f, d, s, tmp: run_lit(
+        f, d, s, "copy", tmp / "cache", grouped=True),
+}
+
+
+def prepare(tmp: Path, steps: int, overrides: dict[str, int]) -> tuple[Path, Path]:
+    folder, data = tmp / "init", tmp / "pairs.jsonl"
+    save_initial_model(folder, overrides)
+    data.write_text("".join(json.dumps(r) + "\n" for r in pairs(BATCH * (WARMUP + steps) * 2)))
+    return folder, data
+
+
+def one_runner(name: str, tmp: Path, steps: int) -> None:
+    """Memory mode, in a child process: import everything, then run one runner and print its RSS figures."""
+    import lightning  # noqa: F401
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+
+    import lit_rlhf.modules  # noqa: F401
+
+    base = rss_mb()
+    times = RUNNERS[name](tmp / "init", tmp / "pairs.jsonl", steps, tmp)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"name": name, "base_mb": base, "peak_mb": peak, "median_s": statistics.median(times)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory", action="store_true", help="peak RSS per runner, each in its own process")
+    parser.add_argument("--hidden", type=int, default=None, help="hidden size (default: the tiny-llama asset's)")
+    parser.add_argument("--layers", type=int, default=None)
+    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # memory mode: the child's runner
+    parser.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.only:
+        one_runner(args.only, Path(args.tmp), args.steps)
+        return
+    overrides = {}
+    if args.hidden:
+        overrides.update(hidden_size=args.hidden, intermediate_size=3 * args.hidden)
+    if args.layers:
+        overrides.update(num_hidden_layers=args.layers)
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        folder, data = prepare(tmp, args.steps, overrides)
+        if args.memory:
+            print(f"| runner | peak RSS (MiB) | rise above RSS after imports (MiB) | CPU-s per step (median of {args.steps}) |")
+            print("|---|---|---|---|")
+            for runner in RUNNERS:
+                out = subprocess.run([sys.executable, __file__, "--only", runner, "--tmp", name, "--steps",
+                                      str(args.steps)], capture_output=True, text=True, check=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                print(f"| {runner} | {r['peak_mb']:.0f} | {r['peak_mb'] - r['base_mb']:.0f} | {r['median_s']:.3f} |")
+            return
+        results: dict[str, list[float]] = {k: [] for k in RUNNERS}
+        for _ in range(args.repeats):
+            for runner, fn in RUNNERS.items():
+                results[runner] += fn(folder, data, args.steps, tmp)
+    median = {k: statistics.median(v) for k, v in results.items()}
+    base = median["lit_rlhf DPO (frozen copy, padding-free)"]
+    print(f"| runner | CPU-s per step (median of {len(results[runner])}) | vs lit_rlhf (frozen copy) |\n|---|---|---|")
+    for runner, value in median.items():
+        print(f"| {runner} | {value:.4f} | {value / base:.2f}× |")
+    trl, padded = median["TRL DPOTrainer (frozen copy)"], median["lit_rlhf DPO (frozen copy, padded batches)"]
+    print(f"\nlit_rlhf / TRL, frozen copy: {base / trl:.2f}× (padded batches: {padded / trl:.2f}×); precomputed: "
+          f"{median['lit_rlhf DPO (precomputed, padding-free)'] / median['TRL DPOTrainer (precomputed)']:.2f}×; "
+          f"lit_rlhf / hand loop, frozen copy: {base / median['hand-written loop (frozen copy)']:.2f}× "
+          f"(padded batches, the loop's own work: {padded / median['hand-written loop (frozen copy)']:.2f}×)")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""Direct Preference Optimization (DPO, cDPO, IPO, hinge, robust; optional RPO NLL term)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from lit_rlhf.losses import dpo_loss
+from lit_rlhf.losses.dpo import DPO_LOSS_TYPES, DPOLossType
+from lit_rlhf.models import ModelLike, packed_sequence_logps, sequence_logps
+from lit_rlhf.models.assets import cache_dir
+from lit_rlhf.models.reference import ReferenceCache, batched_logps, items_fingerprint, weights_fingerprint
+from lit_rlhf.modules.base import PolicyModule, resolve_checkpoint
+from lit_rlhf.rollout.generation import SamplingConfig
+
+Reference = Literal["copy", "lora_disabled", "precomputed", "none"]
+REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
+PAIR_FIELDS = ("chosen_input_ids", "chosen_completion_mask", "rejected_input_ids", "rejected_completion_mask")
+
+
+class DPO(PolicyModule):
+    """Preference optimisation of a policy against a frozen reference (the starting policy).
+
+    One forward over the ``[chosen; rejected]`` batch of :class:`~lit_rlhf.data.PreferenceDataModule`;
+    sequence log-probs are sums over completion tokens; the loss is :func:`~lit_rlhf.losses.dpo_loss`.
+    Logs ``train/loss``, ``rewards/chosen|rejected|margins|accuracies``, ``logps/chosen|rejected`` (and
+    the same under ``val/``).
+
+    Args:
+        model: policy name or spec (with ``lora`` for ``reference: lora_disabled``).
+        sampling: decoding settings for gold evaluation.
+        init_from: start from the policy of a lit_rlhf checkpoint (e.g. SFT), a ``.ckpt`` file or a run folder
+            (its newest ``.ckpt``); the reference is that policy. An exported HF folder is ``model: <folder>``.
+        beta: β of the implicit KL constraint.
+        loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``) | ``hinge`` | ``ipo`` | ``robust``.
+        label_smoothing: ε for cDPO / robust.
+        rpo_alpha: weight of the NLL of the chosen completions (RPO; token mean over the batch, as TRL).
+        reference: ``copy`` (a frozen copy of the starting policy), ``lora_disabled`` (the LoRA policy
+            with its adapter switched off: no second model), or ``precomputed`` (one no-grad pass of the
+            starting policy over the train and val pairs before training, cached on disk under
+            ``reference_cache`` keyed by data and weights fingerprints; no reference model is kept), or
+            ``none`` (reference-free: log π_ref = 0).
+        reference_cache: folder of the precomputed cache (default ``$LIT_RLHF_CACHE/dpo_reference``).
+        reference_batch_size: pairs per batch of the precomputing pass.
+        padding_free: pack the right-padded ``[chosen; rejected]`` rows into fewer rows (no compute on padding;
+            :func:`~lit_rlhf.models.logprobs.packed_sequence_logps`). Checked once against the padded forward;
+            switched off with a warning if the model does not keep packed sequences apart.
+        **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
+    """
+
+    def __init__(
+        self,
+        model: ModelLike = "lit-rlhf:tiny-llama",
+        sampling: SamplingConfig | None = None,
+        init_from: str | None = None,
+        beta: float = 0.1,
+        loss_type: DPOLossType = "sigmoid",
+        label_smoothing: float = 0.0,
+        rpo_alpha: float = 0.0,
+        reference: Reference = "copy",
+        reference_cache: str | None = None,
+        reference_batch_size: int = 32,
+        padding_free: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if loss_type not in DPO_LOSS_TYPES or beta <= 0 or rpo_alpha < 0:
+            raise ValueError(f"need loss_type in {list(DPO_LOSS_TYPES)}, beta > 0 and rpo_alpha >= 0; got "
+                             f"{loss_type!r}, {beta}, {rpo_alpha}")
+        if reference not in ("copy", "lora_disabled", "precomputed", "none"):
+            raise ValueError(f"reference must be 'copy', 'lora_disabled', 'precomputed' or 'none', got {reference!r}")
+        init_from = resolve_checkpoint(init_from) if init_from else None  # recorded as the file it is
+        super().__init__(model=model, sampling=sampling, init_from=init_from, **kwargs)
+        self.record_hparams()
+        self.beta, self.loss_type, self.label_smoothing, self.rpo_alpha = beta, loss_type, label_smoothing, rpo_alpha
+        self.reference = reference
+        self.reference_batch_size = reference_batch_size
+        self.padding_free, self._packing_checked = padding_free, False
+        self.reference_cache = ReferenceCache(reference_cache or cache_dir() / "dpo_reference")
+        self.reference_fingerprint: str | None = None  # weights of the starting policy (precomputed mode)
+        self.reference_status: dict[str, str] = {}  # split -> "computed" | "loaded" (precomputed mode)
+        self.ref_model: torch.nn.Module | None = None
+        if reference == "lora_disabled" and not hasattr(self.model, "disable_adapter"):
+            raise ValueError("reference='lora_disabled' needs a LoRA policy: set model.lora")
+        if reference == "copy":
+            self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
+
+    # -- log-probs ----------------------------------------------------------------------------
+    def sequence_logps(
+        self, net: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs and lengths ``(B,)`` of ``net``: padding-free when enabled and verified."""
+        args = (input_ids, attention_mask, completion_mask)
+        if self.padding_free and not self._packing_checked:
+            self._packing_checked = True
+            was_training = net.training
+            net.eval()
+            with torch.no_grad():
+                padded, lengths = sequence_logps(net, *args)
+                packed = packed_sequence_logps(net, *args)[0]
+            net.train(was_training)
+            per_token = 1e-4 if next(net.parameters()).dtype == torch.float32 else 1e-2  # tolerance, nats per token
+            if not torch.allclose(padded, packed, rtol=0, atol=float(per_token * lengths.max().clamp(min=1))):
+                self.padding_free = False
+                rank_zero_warn(f"{type(net).__name__} does not keep packed sequences apart (log-probs differ by "
+                               f"{(padded - packed).abs().max():.3g}); DPO falls back to padded batches")
+        return (packed_sequence_logps if self.padding_free else sequence_logps)(net, *args)
+
+    def policy_logps(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sequence_logps(self.model, input_ids, attention_mask, completion_mask)
+
+    # -- reference ----------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> DPO:
+        super().train(mode)
+        if self.ref_model is not None:
+            self.ref_model.eval()
+        return self
+
+    @torch.no_grad()
+    def reference_logps(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Reference log-probs ``(B,)`` from the frozen copy or the adapter-free base (``None``: precomputed / none)."""
+        if self.reference == "copy":
+            return self.sequence_logps(self.ref_model, input_ids, attention_mask, completion_mask)[0]
+        if self.reference == "lora_disabled":
+            with self.model.disable_adapter():
+                return self.sequence_logps(self.model, input_ids, attention_mask, completion_mask)[0]
+        return None
+
+    def batch_reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Reference log-probs ``(2B,)`` of a ``[chosen; rejected]`` batch."""
+        if self.reference == "none":
+            return torch.zeros(len(batch["input_ids"]), device=self.device)
+        if self.reference != "precomputed":
+            return self.reference_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        if REF_KEYS[0] not in batch:
+            raise ValueError("reference='precomputed' but the batch has no reference log-probs; they are computed "
+                             "for the data module's train/val/test splits when fit/validate/test starts")
+        return torch.cat([batch[REF_KEYS[0]], batch[REF_KEYS[1]]]).to(self.device)
+
+    def precompute_reference(self, splits: tuple[str, ...]) -> None:
+        """Attach reference log-probs to the encoded items of ``splits`` (from the cache, else one no-grad pass).
+
+        The reference is the starting policy; its fingerprint is kept in checkpoints, so a resumed run
+        finds its cache entry and a trained policy is never mistaken for the reference.
+        """
+        dm = self.trainer.datamodule
+        if dm is None or not hasattr(dm, "dataset"):
+            raise ValueError("reference='precomputed' needs a lit_rlhf PreferenceDataModule")
+        current = None
+        for split in splits:
+            if not dm.has_split(split):
+                continue
+            items = dm.dataset(split).items
+            if all(REF_KEYS[0] in x for x in items):
+                continue
+            if current is None:
+                current = weights_fingerprint(self.model)
+                self.reference_fingerprint = self.reference_fingerprint or current
+            data_fp = items_fingerprint(items, PAIR_FIELDS)
+            values = self.reference_cache.load(data_fp, self.reference_fingerprint)
+            if values is not None:
+                self.reference_status[split] = "loaded"
+            elif current != self.reference_fingerprint:
+                raise FileNotFoundError(
+                    f"no cached reference log-probs for the '{split}' data of this run in {self.reference_cache.folder}"
+                    " and the policy is no longer the starting one; precompute them from the starting policy")
+            else:
+                values = self._reference_pass(items, dm.collator())
+                if self.trainer.is_global_zero:
+                    self.reference_cache.save(data_fp, self.reference_fingerprint, values)
+                self.reference_status[split] = "computed"
+            for item, (chosen, rejected) in zip(items, values.tolist()):
+                item[REF_KEYS[0]], item[REF_KEYS[1]] = chosen, rejected
+            rank_zero_info(f"[lit_rlhf] DPO reference log-probs of {len(items)} '{split}' pairs "
+                           f"{self.reference_status[split]} ({self.reference_cache.path(data_fp, self.reference_fingerprint)})")
+
+    def _reference_pass(self, items: list[dict[str, Any]], collate: Any) -> torch.Tensor:
+        """``(N, 2)`` log-probs (chosen, rejected) of the starting policy, eval mode, no grad."""
+        def logps(batch: dict[str, Any]) -> torch.Tensor:
+            values = self.sequence_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])[0]
+            return torch.stack(values.chunk(2), dim=1)  # a batch is [chosen; rejected]
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return batched_logps(logps, items, collate, self.reference_batch_size, self.device)
+        finally:
+            self.model.train(was_training)
+
+    def on_fit_start(self) -> None:
+        if self.reference == "precomputed":
+            self.precompute_reference(("train", "val"))
+
+    def on_validation_start(self) -> None:
+        if self.reference == "precomputed":
+            self.precompute_reference(("val",))
+
+    def on_test_start(self) -> None:
+        if self.reference == "precomputed":
+            self.precompute_reference(("test",))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["dpo_reference_fingerprint"] = self.reference_fingerprint
+        for key in [k for k in checkpoint["state_dict"] if k.startswith("ref_model.")]:
+            del checkpoint["state_dict"][key]  # rebuilt from the starting policy, not saved
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.reference_fingerprint = checkpoint.get("dpo_reference_fingerprint")
+        if self.ref_model is not None:
+            checkpoint["state_dict"].update({f"ref_model.{k}": v for k, v in self.ref_model.state_dict().items()})
+
+    # -- training -----------------------------------------------------------------------------
+    def pair_losses(
+        self, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, lc: torch.Tensor, lr: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-pair losses and detached implicit rewards from policy (``p*``) and reference (``r*``) sequence
+        log-probs and completion lengths (``l*``), chosen (``*c``) and rejected (``*r``), each ``(B,)``.
+        Override this to make a new preference method (see the README's SimPO)."""
+        return dpo_loss(pc, pr, rc, rr, self.beta, self.loss_type, self.label_smoothing, lc, lr)
+
+    def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Loss and detached statistics of a ``[chosen; rejected]`` batch (one policy forward)."""
+        policy, lengths = self.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        reference = self.batch_reference_logps(batch)
+        (pc, pr), (rc, rr), (lc, lr) = policy.chunk(2), reference.chunk(2), lengths.chunk(2)
+        losses, chosen, rejected = self.pair_losses(pc, pr, rc, rr, lc, lr)
+        loss = losses.mean()
+        if self.rpo_alpha:
+            loss = loss + self.rpo_alpha * (-pc.sum() / lc.sum().clamp(min=1))
+        return {"loss": loss, "chosen": chosen, "rejected": rejected, "logps_chosen": pc.detach(),
+                "logps_rejected": pr.detach()}
+
+    @staticmethod
+    def stats(out: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+        """``rewards/*`` and ``logps/*`` means (``prefix`` e.g. ``val/``)."""
+        margins = out["chosen"] - out["rejected"]
+        return {
+            f"{prefix}rewards/chosen": out["chosen"].mean(), f"{prefix}rewards/rejected": out["rejected"].mean(),
+            f"{prefix}rewards/margins": margins.mean(), f"{prefix}rewards/accuracies": (margins > 0).float().mean(),
+            f"{prefix}logps/chosen": out["logps_chosen"].mean(), f"{prefix}logps/rejected": out["logps_rejected"].mean(),
+        }
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.step(batch)
+        self.check_finite(out["loss"])
+        self.log_train({"train/loss": out["loss"], **self.stats(out)}, len(out["chosen"]))
+        return out["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.step(batch)
+        n = len(out["chosen"])
+        self.log("val/loss", out["loss"], prog_bar=True, batch_size=n, sync_dist=True)
+        self.log_dict(self.stats(out, "val/"), batch_size=n, sync_dist=True)

@@ -1,0 +1,177 @@
+"""DPO module: learns a toy preference, references (copy / LoRA disabled / precomputed cache) agree."""
+
+import dataclasses
+
+import lightning as L
+import pytest
+import torch
+from conftest import word_pairs, write_jsonl
+
+from lit_rlhf.data import PreferenceDataModule, SFTDataModule
+from lit_rlhf.models import LoraSpec, load_model, sequence_logps
+from lit_rlhf.modules import DPO, SFT
+
+
+def _trainer(tmp_path, steps, **kwargs):
+    return L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                     default_root_dir=tmp_path, **kwargs)
+
+
+def _data(tmp_path, n=128, seed=0, **kwargs):
+    train = word_pairs(tmp_path / f"train{seed}.jsonl", n, seed)
+    val = word_pairs(tmp_path / "val.jsonl", 32, 99)
+    return PreferenceDataModule(train=train, val=val, batch_size=16, max_length=48, **kwargs)
+
+
+def _dpo(tiny_spec, tmp_path, **kwargs):
+    torch.manual_seed(0)
+    return DPO(model=tiny_spec, beta=0.5, reference_cache=str(tmp_path / "cache"),
+               optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3), **kwargs)
+
+
+def _batch(dm, split="val", n=8):
+    return dm.collator()(dm.dataset(split).items[:n])
+
+
+def test_dpo_learns_the_preference_and_keeps_the_reference(tiny_spec, tmp_path):
+    module, dm = _dpo(tiny_spec, tmp_path), _data(tmp_path)
+    before = {k: v.detach().clone() for k, v in module.model.named_parameters()}
+    trainer = _trainer(tmp_path, 24)
+    trainer.validate(module, datamodule=dm, verbose=False)
+    start = {k: v.item() for k, v in trainer.callback_metrics.items()}
+    assert start["val/rewards/margins"] == pytest.approx(0.0, abs=1e-5)  # policy == reference at start
+    assert start["val/loss"] == pytest.approx(0.69315, abs=1e-4)
+    trainer.fit(module, datamodule=dm)
+    trainer.validate(module, datamodule=dm, verbose=False)
+    end = {k: v.item() for k, v in trainer.callback_metrics.items()}
+    assert end["val/rewards/accuracies"] > 0.8 and end["val/rewards/margins"] > 1.0, end
+    assert end["val/loss"] < 0.5 * start["val/loss"]
+    assert all(not torch.equal(v, before[k]) for k, v in module.model.named_parameters())
+    assert all(torch.equal(v, before[k]) for k, v in module.ref_model.named_parameters())
+    assert not any(p.requires_grad for p in module.ref_model.parameters())
+
+
+def test_precomputed_cache_equals_frozen_copy_is_reused_and_invalidated(tiny_spec, tmp_path, monkeypatch):
+    dm = _data(tmp_path)
+    module = _dpo(tiny_spec, tmp_path, reference="precomputed")
+    assert module.ref_model is None
+    _trainer(tmp_path, 1).fit(module, datamodule=dm)
+    assert module.reference_status == {"train": "computed", "val": "computed"}
+    copy_module = _dpo(tiny_spec, tmp_path)  # same seed: the same starting weights
+    for split in ("train", "val"):
+        batch = _batch(dm, split, n=16)
+        cached = torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]])
+        frozen = copy_module.reference_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        assert torch.allclose(cached, frozen, atol=1e-5), split
+
+    def no_pass(*args):
+        raise AssertionError("the cached reference log-probs were not reused")
+
+    monkeypatch.setattr(DPO, "_reference_pass", no_pass)
+    again = _dpo(tiny_spec, tmp_path, reference="precomputed")
+    _trainer(tmp_path, 1).fit(again, datamodule=_data(tmp_path))
+    assert again.reference_status == {"train": "loaded", "val": "loaded"}
+    monkeypatch.undo()
+    changed = _dpo(tiny_spec, tmp_path, reference="precomputed")
+    _trainer(tmp_path, 1).fit(changed, datamodule=_data(tmp_path, seed=1))  # other training pairs
+    assert changed.reference_status == {"train": "computed", "val": "loaded"}
+
+
+def test_lora_disabled_reference_equals_base_model(tiny_spec, tmp_path):
+    spec = dataclasses.replace(tiny_spec, lora=LoraSpec(r=4, alpha=8, dropout=0.0))
+    module, dm = _dpo(spec, tmp_path, reference="lora_disabled"), _data(tmp_path, n=32)
+    torch.manual_seed(0)
+    base = load_model(tiny_spec, "causal_lm", module.tokenizer).eval()  # same seed: the LoRA model's base
+    _trainer(tmp_path, 3, limit_val_batches=0).fit(module, datamodule=dm)
+    batch = _batch(dm)
+    args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    module.eval()
+    ref = module.reference_logps(*args)
+    assert torch.allclose(ref, sequence_logps(base, *args)[0], atol=1e-5)
+    with torch.no_grad():
+        assert not torch.allclose(module.policy_logps(*args)[0], ref, atol=1e-3)  # the adapter has learned
+
+
+def test_lora_disabled_needs_lora(tiny_spec, tmp_path):
+    with pytest.raises(ValueError, match="needs a LoRA policy"):
+        _dpo(tiny_spec, tmp_path, reference="lora_disabled")
+    with pytest.raises(ValueError, match="loss_type"):
+        _dpo(tiny_spec, tmp_path, loss_type="kto")
+
+
+def test_rpo_adds_the_chosen_nll(tiny_spec, tmp_path, tok):
+    dm = _data(tmp_path, n=16)
+    dm.tokenizer = tok
+    batch = _batch(dm, "train")
+    plain = _dpo(tiny_spec, tmp_path).step(batch)
+    rpo = _dpo(tiny_spec, tmp_path, rpo_alpha=0.5).step(batch)
+    lengths = batch["completion_mask"][:8, 1:].sum()
+    assert torch.allclose(rpo["loss"], plain["loss"] + 0.5 * (-plain["logps_chosen"].sum() / lengths), atol=1e-5)
+
+
+def test_checkpoint_holds_no_reference_and_init_from_sft(tiny_spec, tmp_path):
+    sft = SFT(model=tiny_spec)
+    dm = _data(tmp_path, n=32)
+    trainer = _trainer(tmp_path, 2, limit_val_batches=0)
+    trainer.fit(sft, datamodule=_sft_data(tmp_path))
+    trainer.save_checkpoint(tmp_path / "sft.ckpt")
+    module = _dpo(tiny_spec, tmp_path, init_from=str(tmp_path / "sft.ckpt"))
+    for (name, p), q in zip(sft.model.named_parameters(), module.model.parameters()):
+        assert torch.equal(p, q), name
+    assert all(torch.equal(p, q) for p, q in zip(sft.model.parameters(), module.ref_model.parameters()))
+    trainer = _trainer(tmp_path, 2, limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    trainer.save_checkpoint(tmp_path / "dpo.ckpt")
+    ckpt = torch.load(tmp_path / "dpo.ckpt", weights_only=True)
+    assert not any(k.startswith("ref_model.") for k in ckpt["state_dict"])
+    loaded = DPO.load_from_checkpoint(tmp_path / "dpo.ckpt", weights_only=True)
+    assert all(torch.equal(p, q) for p, q in zip(loaded.model.parameters(), module.model.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(loaded.ref_model.parameters(), sft.model.parameters()))
+
+
+def _sft_data(tmp_path):
+    rows = [{"prompt": f"{i}:", "completion": "xy good" * (1 + i % 3)} for i in range(32)]
+    return SFTDataModule(train=write_jsonl(tmp_path / "sft.jsonl", rows), batch_size=16, max_length=48)
+
+
+def test_readme_simpo_example(tiny_spec, tmp_path, tok):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class SimPO" in b)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    module = namespace["SimPO"](model=tiny_spec, beta=2.0, gamma=0.5, reference="none")
+    assert module.ref_model is None
+    dm = _data(tmp_path, n=16)
+    dm.tokenizer = tok
+    batch = _batch(dm, "train")
+    out = module.step(batch)
+    with torch.no_grad():
+        logps, lengths = module.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    (pc, pr), (lc, lr) = logps.chunk(2), lengths.chunk(2)
+    margin = 2.0 * pc / lc - 2.0 * pr / lr - 0.5
+    assert torch.allclose(out["loss"], torch.log1p(torch.exp(-margin)).mean(), atol=1e-5)
+
+
+def test_init_from_lora_sft_merges_it_into_the_reference(tiny_spec, tmp_path):
+    spec = dataclasses.replace(tiny_spec, lora=LoraSpec(r=4, alpha=8, dropout=0.0))
+    torch.manual_seed(0)
+    sft = SFT(model=spec, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
+    trainer = _trainer(tmp_path, 3, limit_val_batches=0)
+    trainer.fit(sft, datamodule=_sft_data(tmp_path))
+    trainer.save_checkpoint(tmp_path / "sft.ckpt")
+    module = _dpo(spec, tmp_path, init_from=str(tmp_path), reference="lora_disabled")  # a folder: its newest .ckpt
+    assert module.hparams.init_from == str(tmp_path / "sft.ckpt")
+    dm = _data(tmp_path, n=16)
+    dm.tokenizer = module.tokenizer
+    batch = _batch(dm)
+    args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    sft.eval()
+    module.eval()
+    with torch.no_grad():
+        trained = sequence_logps(sft.model, *args)[0]
+        assert torch.allclose(module.reference_logps(*args), trained, atol=1e-4)  # the merged SFT policy
+        assert torch.allclose(module.policy_logps(*args)[0], trained, atol=1e-4)  # fresh adapter: B = 0
