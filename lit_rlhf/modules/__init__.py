@@ -7,5 +7,7 @@ from lit_rlhf.modules.outcome_rm import OutcomeRewardModel
 from lit_rlhf.modules.process_rm import ProcessRewardModel
 from lit_rlhf.modules.reward_model import RewardModel
 from lit_rlhf.modules.sft import SFT
+from lit_rlhf.modules.weak_to_strong import WeakToStrong
 
-__all__ = ["ContrastiveRM", "LitRLHFModule", "MetaRM", "OutcomeRewardModel", "PolicyModule", "ProcessRewardModel", "RewardModel", "SFT"]
+__all__ = ["ContrastiveRM", "LitRLHFModule", "MetaRM", "OutcomeRewardModel", "PolicyModule", "ProcessRewardModel", "RewardModel", "SFT",
+           "WeakToStrong"]
