@@ -125,3 +125,28 @@ def product_loss(logits: torch.Tensor, soft_labels: torch.Tensor, alpha: float =
     if torch.isneginf(log_target).all(-1).any():
         raise ValueError("product_loss: a row's weak label gives every class probability 0")
     return xent_loss(logits, torch.softmax(log_target, -1))
+
+
+W2S_LOSSES = ("xent", "logconf", "product")
+
+
+def weak_to_strong_loss(
+    name: str,
+    logits: torch.Tensor,
+    soft_labels: torch.Tensor,
+    step_frac: float = 0.0,
+    aux_coef: float = 0.5,
+    warmup_frac: float = 0.1,
+    schedule: str = "repo",
+    threshold: str = "weak_prior",
+    alpha: float = 1.0,
+    beta: float = 1.0,
+) -> torch.Tensor:
+    """The weak-to-strong loss ``name`` ∈ :data:`W2S_LOSSES` with its options, per example ``(B,)``."""
+    if name == "xent":
+        return xent_loss(logits, soft_labels)
+    if name == "logconf":
+        return logconf_loss(logits, soft_labels, step_frac, aux_coef, warmup_frac, schedule, threshold)
+    if name == "product":
+        return product_loss(logits, soft_labels, alpha, beta)
+    raise ValueError(f"unknown weak-to-strong loss {name!r}; expected one of {W2S_LOSSES}")

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from lit_rlhf.losses.classification import confidence_weight, logconf_loss, product_loss, xent_loss
+from lit_rlhf.losses.classification import W2S_LOSSES, confidence_weight, weak_to_strong_loss
 from lit_rlhf.models import ModelLike
 from lit_rlhf.models.heads import Pooling
 from lit_rlhf.modules.outcome_rm import OutcomeRewardModel
@@ -65,8 +65,8 @@ class WeakToStrong(OutcomeRewardModel):
         micro_batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if loss not in ("xent", "logconf", "product"):
-            raise ValueError(f"unknown weak-to-strong loss {loss!r}; expected 'xent', 'logconf' or 'product'")
+        if loss not in W2S_LOSSES:
+            raise ValueError(f"unknown weak-to-strong loss {loss!r}; expected one of {W2S_LOSSES}")
         super().__init__(model=model, pooling=pooling, **kwargs)
         self.loss_name = loss
         self.aux_coef, self.warmup_frac = aux_coef, warmup_frac
@@ -112,15 +112,13 @@ class WeakToStrong(OutcomeRewardModel):
 
     def loss(self, logits: torch.Tensor, soft_labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean loss over the batch and the loss's own statistics."""
-        if self.loss_name == "xent":
-            return xent_loss(logits, soft_labels).mean(), {}
-        if self.loss_name == "product":
-            return product_loss(logits, soft_labels, self.product_alpha, self.product_beta).mean(), {}
         frac = self.step_frac
-        loss = logconf_loss(logits, soft_labels, frac, self.aux_coef, self.warmup_frac, self.confidence_schedule,
-                            self.threshold).mean()
-        return loss, {"confidence_weight": torch.tensor(confidence_weight(
-            frac, self.aux_coef, self.warmup_frac, self.confidence_schedule))}
+        loss = weak_to_strong_loss(self.loss_name, logits, soft_labels, frac, self.aux_coef, self.warmup_frac,
+                                   self.confidence_schedule, self.threshold, self.product_alpha, self.product_beta)
+        if self.loss_name != "logconf":
+            return loss.mean(), {}
+        weight = confidence_weight(frac, self.aux_coef, self.warmup_frac, self.confidence_schedule)
+        return loss.mean(), {"confidence_weight": torch.tensor(weight)}
 
     def step(self, batch: dict[str, Any], prefix: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss and whole-batch statistics; the per-subset agreements are kept in ``self.agreement``."""
