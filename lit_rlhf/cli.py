@@ -170,11 +170,11 @@ def best_of_n_main(argv: list[str]) -> None:
     print(f"wrote {result.save(args.output)}")
 
 
-def w2s_learner(name: str, role: str, settings, args: list[str]):
+def w2s_learner(name: str | dict, role: str, settings, args: list[str]):
     """A pipeline learner: a lexicon / synthetic-view probe, or the config's WeakToStrong module with ``name``."""
     from lit_rlhf.eval.w2s import FeatureProbe, ModuleLearner, lexicon_features, parse_loss, row_view
 
-    kind, _, rest = name.partition(":")
+    kind, _, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
     if kind in ("lexicon", "synthetic"):
         features = lexicon_features(rest) if kind == "lexicon" else row_view(rest)
         return FeatureProbe(features, **settings.probe.get(role, {}))
@@ -183,7 +183,8 @@ def w2s_learner(name: str, role: str, settings, args: list[str]):
     def build(loss: str, seed: int):
         base, options = parse_loss(loss)
         options = [f"--model.init_args.{'confidence_schedule' if k == 'schedule' else k}={v}" for k, v in options.items()]
-        cli = make_cli([*args, f"--model.init_args.model={name}", f"--model.init_args.loss={base}", *options, *extra,
+        cli = make_cli([*args, f"--model.init_args.model={name if isinstance(name, str) else json.dumps(name)}",
+                        f"--model.init_args.loss={base}", *options, *extra,
                         f"--seed_everything={seed}", f"--data.init_args.seed={seed}", "--trainer.logger=false",
                         "--trainer.enable_checkpointing=false", "--trainer.limit_val_batches=0"],
                        run=False, save_config=False)

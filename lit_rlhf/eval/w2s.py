@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, Union
 
 import torch
 
@@ -45,7 +45,7 @@ class W2SSettings:
 
     Args:
         weak: the weak supervisor: a model name (trained like the strong model, with ``weak_init_args``),
-            ``lexicon:vader`` (logistic regression on VADER scores) or ``synthetic:<view>`` (a linear probe
+            a model spec dict, ``lexicon:vader`` (logistic regression on VADER scores) or ``synthetic:<view>`` (a linear probe
             on a :class:`~lit_rlhf.tasks.SalientSynthetic` feature view).
         strong: the strong student and ceiling (same forms).
         chain: intermediate models for bootstrapping: each trained student labels the next split.
@@ -61,9 +61,9 @@ class W2SSettings:
         wandb: also log the summary to Weights & Biases (offline without an account).
     """
 
-    weak: str = "lexicon:vader"
-    strong: str = "lit-rlhf:minilm-l6"
-    chain: list[str] = field(default_factory=list)
+    weak: Union[str, dict[str, Any]] = "lexicon:vader"
+    strong: Union[str, dict[str, Any]] = "lit-rlhf:minilm-l6"
+    chain: list[Union[str, dict[str, Any]]] = field(default_factory=list)
     losses: list[str] = field(default_factory=lambda: ["xent"])
     seeds: list[int] = field(default_factory=lambda: [0])
     pool_size: Optional[int] = None
@@ -285,7 +285,7 @@ def run_w2s(
     :func:`performance_gap_recovered`.
 
     Args:
-        learner: ``(model name, role) -> Learner`` with role ``weak`` / ``chain`` / ``strong``.
+        learner: ``(model name or spec, role) -> Learner`` with role ``weak`` / ``chain`` / ``strong``.
     """
     for spec in settings.losses:
         parse_loss(spec)
