@@ -172,11 +172,10 @@ def best_of_n_main(argv: list[str]) -> None:
 
 def w2s_learner(name: str | dict, role: str, settings, args: list[str]):
     """A pipeline learner: a lexicon / synthetic-view probe, or the config's WeakToStrong module with ``name``."""
-    from lit_rlhf.eval.w2s import FeatureProbe, ModuleLearner, lexicon_features, parse_loss, row_view
+    from lit_rlhf.eval.w2s import FeatureProbe, ModuleLearner, parse_loss, probe_features
 
-    kind, _, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
-    if kind in ("lexicon", "synthetic"):
-        features = lexicon_features(rest) if kind == "lexicon" else row_view(rest)
+    features = probe_features(name)
+    if features is not None:
         return FeatureProbe(features, **settings.probe.get(role, {}))
     extra = [f"--model.init_args.{k}={json.dumps(v)}" for k, v in settings.weak_init_args.items()] if role != "strong" else []
 

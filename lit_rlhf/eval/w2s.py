@@ -45,7 +45,8 @@ class W2SSettings:
 
     Args:
         weak: the weak supervisor: a model name (trained like the strong model, with ``weak_init_args``),
-            a model spec dict, ``lexicon:vader`` (logistic regression on VADER scores) or ``synthetic:<view>`` (a linear probe
+            a model spec dict, ``probe:<model>`` (linear probe on the model's frozen mean-pooled features),
+            ``lexicon:vader`` (logistic regression on VADER scores) or ``synthetic:<view>`` (a linear probe
             on a :class:`~lit_rlhf.tasks.SalientSynthetic` feature view).
         strong: the strong student and ceiling (same forms).
         chain: intermediate models for bootstrapping: each trained student labels the next split.
@@ -227,6 +228,51 @@ def lexicon_features(name: str) -> Callable[[Sequence[WeakLabelRow]], torch.Tens
     from lit_rlhf.tasks.sentiment import vader_scores
 
     return lambda rows: torch.tensor(vader_scores([r.text for r in rows]), dtype=torch.float32)
+
+
+def frozen_features(model: Any, pooling: str = "mean", max_length: int = 128,
+                    batch_size: int = 64) -> Callable[[Sequence[WeakLabelRow]], torch.Tensor]:
+    """Pooled features of a frozen backbone for each text (computed once per text and cached in memory).
+
+    Used by ``probe:<model>`` learners: a linear probe on a pretrained model's features, the cheap variant
+    of weak-to-strong training (the paper's and the vision reference's "linear probe"), not full fine-tuning.
+    """
+    from lit_rlhf.models import load_model, load_tokenizer
+    from lit_rlhf.models.heads import pool
+
+    tokenizer = load_tokenizer(model)
+    backbone = load_model(model, kind="backbone", tokenizer=tokenizer).eval()
+    cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def features(rows: Sequence[WeakLabelRow]) -> torch.Tensor:
+        todo = sorted({r.text for r in rows if r.text not in cache})
+        for start in range(0, len(todo), batch_size):
+            texts = todo[start:start + batch_size]
+            enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            hidden = backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            cache.update(zip(texts, pool(hidden, enc["attention_mask"], pooling).float()))
+        return torch.stack([cache[r.text] for r in rows])
+
+    return features
+
+
+_FROZEN: dict[str, Callable[[Sequence[WeakLabelRow]], torch.Tensor]] = {}
+
+
+def probe_features(name: Any) -> Callable[[Sequence[WeakLabelRow]], torch.Tensor] | None:
+    """Features of a probe learner named ``lexicon:<name>``, ``synthetic:<view>`` or ``probe:<model>``
+    (``None`` for anything else: a model to fine-tune). Frozen-model features are shared across calls."""
+    kind, _, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if kind == "lexicon":
+        return lexicon_features(rest)
+    if kind == "synthetic":
+        return row_view(rest)
+    if kind == "probe":
+        if rest not in _FROZEN:
+            _FROZEN[rest] = frozen_features(rest)
+        return _FROZEN[rest]
+    return None
 
 
 class ModuleLearner:
