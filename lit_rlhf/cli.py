@@ -3,7 +3,8 @@
 * ``lit-rlhf fit|validate|test|predict --config configs/<x>.yaml`` — LightningCLI over every method
   module and data module (``--model=SFT`` works as a shorthand);
 * pipeline commands that are not a single ``Trainer`` call: ``lit-rlhf export CKPT OUT_DIR``,
-  ``lit-rlhf pairs`` (on-policy preference pairs labelled by a gold reward), ``assets``, ``strength``.
+  ``lit-rlhf pairs`` (on-policy preference pairs labelled by a gold reward), ``w2s``, ``best-of-n`` and others
+  (:data:`PIPELINES`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +31,14 @@ from lit_rlhf.modules import LitRLHFModule
 
 class LitRLHFCLI(LightningCLI):
     """LightningCLI with the optimizer injected into the module (never built by the CLI itself)."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        from typing import Optional
+
+        from lit_rlhf.eval.w2s import W2SSettings
+
+        parser.add_argument("--w2s", type=Optional[W2SSettings], default=None,
+                            help="settings of `lit-rlhf w2s` (weak-to-strong pipeline); ignored by fit/validate/test")
 
 
 def load_module(ckpt_path: str | Path) -> LitRLHFModule:
@@ -256,6 +266,66 @@ def pairs_main(argv: list[str]) -> None:
           f"(mean gold gap {sum(gaps) / max(len(gaps), 1):.3f})")
 
 
+def w2s_learner(name: str | dict, role: str, settings, args: list[str]):
+    """A pipeline learner: a lexicon / synthetic-view probe, or the config's WeakToStrong module with ``name``."""
+    from lit_rlhf.eval.w2s import FeatureProbe, ModuleLearner, parse_loss, probe_features
+
+    features = probe_features(name)
+    if features is not None:
+        return FeatureProbe(features, **settings.probe.get(role, {}))
+    extra = [f"--model.init_args.{k}={json.dumps(v)}" for k, v in settings.weak_init_args.items()] if role != "strong" else []
+
+    def build(loss: str, seed: int):
+        base, options = parse_loss(loss)
+        options = [f"--model.init_args.{'confidence_schedule' if k == 'schedule' else k}={v}" for k, v in options.items()]
+        cli = make_cli([*args, f"--model.init_args.model={name if isinstance(name, str) else json.dumps(name)}",
+                        f"--model.init_args.loss={base}", *options, *extra,
+                        f"--seed_everything={seed}", f"--data.init_args.seed={seed}", "--trainer.logger=false",
+                        "--trainer.enable_checkpointing=false", "--trainer.limit_val_batches=0"],
+                       run=False, save_config=False)
+        return cli.model, cli.datamodule, cli.trainer
+
+    return ModuleLearner(build)
+
+
+def w2s_main(argv: list[str]) -> None:
+    from lit_rlhf.eval.w2s import W2SSettings, run_w2s
+
+    parser = argparse.ArgumentParser(
+        prog="lit-rlhf w2s",
+        description="Weak-to-strong generalization (Burns et al. 2023): train the weak model on ground truth, write "
+        "its soft labels on a held-out split (jsonl), train the strong student on them with each loss, train the "
+        "strong ceiling on ground truth, and report weak / weak-to-strong / ceiling accuracy and PGR in "
+        "<output>/summary.json. The config is a `fit` config of WeakToStrong + WeakLabelDataModule with a `w2s:` "
+        "section (see configs/w2s_*.yaml); other arguments (--model.*, --data.*, --trainer.*, --w2s.*) are those "
+        "of `lit-rlhf fit`.",
+    )
+    parser.add_argument("--chain", nargs="+", default=None, help="intermediate models for bootstrapping")
+    parser.add_argument("--losses", nargs="+", default=None, help="xent, product, logconf[:repo|linear][:weak_prior|median]")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--output", default=None, help="output folder (default: w2s.output)")
+    args, rest = parser.parse_known_args(argv)
+    cli = make_cli(rest, run=False, save_config=False)
+    settings = cli.config_init.get("w2s") or W2SSettings()
+    for key in ("chain", "losses", "seeds", "output"):
+        if getattr(args, key) is not None:
+            setattr(settings, key, getattr(args, key))
+    dm = cli.datamodule
+    if settings.pool_size is not None:
+        dm.task_sizes["train"] = settings.pool_size
+    if settings.test_size is not None:
+        dm.task_sizes["test"] = settings.test_size
+    pool, test = dm.read("train")[: settings.pool_size], dm.read("test")[: settings.test_size]
+    clock = time.perf_counter()
+    summary = run_w2s(settings, pool, test, lambda name, role: w2s_learner(name, role, settings, rest))
+    print(f"{'loss':<22}{'weak_acc':>10}{'w2s_acc':>10}{'strong_acc':>12}{'pgr':>16}")
+    for loss, stats in summary["by_loss"].items():
+        pgr = stats["pgr"]
+        print(f"{loss:<22}{stats['weak_acc']['mean']:>10.4f}{stats['w2s_acc']['mean']:>10.4f}"
+              f"{stats['strong_acc']['mean']:>12.4f}{pgr['mean']:>9.3f} ± {pgr['std']:.3f}")
+    print(f"wrote {Path(settings.output) / 'summary.json'} ({time.perf_counter() - clock:.0f} s)")
+
+
 PIPELINES: dict[str, Callable[[list[str]], None]] = {
     "export": export_main,
     "assets": assets_main,
@@ -263,6 +333,7 @@ PIPELINES: dict[str, Callable[[list[str]], None]] = {
     "best-of-n": best_of_n_main,
     "rs-temperature": rs_temperature_main,
     "pairs": pairs_main,
+    "w2s": w2s_main,
 }
 
 DESCRIPTION = (

@@ -283,7 +283,9 @@ class WeakLabelDataModule(RowDataModule):
         self.num_classes = num_classes
 
     def encode(self, row, encoder):
-        return encoder.weak(row, self.num_classes)
+        """Token ids, ``label``, ``soft_label`` (the training target) and ``gold_label`` (``gt_label`` if the
+        row has one, as weak-label files do, else ``label``)."""
+        return {**encoder.weak(row, self.num_classes), "gold_label": row.meta.get("gt_label", row.label)}
 
 
 STEP_CLASSES = {

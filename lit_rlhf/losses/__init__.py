@@ -1,6 +1,9 @@
 """Pure loss functions: tensors in, per-example tensors out. No models, no Lightning."""
 
-from lit_rlhf.losses.classification import step_loss, xent_loss
+from lit_rlhf.losses.classification import (
+    W2S_LOSSES, confidence_weight, hardened_predictions, logconf_loss, product_loss, step_loss,
+    weak_to_strong_loss, xent_loss,
+)
 from lit_rlhf.losses.contrastive import simcse_loss, sinkhorn, swav_loss
 from lit_rlhf.losses.dpo import DPO_LOSS_TYPES, dpo_loss
 from lit_rlhf.losses.meta import meta_difference_loss
@@ -9,7 +12,8 @@ from lit_rlhf.losses.reward import LLAMA2_MARGINS, bradley_terry_loss, reward_ce
 from lit_rlhf.losses.sft import sft_loss
 
 __all__ = [
-    "DPO_LOSS_TYPES", "LLAMA2_MARGINS", "bradley_terry_loss", "dpo_loss", "gae", "kl_penalty", "masked_mean", "masked_var",
-    "meta_difference_loss", "ppo_policy_loss", "ppo_value_loss", "reward_centering_penalty", "sft_loss", "simcse_loss",
-    "sinkhorn", "step_loss", "swav_loss", "whiten", "xent_loss",
+    "DPO_LOSS_TYPES", "LLAMA2_MARGINS", "W2S_LOSSES", "bradley_terry_loss", "confidence_weight", "dpo_loss", "gae",
+    "hardened_predictions", "kl_penalty", "logconf_loss", "masked_mean", "masked_var", "meta_difference_loss",
+    "ppo_policy_loss", "ppo_value_loss", "product_loss", "reward_centering_penalty", "sft_loss", "simcse_loss",
+    "sinkhorn", "step_loss", "swav_loss", "weak_to_strong_loss", "whiten", "xent_loss",
 ]

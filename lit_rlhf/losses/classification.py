@@ -33,3 +33,120 @@ def step_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1
     logp = torch.log_softmax(logits.float(), dim=-1)
     token = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
     return token.sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def confidence_weight(step_frac: float, aux_coef: float = 0.5, warmup_frac: float = 0.1, schedule: str = "repo") -> float:
+    """Weight ``α`` of the hardened strong predictions in :func:`logconf_loss`.
+
+    * ``repo`` (openai/weak-to-strong ``loss.py``): ``α = aux_coef · step_frac`` while
+      ``step_frac ≤ warmup_frac``, then ``α = aux_coef`` (a jump, not a ramp).
+    * ``linear`` (paper): ``α = aux_coef · min(1, step_frac / warmup_frac)``.
+
+    Args:
+        step_frac: fraction of training done, in ``[0, 1]``.
+    """
+    if schedule == "repo":
+        return (1.0 if step_frac > warmup_frac else step_frac) * aux_coef
+    if schedule == "linear":
+        return aux_coef * (1.0 if warmup_frac <= 0 else min(1.0, step_frac / warmup_frac))
+    raise ValueError(f"unknown confidence schedule {schedule!r}; expected 'repo' or 'linear'")
+
+
+def hardened_predictions(probs: torch.Tensor, soft_labels: torch.Tensor, threshold: str = "weak_prior") -> torch.Tensor:
+    """One-hot strong predictions ``f̂_t(x)`` thresholded over the batch, ``(B, 2)``.
+
+    ``t = quantile_b(p_0, q)`` and class 0 is predicted where ``p_0 ≥ t``. With ``weak_prior``
+    ``q = mean_b(y_1)`` (the weak labels' share of class 1), so the hardened labels reproduce the weak
+    labels' class balance (reference code); with ``median`` ``q = 0.5`` (paper, balanced datasets).
+
+    Args:
+        probs: ``(B, 2)`` strong class probabilities.
+        soft_labels: ``(B, 2)`` weak labels.
+    """
+    if probs.shape[-1] != 2:
+        raise ValueError(f"the confidence threshold is defined for 2 classes, got logits with {probs.shape[-1]}")
+    if threshold == "weak_prior":
+        q = soft_labels[:, 1].float().mean().clamp(0.0, 1.0)
+    elif threshold == "median":
+        q = torch.tensor(0.5)
+    else:
+        raise ValueError(f"unknown threshold rule {threshold!r}; expected 'weak_prior' or 'median'")
+    p0 = probs[:, 0].detach().float()
+    t = torch.quantile(p0, q.to(p0))
+    class0 = (p0 >= t).float()
+    return torch.stack([class0, 1.0 - class0], dim=-1)
+
+
+def logconf_loss(
+    logits: torch.Tensor,
+    soft_labels: torch.Tensor,
+    step_frac: float,
+    aux_coef: float = 0.5,
+    warmup_frac: float = 0.1,
+    schedule: str = "repo",
+    threshold: str = "weak_prior",
+) -> torch.Tensor:
+    """Auxiliary confidence loss (Burns et al. 2023, Eq. 1), per example.
+
+    ``L = CE(z, (1 − α)·y_w + α·f̂_t)`` with ``α`` from :func:`confidence_weight` and the detached hardened
+    predictions ``f̂_t`` of :func:`hardened_predictions`. The threshold is a quantile over the *batch given*:
+    pass the whole optimisation batch (the module stacks micro-batch logits to do so).
+
+    Args:
+        logits: ``(B, 2)`` strong logits.
+        soft_labels: ``(B, 2)`` weak labels (probabilities).
+        step_frac: fraction of training done, in ``[0, 1]``.
+        aux_coef: ``α_max`` (paper: 0.5, 0.75 for the largest students).
+        warmup_frac: warm-up fraction of training (reference 0.1; paper 0.2 with ``linear``).
+        schedule: ``repo`` or ``linear`` (see :func:`confidence_weight`).
+        threshold: ``weak_prior`` or ``median`` (see :func:`hardened_predictions`).
+    Returns:
+        ``(B,)``.
+    """
+    coef = confidence_weight(step_frac, aux_coef, warmup_frac, schedule)
+    hard = hardened_predictions(torch.softmax(logits.detach().float(), -1), soft_labels, threshold)
+    return xent_loss(logits, (1.0 - coef) * soft_labels.float() + coef * hard)
+
+
+def product_loss(logits: torch.Tensor, soft_labels: torch.Tensor, alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
+    """Product loss (openai/weak-to-strong ``loss.py``): CE against the renormalised product of beliefs.
+
+    ``target ∝ p^β ⊙ y_w^α`` (detached), ``L = CE(z, target)``, ``p = softmax(z)``; computed in log space.
+
+    Args:
+        logits: ``(B, C)``.
+        soft_labels: ``(B, C)`` weak labels.
+    Returns:
+        ``(B,)``.
+    """
+    log_target = beta * torch.log_softmax(logits.detach().float(), -1)
+    if alpha != 0:
+        log_target = log_target + alpha * torch.log(soft_labels.float())
+    if torch.isneginf(log_target).all(-1).any():
+        raise ValueError("product_loss: a row's weak label gives every class probability 0")
+    return xent_loss(logits, torch.softmax(log_target, -1))
+
+
+W2S_LOSSES = ("xent", "logconf", "product")
+
+
+def weak_to_strong_loss(
+    name: str,
+    logits: torch.Tensor,
+    soft_labels: torch.Tensor,
+    step_frac: float = 0.0,
+    aux_coef: float = 0.5,
+    warmup_frac: float = 0.1,
+    schedule: str = "repo",
+    threshold: str = "weak_prior",
+    alpha: float = 1.0,
+    beta: float = 1.0,
+) -> torch.Tensor:
+    """The weak-to-strong loss ``name`` ∈ :data:`W2S_LOSSES` with its options, per example ``(B,)``."""
+    if name == "xent":
+        return xent_loss(logits, soft_labels)
+    if name == "logconf":
+        return logconf_loss(logits, soft_labels, step_frac, aux_coef, warmup_frac, schedule, threshold)
+    if name == "product":
+        return product_loss(logits, soft_labels, alpha, beta)
+    raise ValueError(f"unknown weak-to-strong loss {name!r}; expected one of {W2S_LOSSES}")

@@ -10,8 +10,9 @@ from lit_rlhf.modules.process_rm import ProcessRewardModel
 from lit_rlhf.modules.rejection_sampling import RejectionSampling
 from lit_rlhf.modules.reward_model import RewardModel
 from lit_rlhf.modules.sft import SFT
+from lit_rlhf.modules.weak_to_strong import WeakToStrong
 
 __all__ = [
     "DPO", "PPO", "ContrastiveRM", "LitRLHFModule", "MetaRM", "OutcomeRewardModel", "PolicyModule", "ProcessRewardModel",
-    "RejectionSampling", "RewardModel", "SFT",
+    "RejectionSampling", "RewardModel", "SFT", "WeakToStrong",
 ]

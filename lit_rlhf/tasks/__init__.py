@@ -8,8 +8,11 @@ from lit_rlhf.tasks.arithmetic import Arithmetic
 from lit_rlhf.tasks.base import Task, split_of
 from lit_rlhf.tasks.gsm import GSM
 from lit_rlhf.tasks.sentiment import Sentiment
+from lit_rlhf.tasks.w2s_synthetic import SalientSynthetic
 
-TASKS: dict[str, type[Task]] = {"arithmetic": Arithmetic, "gsm": GSM, "sentiment": Sentiment}
+TASKS: dict[str, type[Task]] = {
+    "arithmetic": Arithmetic, "gsm": GSM, "sentiment": Sentiment, "w2s_synthetic": SalientSynthetic,
+}
 
 
 def get_task(name_or_task: str | Task, **kwargs: Any) -> Task:
@@ -23,4 +26,4 @@ def get_task(name_or_task: str | Task, **kwargs: Any) -> Task:
     return TASKS[name_or_task](**kwargs)
 
 
-__all__ = ["GSM", "TASKS", "Arithmetic", "Sentiment", "Task", "get_task", "split_of"]
+__all__ = ["GSM", "TASKS", "Arithmetic", "SalientSynthetic", "Sentiment", "Task", "get_task", "split_of"]

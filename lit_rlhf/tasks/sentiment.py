@@ -174,6 +174,12 @@ def vader_compound(texts: list[str]) -> list[float]:
     return [float(analyzer.polarity_scores(t)["compound"]) for t in texts]
 
 
+def vader_scores(texts: list[str]) -> list[list[float]]:
+    """VADER ``[neg, neu, pos, compound]`` of each text (features of a lexicon weak supervisor)."""
+    analyzer = _analyzer()
+    return [[float(s[k]) for k in ("neg", "neu", "pos", "compound")] for s in map(analyzer.polarity_scores, texts)]
+
+
 class Sentiment(Task):
     """Sentiment continuation with a VADER gold reward and human-rated snippets as data.
 
