@@ -1,5 +1,5 @@
 """Generation (and, later, rollout buffers and KL controllers)."""
 
-from lit_rlhf.rollout.generation import SamplingConfig, generate
+from lit_rlhf.rollout.generation import ChatReplier, SamplingConfig, generate
 
-__all__ = ["SamplingConfig", "generate"]
+__all__ = ["ChatReplier", "SamplingConfig", "generate"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from lit_rlhf.tasks.arithmetic import Arithmetic
-from lit_rlhf.tasks.base import Task, split_of
+from lit_rlhf.tasks.base import Instruction, Task, split_of
+from lit_rlhf.tasks.dialogue import Dialogue
 from lit_rlhf.tasks.sentiment import Sentiment
 
-TASKS: dict[str, type[Task]] = {"arithmetic": Arithmetic, "sentiment": Sentiment}
+TASKS: dict[str, type[Task]] = {"arithmetic": Arithmetic, "dialogue": Dialogue, "sentiment": Sentiment}
 
 
 def get_task(name_or_task: str | Task, **kwargs: Any) -> Task:
@@ -22,4 +23,4 @@ def get_task(name_or_task: str | Task, **kwargs: Any) -> Task:
     return TASKS[name_or_task](**kwargs)
 
 
-__all__ = ["TASKS", "Arithmetic", "Sentiment", "Task", "get_task", "split_of"]
+__all__ = ["TASKS", "Arithmetic", "Dialogue", "Instruction", "Sentiment", "Task", "get_task", "split_of"]
