@@ -22,7 +22,7 @@ from lit_rlhf.data.sampling import LengthGroupedBatchSampler
 from lit_rlhf.data.schemas import PromptRow, Row
 from lit_rlhf.data.strength import apply_strength_treatments
 from lit_rlhf.data.sources import read_rows, task_rows
-from lit_rlhf.data.tokenize import Encoder, TooLong, Truncation
+from lit_rlhf.data.tokenize import Encoder, TooLong, TrainOn, Truncation
 from lit_rlhf.tasks.base import Task
 
 Split = Literal["train", "val", "test", "predict"]
@@ -212,12 +212,25 @@ class RowDataModule(L.LightningDataModule):
 
 
 class SFTDataModule(RowDataModule):
-    """Prompt/completion or chat rows for supervised fine-tuning (loss on completion tokens)."""
+    """Prompt/completion or chat rows for supervised fine-tuning (loss on completion tokens).
+
+    Chat rows are rendered with the tokenizer's chat template; a ``messages`` row's completion is its
+    last assistant reply.
+
+    Args:
+        train_on: which assistant turns of a chat row carry loss: ``last_assistant`` (the completion) or
+            ``all_assistant`` (every assistant turn of the dialogue, prompt included). System and user
+            turns never do.
+    """
 
     kind = "sft"
 
+    def __init__(self, *args: Any, train_on: TrainOn = "last_assistant", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.train_on = train_on
+
     def encode(self, row, encoder):
-        return encoder.sft(row)
+        return encoder.sft(row, self.train_on)
 
 
 class PreferenceDataModule(RowDataModule):

@@ -150,7 +150,10 @@ def sft_prompt_completion(raw: dict[str, Any], where: str) -> list[Row]:
 
 
 def sft_messages(raw: dict[str, Any], where: str) -> list[Row]:
-    """A full dialogue ``messages``: the last assistant message is the completion, the rest the prompt."""
+    """A full dialogue ``messages``: the last assistant message is the completion, the rest the prompt.
+
+    ``SFTDataModule(train_on="all_assistant")`` also trains the earlier assistant turns of the prompt.
+    """
     messages = _messages(require(raw, "messages", where), "messages", where)
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None:

@@ -2,19 +2,38 @@
 
 Every encoder returns a plain dict of lists (ready for :class:`~lit_rlhf.data.collate.Collator`) or
 raises :class:`TooLong` so the data module can count and report the filtered row.
+
+Chat rows are rendered with the tokenizer's chat template (tokenizers without one get
+:data:`~lit_rlhf.models.tokenizer.DEFAULT_CHAT_TEMPLATE` from ``load_tokenizer``). The loss mask of a
+dialogue comes from :func:`chat_ids`: it renders growing prefixes of the dialogue and diffs their token
+ids, so each assistant turn's tokens are exactly those the template adds for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from lit_rlhf.data.schemas import DataError, PreferenceRow, PromptRow, SFTRow, StepRow, Text, WeakLabelRow
+from lit_rlhf.data.schemas import DataError, Message, PreferenceRow, PromptRow, SFTRow, StepRow, Text, WeakLabelRow
 
 Truncation = Literal["drop", "truncate_prompt", "error"]
+TrainOn = Literal["all_assistant", "last_assistant"]
 
 
 class TooLong(Exception):
     """The row does not fit ``max_length`` under the chosen truncation policy."""
+
+
+def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
+    return tokenizer(text, add_special_tokens=special)["input_ids"]
+
+
+def as_dialogue(prompt: Text, completion: Text) -> tuple[list[Message], int]:
+    """``prompt + completion`` as one message list (strings become a user / an assistant turn), and the
+    index of the first completion message."""
+    messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    reply = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+    return messages + reply, len(messages)
 
 
 def render_prompt(tokenizer: Any, prompt: Text) -> str:
@@ -32,17 +51,66 @@ def render_completion(tokenizer: Any, prompt: Text, completion: Text, where: str
     """
     if isinstance(prompt, str) and isinstance(completion, str):
         return completion
-    messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-    reply = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
-    head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(messages + reply, tokenize=False)
+    messages, start = as_dialogue(prompt, completion)
+    head = tokenizer.apply_chat_template(messages[:start], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(head):
         raise DataError(where, "completion", "the chat template does not render the prompt as a prefix of the dialogue")
     return full[len(head):]
 
 
-def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
-    return tokenizer(text, add_special_tokens=special)["input_ids"]
+def chat_ids(
+    tokenizer: Any, messages: list[Message], trained: Sequence[bool], where: str = "", field: str = "messages"
+) -> tuple[list[int], list[int], list[int]]:
+    """Token ids of a rendered dialogue, its loss mask, and where each assistant turn starts.
+
+    For every assistant message ``i`` the dialogue is rendered up to ``i`` with the generation prompt
+    (``head``) and up to ``i`` included (``full``); the tokens ``full`` adds to ``head`` are message
+    ``i``'s (its text and the template's end-of-turn tokens) and get mask ``trained[i]``. Everything
+    else (system/user turns, role headers) gets 0. Each rendering must extend the token ids of the
+    previous one (the prefix property); templates that rewrite earlier turns break it.
+
+    Args:
+        tokenizer: a tokenizer with a chat template.
+        messages: the dialogue.
+        trained: one flag per message; only assistant messages can be trained.
+        where: row location for errors.
+        field: field name for errors.
+    Returns:
+        ``(ids, mask, starts)``: ``starts[k]`` = number of tokens before the ``k``-th assistant message's
+        own tokens (i.e. the length of its prompt, generation header included).
+    Raises:
+        DataError: a rendering is not an extension of the previous one (names the message and token).
+    """
+    ids: list[int] = []
+    mask: list[int] = []
+    starts: list[int] = []
+
+    def extend(upto: int, generation: bool, value: int) -> None:
+        try:
+            text = tokenizer.apply_chat_template(messages[:upto], tokenize=False, add_generation_prompt=generation)
+        except Exception as err:  # jinja raises its own error types (e.g. a template that rejects a role order)
+            raise DataError(where, field, f"the chat template cannot render messages[:{upto}]: {err}") from err
+        new = _ids(tokenizer, text, special=False)
+        if new[: len(ids)] != ids:
+            k = next((k for k, (a, b) in enumerate(zip(new, ids)) if a != b), min(len(new), len(ids)))
+            what = f"messages[:{upto}]" + (" with the generation prompt" if generation else "")
+            raise DataError(
+                where, field,
+                f"the chat template breaks the prefix property needed for loss masks: {what} does not extend the "
+                f"tokens rendered before it (first difference at token {k} of {len(ids)}: "
+                f"{tokenizer.decode(new[k:k + 8])!r} vs {tokenizer.decode(ids[k:k + 8])!r})",
+            )
+        mask.extend([value] * (len(new) - len(ids)))
+        ids[:] = new
+
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            extend(i, True, 0)
+            starts.append(len(ids))
+            extend(i + 1, False, int(bool(trained[i])))
+    extend(len(messages), False, 0)  # anything after the last assistant turn
+    return ids, mask, starts
 
 
 class Encoder:
@@ -71,15 +139,15 @@ class Encoder:
             ids = ids + ([end] if end is not None else [])
         return ids
 
-    def fit(self, prompt: list[int], completion: list[int], where: str) -> tuple[list[int], list[int]]:
-        """Apply the truncation policy to a (prompt, completion) pair."""
-        excess = len(prompt) + len(completion) - self.max_length
+    def fit(self, ids: list[int], mask: list[int], prompt_len: int, where: str) -> tuple[list[int], list[int], int]:
+        """Apply the truncation policy to a sequence whose first ``prompt_len`` tokens are the prompt."""
+        excess = len(ids) - self.max_length
         if excess <= 0:
-            return prompt, completion
-        if self.truncation == "truncate_prompt" and excess < len(prompt):
-            return prompt[excess:], completion
+            return ids, mask, prompt_len
+        if self.truncation == "truncate_prompt" and excess < prompt_len:
+            return ids[excess:], mask[excess:], prompt_len - excess
         if self.truncation == "error":
-            raise DataError(where, None, f"{len(prompt) + len(completion)} tokens exceed max_length={self.max_length}")
+            raise DataError(where, None, f"{len(ids)} tokens exceed max_length={self.max_length}")
         raise TooLong(where)
 
     def limit(self, ids: list[int], where: str, field: str, keep: Literal["start", "end"] | None) -> list[int]:
@@ -93,15 +161,35 @@ class Encoder:
             return ids[-self.max_length:] if keep == "end" else ids[: self.max_length]
         raise TooLong(where)
 
-    def pair(self, prompt: Text, completion: Text, where: str) -> tuple[list[int], list[int], list[int]]:
-        """``(input_ids, completion_mask, prompt_ids)`` after truncation."""
-        p, c = self.prompt_ids(prompt), self.completion_ids(prompt, completion, where)
-        p, c = self.fit(p, c, where)
-        return p + c, [0] * len(p) + [1] * len(c), p
+    def pair(
+        self, prompt: Text, completion: Text, where: str, train_on: TrainOn = "last_assistant"
+    ) -> tuple[list[int], list[int], list[int]]:
+        """``(input_ids, completion_mask, prompt_ids)`` after truncation.
+
+        Plain strings: prompt then completion (+EOS), mask on the completion. Chat (either side a message
+        list): the dialogue from :func:`chat_ids`, mask on the completion's assistant turns
+        (``last_assistant``) or on every assistant turn (``all_assistant``); ``prompt_ids`` end where the
+        completion's first assistant turn starts.
+        """
+        if isinstance(prompt, str) and isinstance(completion, str):
+            p, c = self.prompt_ids(prompt), self.completion_ids(prompt, completion, where)
+            ids, mask, prompt_len = p + c, [0] * len(p) + [1] * len(c), len(p)
+        else:
+            messages, start = as_dialogue(prompt, completion)
+            if messages[start]["role"] != "assistant":
+                raise DataError(where, "completion", f"must start with an assistant message, got {messages[start]['role']!r}")
+            if train_on not in ("all_assistant", "last_assistant"):
+                raise ValueError(f"train_on must be 'all_assistant' or 'last_assistant', got {train_on!r}")
+            trained = [train_on == "all_assistant" or i >= start for i in range(len(messages))]
+            ids, mask, starts = chat_ids(self.tokenizer, messages, trained, where)
+            prompt_len = starts[sum(m["role"] == "assistant" for m in messages[:start])]
+        ids, mask, prompt_len = self.fit(ids, mask, prompt_len, where)
+        return ids, mask, ids[:prompt_len]
 
     # -- one encoder per row type -----------------------------------------------------------
-    def sft(self, row: SFTRow) -> dict[str, Any]:
-        ids, mask, prompt_ids = self.pair(row.prompt, row.completion, row.where)
+    def sft(self, row: SFTRow, train_on: TrainOn = "last_assistant") -> dict[str, Any]:
+        """Prompt + completion with the loss mask of :meth:`pair`."""
+        ids, mask, prompt_ids = self.pair(row.prompt, row.completion, row.where, train_on)
         return {
             "input_ids": ids, "completion_mask": mask, "prompt_ids": prompt_ids,
             "prompt_text": render_prompt(self.tokenizer, row.prompt),

@@ -2,9 +2,9 @@
 
 from lit_rlhf.rollout.buffer import RolloutBuffer
 from lit_rlhf.rollout.control import AdaptiveKLController, FixedKLController, RunningMoments, kl_controller
-from lit_rlhf.rollout.generation import SamplingConfig, generate, response_mask
+from lit_rlhf.rollout.generation import ChatReplier, SamplingConfig, generate, response_mask
 
 __all__ = [
-    "AdaptiveKLController", "FixedKLController", "RolloutBuffer", "RunningMoments", "SamplingConfig", "generate",
-    "kl_controller", "response_mask",
+    "AdaptiveKLController", "ChatReplier", "FixedKLController", "RolloutBuffer", "RunningMoments", "SamplingConfig",
+    "generate", "kl_controller", "response_mask",
 ]

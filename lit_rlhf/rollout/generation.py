@@ -106,3 +106,30 @@ def response_mask(responses: torch.Tensor, eos_token_id: int, pad_token_id: int)
     lengths = mask.long().sum(-1)
     ended = is_eos.any(-1) | (lengths < responses.shape[1])
     return mask.long(), ended
+
+
+class ChatReplier:
+    """A policy as a replier: renders each dialogue with the chat template (generation prompt) and
+    samples one assistant reply per dialogue.
+
+    Args:
+        model: a causal LM.
+        tokenizer: its tokenizer (with a chat template).
+        sampling: decoding settings (default greedy, 64 new tokens).
+        batch_size: dialogues per ``generate`` call.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, sampling: "SamplingConfig | dict[str, Any] | None" = None,
+                 batch_size: int = 64) -> None:
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.sampling = SamplingConfig.of(sampling)
+
+    def __call__(self, dialogues: list[list[dict[str, str]]]) -> list[str]:
+        from lit_rlhf.data.tokenize import Encoder
+
+        encoder = Encoder(self.tokenizer)
+        ids = [encoder.prompt_ids(d) for d in dialogues]
+        replies: list[str] = []
+        for start in range(0, len(ids), self.batch_size):
+            replies += generate(self.model, self.tokenizer, ids[start:start + self.batch_size], self.sampling)[0]
+        return replies

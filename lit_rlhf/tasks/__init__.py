@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from lit_rlhf.tasks.arithmetic import Arithmetic
-from lit_rlhf.tasks.base import Task, split_of
+from lit_rlhf.tasks.base import Instruction, Task, split_of
+from lit_rlhf.tasks.dialogue import Dialogue
 from lit_rlhf.tasks.gsm import GSM
 from lit_rlhf.tasks.sentiment import Sentiment
 from lit_rlhf.tasks.w2s_synthetic import SalientSynthetic
 
 TASKS: dict[str, type[Task]] = {
-    "arithmetic": Arithmetic, "gsm": GSM, "sentiment": Sentiment, "w2s_synthetic": SalientSynthetic,
+    "arithmetic": Arithmetic, "dialogue": Dialogue, "gsm": GSM, "sentiment": Sentiment, "w2s_synthetic": SalientSynthetic,
 }
 
 
@@ -26,4 +27,6 @@ def get_task(name_or_task: str | Task, **kwargs: Any) -> Task:
     return TASKS[name_or_task](**kwargs)
 
 
-__all__ = ["GSM", "TASKS", "Arithmetic", "SalientSynthetic", "Sentiment", "Task", "get_task", "split_of"]
+__all__ = [
+    "GSM", "TASKS", "Arithmetic", "Dialogue", "Instruction", "SalientSynthetic", "Sentiment", "Task", "get_task", "split_of",
+]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -32,6 +33,44 @@ def split_of(key: str, val_fraction: float = 0.1, test_fraction: float = 0.1) ->
     if u < test_fraction + val_fraction:
         return "val"
     return "train"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A standing instruction for a whole dialogue (Llama 2 GAtt: "act as …", "speak in …").
+
+    Attributes:
+        category: what it constrains (``"case"``, ``"language"``, ``"persona"``); a combination holds at
+            most one instruction per category.
+        text: the full instruction, e.g. ``"End every reply with !"``.
+        short: an optional shortened form, e.g. ``"End: !"``.
+        value: the option's parameter (``"!"``), for checkers.
+    """
+
+    category: str
+    text: str
+    short: str | None = None
+    value: str = ""
+
+
+def combine_instructions(
+    instructions: Sequence[Instruction], rng: random.Random, max_combine: int = 2
+) -> tuple[Instruction, ...]:
+    """A random combination: 1..``max_combine`` distinct categories, one instruction from each (in the
+    order of first appearance of the categories in ``instructions``)."""
+    categories = list(dict.fromkeys(i.category for i in instructions))
+    if not categories:
+        raise ValueError("no instructions to combine")
+    picked = set(rng.sample(categories, rng.randint(1, min(max_combine, len(categories)))))
+    return tuple(rng.choice([i for i in instructions if i.category == c]) for c in categories if c in picked)
+
+
+def render_instruction(instructions: Sequence[Instruction], short: bool = False) -> str:
+    """A combination as one system message: full texts joined by spaces, or the short forms by commas
+    (an instruction without a short form keeps its text)."""
+    if short:
+        return ", ".join(i.short or i.text for i in instructions)
+    return " ".join(i.text for i in instructions)
 
 
 class Task(ABC):
