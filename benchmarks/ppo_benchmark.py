@@ -232,7 +232,9 @@ def plot_curves(paths: list[str], out: str) -> None:
     fig.savefig(out, dpi=110)
 
 
-def plot_gold(csv: str, out: str) -> None:
+def plot_gold(csv: str, out: str, steps_per_iteration: int = 8) -> None:
+    """PPO rows are logged per iteration (Lightning's step under manual optimisation counts batches);
+    ``GoldEval`` logs at optimizer steps, converted with ``steps_per_iteration`` (ppo_epochs × num_mini_batches)."""
     import csv as csv_
     import matplotlib
 
@@ -248,10 +250,10 @@ def plot_gold(csv: str, out: str) -> None:
         pts = series(key)
         ax.plot([s for s, _ in pts], [v for _, v in pts], ".-", ms=3)
         ax.set_title(title)
-        ax.set_xlabel("optimizer step")
+        ax.set_xlabel("PPO iteration")
     gold = series("gold/reward")
     if gold:
-        axes[0].plot([s for s, _ in gold], [v for _, v in gold], "s-", color="C3", label="greedy, 200 val prompts")
+        axes[0].plot([s / steps_per_iteration for s, _ in gold], [v for _, v in gold], "s-", color="C3", label="greedy, 200 val prompts")
         axes[0].legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -279,9 +281,10 @@ def main() -> None:
     pp.add_argument("kind", choices=("curves", "gold"))
     pp.add_argument("inputs", nargs="+", help="curves: --output jsons of `curves`; gold: one metrics.csv")
     pp.add_argument("--out", required=True)
+    pp.add_argument("--steps-per-iteration", type=int, default=8, help="gold: ppo_epochs x num_mini_batches")
     args = parser.parse_args()
     if args.command == "plot":
-        plot_curves(args.inputs, args.out) if args.kind == "curves" else plot_gold(args.inputs[0], args.out)
+        plot_curves(args.inputs, args.out) if args.kind == "curves" else plot_gold(args.inputs[0], args.out, args.steps_per_iteration)
     else:
         speed(args) if args.command == "speed" else curves(args)
 
