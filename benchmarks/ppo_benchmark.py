@@ -9,7 +9,12 @@
     (``--trl-python``), e.g. ``python -m venv /work/venv-trl112 && pip install torch==2.13.0 'trl==1.12.*'``.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/ppo_benchmark.py speed --trl-python /work/venv-trl112/bin/python
-    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/ppo_benchmark.py curves
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/ppo_benchmark.py curves --output curves.json
+(c) ``plot``: PNGs from the figures of (a) (one or more ``--output`` jsons, e.g. one per seed: mean and range) or
+    from the ``metrics.csv`` of a ``lit-rlhf fit --config configs/ppo.yaml`` run logged with ``CSVLogger``:
+
+    python benchmarks/ppo_benchmark.py plot curves curves_seed0.json curves_seed1.json --out ppo_hacking.png
+    python benchmarks/ppo_benchmark.py plot gold runs/ppo/lightning_logs/version_0/metrics.csv --out ppo_gold.png
 """
 
 from __future__ import annotations
@@ -173,11 +178,11 @@ def curves(args: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="ppo_curves_"))
     data = folder / "prompts.jsonl"
     data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts(args.batch * args.iterations)))
-    settings = {"adaptive": dict(kl_coef=0.1, kl_target=args.kl_target, kl_horizon=args.batch * 10),
+    settings = {"adaptive": dict(kl_coef=0.1, kl_target=args.kl_target, kl_horizon=args.kl_horizon or args.batch * 10),
                 "fixed": dict(kl_coef=0.1), "beta0": dict(kl_coef=0.0)}
     history: dict[str, list[dict[str, float]]] = {}
     for name, kl in settings.items():
-        torch.manual_seed(0)
+        torch.manual_seed(args.seed)
         module = PPO(model={"config": MODEL}, reward_fn=proxy_reward, ppo_epochs=4, num_mini_batches=2,
                      sampling={"temperature": 1.0, "max_new_tokens": 12}, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3),
                      **kl)
@@ -201,6 +206,59 @@ def curves(args: argparse.Namespace) -> None:
         Path(args.output).write_text(json.dumps(history, indent=1))
 
 
+# ------------------------------------------------------------------ (c) plots
+def plot_curves(paths: list[str], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for name, color in (("adaptive", "C0"), ("fixed", "C1"), ("beta0", "C3")):
+        for ax, key in zip(axes, ("gold", "proxy", "kl")):
+            series = torch.tensor([[r[key] for r in run[name]] for run in runs])  # (seeds, iterations)
+            x = range(series.shape[1])
+            label = {"adaptive": "adaptive KL", "fixed": "fixed β = 0.1", "beta0": "β = 0"}[name]
+            ax.plot(x, series.mean(0), color=color, label=label)
+            if len(runs) > 1:
+                ax.fill_between(x, series.min(0).values, series.max(0).values, color=color, alpha=0.15)
+    for ax, title in zip(axes, ("gold reward (1–3 'z')", "proxy reward (#'z')", "KL(π‖π_ref) per sequence")):
+        ax.set_title(title)
+        ax.set_xlabel("PPO iteration")
+    axes[0].legend()
+    fig.suptitle(f"Reward hacking against a flawed proxy ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def plot_gold(csv: str, out: str, steps_per_iteration: int = 8) -> None:
+    """PPO rows are logged per iteration (Lightning's step under manual optimisation counts batches);
+    ``GoldEval`` logs at optimizer steps, converted with ``steps_per_iteration`` (ppo_epochs × num_mini_batches)."""
+    import csv as csv_
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv_.DictReader(open(csv)))
+    series = lambda key: [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]  # noqa: E731
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, key, title in ((axes[0], "objective/scores", "gold reward of the rollouts (T = 0.7)"),
+                           (axes[1], "objective/kl", "KL(π‖π_ref) per sequence"),
+                           (axes[2], "objective/kl_coef", "β (adaptive controller)")):
+        pts = series(key)
+        ax.plot([s for s, _ in pts], [v for _, v in pts], ".-", ms=3)
+        ax.set_title(title)
+        ax.set_xlabel("PPO iteration")
+    gold = series("gold/reward")
+    if gold:
+        axes[0].plot([s / steps_per_iteration for s, _ in gold], [v for _, v in gold], "s-", color="C3", label="greedy, 200 val prompts")
+        axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_side":
         side, folder = sys.argv[2], Path(sys.argv[3])
@@ -216,9 +274,19 @@ def main() -> None:
     cp.add_argument("--iterations", type=int, default=40)
     cp.add_argument("--batch", type=int, default=32)
     cp.add_argument("--kl-target", type=float, default=1.0)
+    cp.add_argument("--kl-horizon", type=int, default=None, help="episodes (default: 10 batches)")
+    cp.add_argument("--seed", type=int, default=0, help="initial policy and sampling (same for the three settings)")
     cp.add_argument("--output", default=None, help="json of the per-iteration figures")
+    pp = sub.add_parser("plot")
+    pp.add_argument("kind", choices=("curves", "gold"))
+    pp.add_argument("inputs", nargs="+", help="curves: --output jsons of `curves`; gold: one metrics.csv")
+    pp.add_argument("--out", required=True)
+    pp.add_argument("--steps-per-iteration", type=int, default=8, help="gold: ppo_epochs x num_mini_batches")
     args = parser.parse_args()
-    speed(args) if args.command == "speed" else curves(args)
+    if args.command == "plot":
+        plot_curves(args.inputs, args.out) if args.kind == "curves" else plot_gold(args.inputs[0], args.out, args.steps_per_iteration)
+    else:
+        speed(args) if args.command == "speed" else curves(args)
 
 
 if __name__ == "__main__":
