@@ -9,7 +9,8 @@ strings over "abcdefgh"; gold reward r(y) = (#'a' − #'h') / |y| ∈ [−1, 1].
 3. DPO from π_ref at each β, and Preferred-FT (SFT on the chosen replies) from π_ref, same steps and batches;
 4. every ``--eval-every`` steps, ``GoldEval`` samples one reply per held-out prompt at temperature 1 and logs the
    mean gold reward and the Monte-Carlo sequence KL(π‖π_ref) (mean log π(y|x) − log π_ref(y|x)).
-Writes ``frontier.png`` and ``frontier.json`` to ``--out`` and prints the table of final points.
+Writes ``frontier.png`` and ``frontier.json`` to ``--out`` and prints the table of final points and the
+DPO rewards at the KL of Preferred-FT's best point.
 """
 
 from __future__ import annotations
@@ -106,10 +107,14 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", default="runs/frontier")
+    parser.add_argument("--report-only", action="store_true", help="plot and tabulate OUT/frontier.json again")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        report(json.loads((out / "frontier.json").read_text()), out)
+        return
     task = LetterSentiment()
     ckpt, reference, prompts = train_reference(out, args)
     files = label_pairs(reference, prompts, out, task)
@@ -141,16 +146,26 @@ def report(curves: dict[str, list[dict]], out: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "frontier.png", dpi=120)
-    ft = curves["Preferred-FT"][-1]
-    print("| method | final gold reward | final KL | best reward at KL ≤ Preferred-FT's final KL |\n|---|---|---|---|")
+    print("| method | final gold reward | final KL | highest gold reward (its KL) |\n|---|---|---|---|")
     for name, history in curves.items():
-        best = max(h["gold/reward"] for h in history if h["gold/kl"] <= ft["gold/kl"])
-        print(f"| {name} | {history[-1]['gold/reward']:.3f} | {history[-1]['gold/kl']:.2f} | {best:.3f} |")
-    dpo = [h for name, history in curves.items() if name.startswith("DPO") for h in history]
-    matched = max(h["gold/reward"] for h in dpo if h["gold/kl"] <= ft["gold/kl"])
-    print(f"\nPreferred-FT final: reward {ft['gold/reward']:.3f} at KL {ft['gold/kl']:.2f}; best DPO point (any β) at "
-          f"KL ≤ {ft['gold/kl']:.2f}: reward {matched:.3f}. Reference policy: gold reward "
+        top = max(history, key=lambda h: h["gold/reward"])
+        print(f"| {name} | {history[-1]['gold/reward']:.3f} | {history[-1]['gold/kl']:.2f} | "
+              f"{top['gold/reward']:.3f} ({top['gold/kl']:.2f}) |")
+    ft = max(curves["Preferred-FT"], key=lambda h: h["gold/reward"])
+    matched = {name: at_kl(history, ft["gold/kl"]) for name, history in curves.items() if name.startswith("DPO")}
+    shown = ", ".join(f"{name}: {r:.3f}" for name, r in matched.items() if r is not None)
+    print(f"\nPreferred-FT's best point: reward {ft['gold/reward']:.3f} at KL {ft['gold/kl']:.2f}; DPO at the same KL "
+          f"(linear interpolation along each curve): {shown}. Reference policy: gold reward "
           f"{curves['Preferred-FT'][0]['gold/reward']:.3f}. Plot: {out / 'frontier.png'}")
+
+
+def at_kl(history: list[dict], kl: float) -> float | None:
+    """Gold reward where a training curve first reaches ``kl`` (linear between evaluations; None if never)."""
+    for a, b in zip(history, history[1:]):
+        if a["gold/kl"] <= kl <= b["gold/kl"]:
+            t = (kl - a["gold/kl"]) / max(b["gold/kl"] - a["gold/kl"], 1e-12)
+            return a["gold/reward"] + t * (b["gold/reward"] - a["gold/reward"])
+    return None
 
 if __name__ == "__main__":
     main()

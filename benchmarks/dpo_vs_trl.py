@@ -40,20 +40,29 @@ from rm_vs_trl import pairs
 BATCH, WARMUP, LR, BETA = 8, 5, 1e-4, 0.1
 
 
-class StepClock(L.Callback, TrainerCallback):
-    """Process time of each optimizer step: Lightning's batch hooks and the HF Trainer's step hooks."""
+class StepClock(TrainerCallback):
+    """Process time of each optimizer step (HF Trainer step hooks; :meth:`for_lightning` for Lightning)."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
 
-    def start(self, *args, **kwargs) -> None:
+    def on_step_begin(self, *args, **kwargs) -> None:
         self.t = time.process_time()
 
-    def stop(self, *args, **kwargs) -> None:
+    def on_step_end(self, *args, **kwargs) -> None:
         self.times.append(time.process_time() - self.t)
 
-    on_train_batch_start = on_step_begin = start
-    on_train_batch_end = on_step_end = stop
+    def for_lightning(self) -> L.Callback:
+        clock = self
+
+        class BatchHooks(L.Callback):
+            def on_train_batch_start(self, *args) -> None:
+                clock.on_step_begin()
+
+            def on_train_batch_end(self, *args) -> None:
+                clock.on_step_end()
+
+        return BatchHooks()
 
 
 def optimizer(params):
@@ -90,7 +99,8 @@ def run_lit(folder: Path, data: Path, steps: int, reference: str, cache: Path, g
                  padding_free=padding_free)
     dm = PreferenceDataModule(train=str(data), batch_size=BATCH, max_length=64, group_by_length=grouped)
     trainer = L.Trainer(accelerator="cpu", max_steps=WARMUP + steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock])
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=[clock.for_lightning()])
     trainer.fit(module, datamodule=dm)
     return clock.times[WARMUP:]
 

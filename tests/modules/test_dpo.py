@@ -175,3 +175,15 @@ def test_init_from_lora_sft_merges_it_into_the_reference(tiny_spec, tmp_path):
         trained = sequence_logps(sft.model, *args)[0]
         assert torch.allclose(module.reference_logps(*args), trained, atol=1e-4)  # the merged SFT policy
         assert torch.allclose(module.policy_logps(*args)[0], trained, atol=1e-4)  # fresh adapter: B = 0
+
+
+def test_init_from_errors(tiny_spec, tmp_path):
+    from lit_rlhf.modules.base import build_policy, resolve_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        resolve_checkpoint(tmp_path / "missing.ckpt")
+    with pytest.raises(FileNotFoundError, match="no .ckpt file under"):
+        resolve_checkpoint(tmp_path)
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not a checkpoint of a lit_rlhf policy"):
+        build_policy(tiny_spec, str(tmp_path / "other.ckpt"))
