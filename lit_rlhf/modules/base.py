@@ -108,6 +108,15 @@ class LitRLHFModule(L.LightningModule):
                 f"{self.global_step}; lower the learning rate, check the data, or use 32-true precision"
             )
 
+    def manual_step(self, loss: torch.Tensor, optimizer: Any, gradient_clip_val: float | None = None) -> None:
+        """One step under manual optimisation: finite check, backward, optional norm clipping, optimizer step."""
+        self.check_finite(loss)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val, "norm")
+        optimizer.step()
+
 
 def resolve_checkpoint(path: str | Path) -> str:
     """A checkpoint file, or the newest ``*.ckpt`` under a folder (e.g. an earlier run's ``default_root_dir``)."""

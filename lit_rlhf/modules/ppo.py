@@ -278,12 +278,7 @@ class PPO(PolicyModule):
             vf, vf_stats = ppo_value_loss(out["values"], mb["values"], mb["returns"], mask, self.clip_range_value)
             entropy = masked_mean(out["entropy"], mask)
             loss = pg.mean() + self.vf_coef * vf.mean() - self.entropy_coef * entropy
-            self.check_finite(loss)
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            if self.gradient_clip_val:
-                self.clip_gradients(optimizer, self.gradient_clip_val, "norm")
-            optimizer.step()
+            self.manual_step(loss, optimizer, self.gradient_clip_val)
             if scheduler is not None:
                 scheduler.step()
             self.update_stats.append({

@@ -94,12 +94,7 @@ class RejectionSampling(PolicyModule):
             mb = {k: v.to(self.device) for k, v in mb.items()}
             nll, n = sft_loss(self(mb["input_ids"], mb["attention_mask"]), mb["input_ids"], mb["completion_mask"])
             loss = nll.sum() / n.sum().clamp(min=1)
-            self.check_finite(loss)
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            if self.gradient_clip_val:
-                self.clip_gradients(optimizer, self.gradient_clip_val, "norm")
-            optimizer.step()
+            self.manual_step(loss, optimizer, self.gradient_clip_val)
             losses.append(loss.detach())
         metrics = {
             "rs/mean_score": scores.mean(), "rs/best_score": scores.max(-1).values.mean(),

@@ -13,7 +13,7 @@ REWARDS = torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.0, 3.0, 0.0, 0.0]])
 VALUES = torch.tensor([[0.2, 0.4, -0.3, 9.0], [1.5, -0.5, 7.0, 7.0]])  # 9, 7: padding, must be ignored
 
 
-def close(actual: torch.Tensor, expected) -> None:
+def assert_close(actual: torch.Tensor, expected) -> None:
     torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype), rtol=1e-5, atol=1e-6)
 
 
@@ -23,8 +23,8 @@ MASK = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
 def test_gae_lambda1_gamma1_is_monte_carlo_return_minus_value():
     adv, ret = gae(REWARDS, VALUES, MASK, gamma=1.0, lam=1.0)
     # row 0: returns-to-go 1.5, 1.0, 2.0; row 1: 4.0, 3.0
-    close(ret, [[1.5, 1.0, 2.0, 0.0], [4.0, 3.0, 0.0, 0.0]])
-    close(adv, [[1.3, 0.6, 2.3, 0.0], [2.5, 3.5, 0.0, 0.0]])
+    assert_close(ret, [[1.5, 1.0, 2.0, 0.0], [4.0, 3.0, 0.0, 0.0]])
+    assert_close(adv, [[1.3, 0.6, 2.3, 0.0], [2.5, 3.5, 0.0, 0.0]])
 
 
 def test_gae_lambda0_is_td0():
@@ -33,8 +33,8 @@ def test_gae_lambda0_is_td0():
     # δ_t = r_t + γ V_{t+1} − V_t with V after the last valid token = 0
     row0 = [0.5 + gamma * 0.4 - 0.2, -1.0 + gamma * -0.3 - 0.4, 2.0 + 0.0 + 0.3, 0.0]
     row1 = [1.0 + gamma * -0.5 - 1.5, 3.0 + 0.0 + 0.5, 0.0, 0.0]
-    close(adv, [row0, row1])
-    close(ret, [[row0[0] + 0.2, row0[1] + 0.4, row0[2] - 0.3, 0.0],
+    assert_close(adv, [row0, row1])
+    assert_close(ret, [[row0[0] + 0.2, row0[1] + 0.4, row0[2] - 0.3, 0.0],
                                           [row1[0] + 1.5, row1[1] - 0.5, 0.0, 0.0]])
 
 
@@ -44,7 +44,7 @@ def test_gae_general_recursion_one_row():
     d1 = 2.0 - 1.0
     d0 = 1.0 + g * 1.0 - 0.5
     adv, _ = gae(r, v, m, gamma=g, lam=lam)
-    close(adv, [[d0 + g * lam * d1, d1]])
+    assert_close(adv, [[d0 + g * lam * d1, d1]])
 
 
 def test_whiten_mean0_std1_on_valid_tokens_and_zero_on_pads():
@@ -107,9 +107,9 @@ def test_kl_estimators():
     logp = torch.tensor([[-1.0, -2.0]])
     ref = torch.tensor([[-1.5, -1.0]])
     k1 = [0.5, -1.0]
-    close(kl_penalty(logp, ref, "k1"), [k1])
-    close(kl_penalty(logp, ref, "k2"), [[0.125, 0.5]])
-    close(kl_penalty(logp, ref, "k3"), [[math.exp(-k) - 1 + k for k in k1]])
+    assert_close(kl_penalty(logp, ref, "k1"), [k1])
+    assert_close(kl_penalty(logp, ref, "k2"), [[0.125, 0.5]])
+    assert_close(kl_penalty(logp, ref, "k3"), [[math.exp(-k) - 1 + k for k in k1]])
     assert (kl_penalty(logp, ref, "k3") >= 0).all()
 
 
