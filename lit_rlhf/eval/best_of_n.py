@@ -19,7 +19,7 @@ import torch
 
 from lit_rlhf.data.tokenize import Encoder
 from lit_rlhf.eval.verify import Aggregate, score_outcomes, score_steps, solution_scores
-from lit_rlhf.rollout.generation import SamplingConfig, generate
+from lit_rlhf.rollout.generation import SamplingConfig, generate_texts
 
 Accuracy = dict[str, dict[int, tuple[float, float]]]  # selector -> N -> (mean, std over trials)
 
@@ -30,9 +30,7 @@ def sample_candidates(
     """``n`` sampled completions for each prompt (prompts encoded as in training: BOS + prompt)."""
     encoder = Encoder(tokenizer, max_length=10**9)
     flat = [ids for ids in (encoder.prompt_ids(p) for p in prompts) for _ in range(n)]
-    texts: list[str] = []
-    for start in range(0, len(flat), batch_size):
-        texts += generate(model, tokenizer, flat[start:start + batch_size], sampling)[0]
+    texts = generate_texts(model, tokenizer, flat, sampling, batch_size)
     return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 

@@ -81,6 +81,16 @@ def generate(
     return texts, sequences, width
 
 
+def generate_texts(
+    model: nn.Module, tokenizer: Any, prompt_ids: list[list[int]], sampling: SamplingConfig, batch_size: int = 64
+) -> list[str]:
+    """:func:`generate` over ``prompt_ids`` in batches of ``batch_size``; the decoded completions, in order."""
+    texts: list[str] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        texts += generate(model, tokenizer, prompt_ids[start:start + batch_size], sampling)[0]
+    return texts
+
+
 def response_mask(responses: torch.Tensor, eos_token_id: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Which generated tokens are real, and which responses ended.
 
@@ -129,7 +139,4 @@ class ChatReplier:
 
         encoder = Encoder(self.tokenizer)
         ids = [encoder.prompt_ids(d) for d in dialogues]
-        replies: list[str] = []
-        for start in range(0, len(ids), self.batch_size):
-            replies += generate(self.model, self.tokenizer, ids[start:start + self.batch_size], self.sampling)[0]
-        return replies
+        return generate_texts(self.model, self.tokenizer, ids, self.sampling, self.batch_size)

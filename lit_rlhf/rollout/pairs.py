@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from lit_rlhf.rollout.generation import SamplingConfig, generate
+from lit_rlhf.rollout.generation import SamplingConfig, generate_texts
 
 
 def sample_preference_pairs(
@@ -43,9 +43,7 @@ def sample_preference_pairs(
         raise ValueError(f"{len(prompts)} prompts but {len(prompt_ids)} prompt id lists")
     sampling = sampling or SamplingConfig(temperature=1.0)
     flat_ids = [ids for ids in prompt_ids for _ in range(samples_per_prompt)]
-    texts: list[str] = []
-    for start in range(0, len(flat_ids), batch_size):
-        texts += generate(model, tokenizer, flat_ids[start:start + batch_size], sampling)[0]
+    texts = generate_texts(model, tokenizer, flat_ids, sampling, batch_size)
     flat_prompts = [p for p in prompts for _ in range(samples_per_prompt)]
     rewards = task.reward(flat_prompts, texts).tolist()
     rows = []

@@ -143,3 +143,14 @@ def test_sampling_with_temperature_is_seeded(tok):
     b = generate(net, tok, [ids(tok, "x")] * 4, cfg)[1]
     assert torch.equal(a, b)
     assert len({tuple(r) for r in a.tolist()}) > 1  # four samples of the same prompt are not all equal
+
+
+def test_generate_texts_batches_like_one_call(tok):
+    from lit_rlhf.rollout.generation import generate_texts
+
+    model = random_model(tok)
+    prompts = [tok.encode(p) for p in ("ab", "abc", "b", "cab", "a")]
+    greedy = SamplingConfig(max_new_tokens=6)
+    whole = generate(model, tok, prompts, greedy)[0]
+    assert generate_texts(model, tok, prompts, greedy, batch_size=2) == whole
+    assert generate_texts(model, tok, [], greedy) == []
