@@ -96,7 +96,7 @@ def run(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
             if steps:
                 labels = task.check_steps(problem.prompt, steps)
                 steps_rows.append({"prompt": problem.prompt, "completions": steps, "labels": labels})
-            outcome_rows.append({"text": problem.prompt + completion,
+            outcome_rows.append({"text": task.solution_text(problem.prompt, completion),
                                  "label": int(task.parse_answer(completion) == problem.answer)})
     step_file, outcome_file = write(tmp / "steps.jsonl", steps_rows), write(tmp / "outcomes.jsonl", outcome_rows)
     verifier = [f"--model.init_args.model={folder}", "--trainer.val_check_interval=null",

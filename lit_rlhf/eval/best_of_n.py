@@ -162,13 +162,14 @@ def best_of_n(
 
     Args:
         task: grader: ``reward(prompts, completions) -> (B,)`` (1 = correct), ``parse_answer(completion)``
-            (final answer for majority voting, ``None`` if absent) and ``split_steps(completion)`` (the PRM's steps).
+            (final answer for majority voting, ``None`` if absent), ``split_steps(completion)`` (the PRM's steps)
+            and ``solution_text(prompt, completion)`` (the ORM's text).
         prompts: ``P`` problems.
         candidates: ``P`` lists of ``M`` completions each.
         ns: values of ``N``.
         prm: a :class:`~lit_rlhf.modules.ProcessRewardModel` (selectors ``PRM (<aggregate>)``), or ``None``.
         orm: an :class:`~lit_rlhf.modules.OutcomeRewardModel` (selector ``ORM``), or ``None``; it reads
-            ``prompt + completion``, like the task's ``weak`` records.
+            ``task.solution_text(prompt, completion)``, like the task's ``weak`` records.
     """
     if len(prompts) != len(candidates) or len({len(c) for c in candidates}) > 1:
         raise ValueError("need one list of candidates per prompt, all of the same length")
@@ -183,7 +184,8 @@ def best_of_n(
         for aggregate in aggregates:
             scores[f"PRM ({aggregate})"] = solution_scores(probs, mask, aggregate).view(P, M)
     if orm is not None:
-        scores["ORM"] = score_outcomes(orm, [p + c for p, c in zip(flat_prompts, flat)], batch_size).view(P, M)
+        texts = [task.solution_text(p, c) for p, c in zip(flat_prompts, flat)]
+        scores["ORM"] = score_outcomes(orm, texts, batch_size).view(P, M)
     accuracy = selection_accuracy(correct, ns, scores, answers, trials, seed)
     return BestOfNResult(prompts, candidates, correct, answers, scores, accuracy)
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from lit_rlhf.tasks.base import Kind, Split, Task, seeded_rng, split_of
+from lit_rlhf.tasks.base import Kind, ProblemTask, Split, seeded_rng, split_of
 
 OPS: dict[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 ANSWER_MARK = "####"
@@ -140,7 +140,7 @@ def _offset(base: int, offset: int) -> int:
     return base + offset if base + offset >= 0 else base + abs(offset)
 
 
-class Arithmetic(Task):
+class Arithmetic(ProblemTask):
     """Arithmetic chains with correct, slipped, trapped and compensated solutions and a gold grader.
 
     Args:
@@ -379,20 +379,14 @@ class Arithmetic(Task):
                 problem = self.sample_problem(rng)
             yield problem
 
-    def records(self, kind: Kind, split: Split, n: int, seed: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield ``n`` records of ``kind`` from ``split``; deterministic given ``seed``.
+    def _record(self, kind: Kind, problem: Problem, rng: random.Random) -> dict[str, Any]:
+        """One record of ``kind``.
 
         The same ``(split, seed)`` gives the same problems for every kind. Records carry the true
         ``answer``; step records also carry the solution ``kind`` and ``first_error``; preference records
         pair a correct solution (chosen) with a wrong-answer slip or trap solution (rejected); weak records
         are whole solutions (same mix as step records) labelled by final-answer correctness.
         """
-        self.check_kind(kind)
-        rng = seeded_rng(self.name, kind, split, seed)
-        for i, problem in enumerate(self.problems(split, n, seed)):
-            yield f"task:{self.name}/{split}#{i}", self._record(kind, problem, rng)
-
-    def _record(self, kind: Kind, problem: Problem, rng: random.Random) -> dict[str, Any]:
         prompt, answer = problem.prompt, problem.answer
         if kind == "prompt":
             return {"prompt": prompt, "answer": answer}
@@ -402,7 +396,8 @@ class Arithmetic(Task):
             solution = self.generate(problem, self._pick_kind(problem, SOLUTION_KINDS, rng), rng)
         if kind == "weak":  # outcome supervision: is the final answer right? (ORM data)
             return {
-                "text": prompt + solution.completion, "label": int(solution.answer == answer), "answer": answer,
+                "text": self.solution_text(prompt, solution.completion), "label": int(solution.answer == answer),
+                "answer": answer,
                 "kind": solution.kind,
             }
         if kind == "step":

@@ -90,6 +90,33 @@ class Task(ABC):
     def reward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Gold reward for each (prompt, completion), shape ``(B,)`` float32."""
 
+    def solution_text(self, prompt: str, completion: str) -> str:
+        """The whole text an outcome verifier reads for a (problem, solution): its ``weak`` records' ``text``."""
+        return prompt + completion
+
     def check_kind(self, kind: str) -> None:
         if kind not in self.kinds:
             raise ValueError(f"task '{self.name}' has no '{kind}' data; it provides {list(self.kinds)}")
+
+
+class ProblemTask(Task):
+    """A task whose records are one per generated problem: subclasses give ``problems`` and ``_record``.
+
+    The same ``(split, seed)`` gives the same problems for every kind; the per-record randomness comes from
+    a generator seeded by ``(name, kind, split, seed)``.
+    """
+
+    @abstractmethod
+    def problems(self, split: Split, n: int, seed: int = 0) -> Iterator[Any]:
+        """``n`` problems of ``split``, deterministic in ``seed``."""
+
+    @abstractmethod
+    def _record(self, kind: Kind, problem: Any, rng: random.Random) -> dict[str, Any]:
+        """One raw record of ``kind`` for ``problem``."""
+
+    def records(self, kind: Kind, split: Split, n: int, seed: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``n`` records of ``kind`` from ``split`` (see :meth:`_record` for their fields)."""
+        self.check_kind(kind)
+        rng = seeded_rng(self.name, kind, split, seed)
+        for i, problem in enumerate(self.problems(split, n, seed)):
+            yield f"task:{self.name}/{split}#{i}", self._record(kind, problem, rng)

@@ -62,7 +62,7 @@ from typing import Any
 import torch
 
 from lit_rlhf.tasks.arithmetic import ANSWER_MARK, Solution, split_steps
-from lit_rlhf.tasks.base import Kind, Split, Task, seeded_rng, split_of
+from lit_rlhf.tasks.base import Kind, ProblemTask, Split, seeded_rng, split_of
 
 DATASET = "gsm_symbolic"
 INSTALL_HINT = "pip install 'lit-rlhf[gsm]'"
@@ -302,7 +302,7 @@ class GSMSolution(Solution):
     answer: str  # type: ignore[assignment]
 
 
-class GSM(Task):
+class GSM(ProblemTask):
     """GSM8K-style word problems (reasoning-gym ``gsm_symbolic``) with correct and corrupted solutions.
 
     See the module docstring for the step, corruption and label rules. Prompts are the questions; the
@@ -481,20 +481,18 @@ class GSM(Task):
 
     # ---------------------------------------------------------------- records
 
-    def records(self, kind: Kind, split: Split, n: int, seed: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield ``n`` records of ``kind`` from ``split``; deterministic given ``(split, seed)``.
+    def solution_text(self, prompt: str, completion: str) -> str:
+        """Question and solution on separate lines (the ORM's text)."""
+        return f"{prompt}\n{completion}"
+
+    def _record(self, kind: Kind, problem: Problem, rng: random.Random) -> dict[str, Any]:
+        """One record of ``kind``.
 
         The same ``(split, seed)`` gives the same problems for every kind. Records carry the true
         ``answer``; step records also carry the solution ``kind`` and ``first_error``; weak records are
         whole solutions (``question\\nsolution``, same mix as step records) labelled by final-answer
         correctness.
         """
-        self.check_kind(kind)
-        rng = seeded_rng(self.name, kind, split, seed)
-        for i, problem in enumerate(self.problems(split, n, seed)):
-            yield f"task:{self.name}/{split}#{i}", self._record(kind, problem, rng)
-
-    def _record(self, kind: Kind, problem: Problem, rng: random.Random) -> dict[str, Any]:
         prompt, answer = problem.question, problem.answer
         if kind == "prompt":
             return {"prompt": prompt, "answer": answer}
@@ -503,7 +501,8 @@ class GSM(Task):
         solution = self.sample(problem, rng)
         if kind == "weak":  # outcome supervision: is the final answer right? (ORM data)
             label = int(_value(solution.answer) == _value(answer))
-            return {"text": f"{prompt}\n{solution.completion}", "label": label, "answer": answer, "kind": solution.kind}
+            text = self.solution_text(prompt, solution.completion)
+            return {"text": text, "label": label, "answer": answer, "kind": solution.kind}
         return {
             "prompt": prompt, "completions": solution.steps, "labels": list(solution.labels), "answer": answer,
             "kind": solution.kind, "first_error": solution.first_error,

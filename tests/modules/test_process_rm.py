@@ -113,3 +113,22 @@ def test_best_of_n_on_arithmetic_candidates_and_cli(tiny_spec, tmp_path):
               "--n", "1", "2", "--trials", "3", "--output", str(tmp_path / "cli")])
     accuracy = json.loads((tmp_path / "cli" / "accuracy.json").read_text())
     assert set(accuracy) == {"PRM (product)", "PRM (min)", "majority", "pass@N"} and set(accuracy["pass@N"]) == {"1", "2"}
+
+
+def test_best_of_n_feeds_the_orm_the_tasks_solution_text(monkeypatch):
+    import importlib
+
+    bon = importlib.import_module("lit_rlhf.eval.best_of_n")  # the package re-exports a function of that name
+
+    class Spaced(Arithmetic):
+        def solution_text(self, prompt, completion):
+            return f"{prompt} | {completion}"
+
+    task, seen = Spaced(), []
+    monkeypatch.setattr(bon, "score_outcomes", lambda orm, texts, batch_size: seen.extend(texts) or torch.zeros(len(texts)))
+    prompts = ["1+2=", "3*2="]
+    candidates = [["1+2=3\n#### 3", "1+2=4\n#### 4"], ["3*2=6\n#### 6", "oops"]]
+    bon.best_of_n(task, prompts, candidates, [1], orm=object(), trials=1)
+    assert seen == ["1+2= | 1+2=3\n#### 3", "1+2= | 1+2=4\n#### 4", "3*2= | 3*2=6\n#### 6", "3*2= | oops"]
+    weak = next(task.records("weak", "train", 1))[1]
+    assert " | " in weak["text"]  # the task's own ORM data uses the same layout
