@@ -62,3 +62,18 @@ def word_pairs(path, n, seed, noise=0.0, alphabet="xyzqwv ") -> str:
         rows.append({"prompt": f"{rng.randint(0, 99)}:", "chosen": bad if noisy else good,
                      "rejected": good if noisy else bad, "noisy": noisy})
     return write_jsonl(path, rows)
+
+
+def quiet_trainer(tmp_path, **kwargs):
+    """A CPU Lightning trainer without logger, checkpoints, progress bar, summary or sanity validation."""
+    import lightning as L
+
+    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path, **kwargs)
+
+
+def keyword_text(rng, positive: bool) -> str:
+    """12 random noise letters with 'right' (positive) or 'wrong' inserted at a random place."""
+    noise = "".join(rng.choice("xyzqwv ") for _ in range(12))
+    cut = rng.randint(0, 12)
+    return noise[:cut] + ("right" if positive else "wrong") + noise[cut:]

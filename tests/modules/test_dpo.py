@@ -2,10 +2,9 @@
 
 import dataclasses
 
-import lightning as L
 import pytest
 import torch
-from conftest import word_pairs, write_jsonl
+from conftest import quiet_trainer, word_pairs, write_jsonl
 
 from lit_rlhf.data import PreferenceDataModule, SFTDataModule
 from lit_rlhf.models import LoraSpec, load_model, sequence_logps
@@ -13,9 +12,7 @@ from lit_rlhf.modules import DPO, SFT
 
 
 def _trainer(tmp_path, steps, **kwargs):
-    return L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     default_root_dir=tmp_path, **kwargs)
+    return quiet_trainer(tmp_path, max_steps=steps, **kwargs)
 
 
 def _data(tmp_path, n=128, seed=0, **kwargs):

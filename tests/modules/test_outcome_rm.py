@@ -2,10 +2,9 @@
 
 import random
 
-import lightning as L
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import keyword_text, quiet_trainer, write_jsonl
 
 from lit_rlhf.data import WeakLabelDataModule
 from lit_rlhf.modules import OutcomeRewardModel
@@ -17,9 +16,7 @@ def _keyword_rows(n, seed):
     rows = []
     for _ in range(n):
         label = rng.randint(0, 1)
-        noise = "".join(rng.choice("xyzqwv ") for _ in range(12))
-        cut = rng.randint(0, 12)
-        rows.append({"text": noise[:cut] + ("right" if label else "wrong") + noise[cut:], "label": label})
+        rows.append({"text": keyword_text(rng, label), "label": label})
     return rows
 
 
@@ -27,9 +24,7 @@ def test_orm_learns_and_scores(tiny_spec, tmp_path):
     orm = OutcomeRewardModel(model=tiny_spec, optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
     dm = WeakLabelDataModule(train=write_jsonl(tmp_path / "t.jsonl", _keyword_rows(512, 0)),
                              val=write_jsonl(tmp_path / "v.jsonl", _keyword_rows(128, 1)), batch_size=16, max_length=64)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        default_root_dir=tmp_path)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     before = {k: v.detach().clone() for k, v in orm.named_parameters()}
     loss_before = trainer.validate(orm, datamodule=dm, verbose=False)[0]["val/loss"]
     trainer.fit(orm, datamodule=dm)

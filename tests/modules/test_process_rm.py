@@ -3,10 +3,9 @@
 import json
 import random
 
-import lightning as L
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import quiet_trainer, write_jsonl
 
 from lit_rlhf.cli import main as cli_main
 from lit_rlhf.data import StepLabelDataModule
@@ -32,16 +31,11 @@ def _step_rows(n, seed):
     return rows
 
 
-def _trainer(tmp_path, **kwargs):
-    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path, **kwargs)
-
-
 def test_prm_learns_step_labels(tiny_spec, tmp_path):
     prm = ProcessRewardModel(model=tiny_spec, optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
     dm = StepLabelDataModule(train=write_jsonl(tmp_path / "t.jsonl", _step_rows(384, 0)),
                              val=write_jsonl(tmp_path / "v.jsonl", _step_rows(96, 1)), batch_size=16, max_length=96)
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     before = {k: v.detach().clone() for k, v in prm.named_parameters()}
     start = trainer.validate(prm, datamodule=dm, verbose=False)[0]
     trainer.fit(prm, datamodule=dm)
@@ -82,7 +76,7 @@ def test_fit_refuses_a_separator_mismatch(tiny_spec, tmp_path):
     prm = ProcessRewardModel(model=tiny_spec, step_separator="\n")
     dm = StepLabelDataModule(train=write_jsonl(tmp_path / "t.jsonl", _step_rows(8, 4)), step_separator=" ;")
     with pytest.raises(ValueError, match="step_separator"):
-        _trainer(tmp_path, max_steps=1).fit(prm, datamodule=dm)
+        quiet_trainer(tmp_path, max_steps=1).fit(prm, datamodule=dm)
 
 
 def test_best_of_n_on_arithmetic_candidates_and_cli(tiny_spec, tmp_path):
@@ -104,7 +98,7 @@ def test_best_of_n_on_arithmetic_candidates_and_cli(tiny_spec, tmp_path):
     assert len((folder / "candidates.jsonl").read_text().splitlines()) == 6
 
     # the CLI on the same candidates, with a saved PRM checkpoint
-    trainer = _trainer(tmp_path, max_steps=1)
+    trainer = quiet_trainer(tmp_path, max_steps=1)
     dm = StepLabelDataModule(train=write_jsonl(tmp_path / "t.jsonl", _step_rows(8, 5)))
     trainer.fit(prm, datamodule=dm)
     trainer.save_checkpoint(tmp_path / "prm.ckpt")

@@ -5,7 +5,7 @@ import random
 import lightning as L
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import keyword_text, quiet_trainer, write_jsonl
 
 from lit_rlhf.data import WeakLabelDataModule
 from lit_rlhf.modules import WeakToStrong
@@ -17,17 +17,11 @@ def _weak_rows(n, seed, weak_error=0.25):
     rows = []
     for _ in range(n):
         gold = rng.randint(0, 1)
-        noise = "".join(rng.choice("xyzqwv ") for _ in range(12))
-        cut = rng.randint(0, 12)
+        text = keyword_text(rng, gold)
         weak = gold if rng.random() > weak_error else 1 - gold
-        rows.append({"txt": noise[:cut] + ("right" if gold else "wrong") + noise[cut:], "hard_label": weak,
+        rows.append({"txt": text, "hard_label": weak,
                      "soft_label": [0.2, 0.8] if weak else [0.8, 0.2], "gt_label": gold})
     return rows
-
-
-def _trainer(tmp_path, **kwargs):
-    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path, **kwargs)
 
 
 def _batch(module, rows, tmp_path):
@@ -41,7 +35,7 @@ def test_student_beats_its_weak_labels_on_gold(tiny_spec, tmp_path, loss):
     module = WeakToStrong(model=tiny_spec, loss=loss, optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
     dm = WeakLabelDataModule(train=write_jsonl(tmp_path / "t.jsonl", _weak_rows(384, 0)),
                              val=write_jsonl(tmp_path / "v.jsonl", _weak_rows(128, 1)), batch_size=32, max_length=64)
-    trainer = _trainer(tmp_path, max_epochs=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=3)
     before = {k: v.detach().clone() for k, v in module.named_parameters()}
     start = trainer.validate(module, datamodule=dm, verbose=False)[0]
     trainer.fit(module, datamodule=dm)
@@ -81,7 +75,7 @@ def test_logconf_refuses_gradient_accumulation(tiny_spec, tmp_path):
     module = WeakToStrong(model=tiny_spec, loss="logconf")
     dm = WeakLabelDataModule(train=write_jsonl(tmp_path / "t.jsonl", _weak_rows(16, 0)), batch_size=4, max_length=64)
     with pytest.raises(ValueError, match="micro_batch_size"):
-        _trainer(tmp_path, max_steps=2, accumulate_grad_batches=2).fit(module, datamodule=dm)
+        quiet_trainer(tmp_path, max_steps=2, accumulate_grad_batches=2).fit(module, datamodule=dm)
 
 
 def test_step_frac_follows_trainer_progress(tiny_spec, tmp_path):
@@ -93,7 +87,7 @@ def test_step_frac_follows_trainer_progress(tiny_spec, tmp_path):
 
     module = WeakToStrong(model=tiny_spec, loss="logconf", warmup_frac=0.5, confidence_schedule="linear")
     dm = WeakLabelDataModule(train=write_jsonl(tmp_path / "t.jsonl", _weak_rows(32, 0)), batch_size=8, max_length=64)
-    _trainer(tmp_path, max_epochs=2, callbacks=[Record()]).fit(module, datamodule=dm)
+    quiet_trainer(tmp_path, max_epochs=2, callbacks=[Record()]).fit(module, datamodule=dm)
     assert seen == pytest.approx([k / 8 for k in range(8)])
     assert module.step_frac == 1.0 and WeakToStrong(model=tiny_spec).step_frac == 0.0  # no trainer: 0
 
