@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -50,6 +51,16 @@ def load_module(ckpt_path: str | Path) -> LitRLHFModule:
     module_name, _, class_name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+
+
+def load_policy(policy: str) -> tuple[Any, torch.nn.Module]:
+    """Tokenizer and causal LM from a lit_rlhf checkpoint (``.ckpt``, LoRA merged) or a model name / HF folder."""
+    from lit_rlhf.models import ModelSpec
+    from lit_rlhf.modules.base import build_policy
+
+    if str(policy).endswith(".ckpt"):
+        return build_policy(ModelSpec(), policy)
+    return build_policy(ModelSpec.of(policy))
 
 
 def export_main(argv: list[str]) -> None:
@@ -116,7 +127,6 @@ def strength_main(argv: list[str]) -> None:
 
 def best_of_n_main(argv: list[str]) -> None:
     from lit_rlhf.eval.best_of_n import best_of_n, load_candidates, sample_candidates
-    from lit_rlhf.models import ModelSpec, load_model, load_tokenizer
     from lit_rlhf.rollout.generation import SamplingConfig
     from lit_rlhf.tasks import get_task
 
@@ -152,13 +162,7 @@ def best_of_n_main(argv: list[str]) -> None:
     if args.candidates:
         prompts, candidates = load_candidates(args.candidates)
     else:
-        if str(args.policy).endswith(".ckpt"):
-            policy = load_module(args.policy)
-            model, tokenizer = policy.model, policy.tokenizer
-        else:
-            spec = ModelSpec.of(args.policy)
-            tokenizer = load_tokenizer(spec)
-            model = load_model(spec, "causal_lm", tokenizer=tokenizer)
+        tokenizer, model = load_policy(args.policy)
         prompts = [r["prompt"] for _, r in task.records("prompt", args.split, args.problems, seed=args.data_seed)]
         sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
         candidates = sample_candidates(model, tokenizer, prompts, args.pool or max(args.n), sampling, args.batch_size)
@@ -173,7 +177,6 @@ def best_of_n_main(argv: list[str]) -> None:
 
 def rs_temperature_main(argv: list[str]) -> None:
     from lit_rlhf.eval.best_of_n import sample_candidates
-    from lit_rlhf.models import ModelSpec, load_model, load_tokenizer
     from lit_rlhf.rollout.generation import SamplingConfig
     from lit_rlhf.rollout.rewards import reward_source, score_completions
     from lit_rlhf.rollout.temperature import pick_temperature
@@ -198,12 +201,7 @@ def rs_temperature_main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     task = get_task(args.task, **json.loads(args.task_args))
-    if str(args.policy).endswith(".ckpt"):
-        policy = load_module(args.policy)
-        model, tokenizer = policy.model, policy.tokenizer
-    else:
-        tokenizer = load_tokenizer(args.policy)
-        model = load_model(ModelSpec.of(args.policy), "causal_lm", tokenizer=tokenizer)
+    tokenizer, model = load_policy(args.policy)
     prompts = [r["prompt"] for _, r in task.records("prompt", args.split, args.prompts, seed=args.seed)]
     source = reward_source(args.reward_model, None)
 

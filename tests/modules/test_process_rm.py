@@ -126,3 +126,22 @@ def test_best_of_n_feeds_the_orm_the_tasks_solution_text(monkeypatch):
     assert seen == ["1+2= | 1+2=3\n#### 3", "1+2= | 1+2=4\n#### 4", "3*2= | 3*2=6\n#### 6", "3*2= | oops"]
     weak = next(task.records("weak", "train", 1))[1]
     assert " | " in weak["text"]  # the task's own ORM data uses the same layout
+
+
+def test_best_of_n_cli_samples_from_a_policy_checkpoint(tiny_spec, tmp_path):
+    from lit_rlhf.cli import load_policy
+    from lit_rlhf.data import SFTDataModule
+    from lit_rlhf.modules import SFT
+
+    sft = SFT(model=tiny_spec)
+    trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(sft, datamodule=SFTDataModule(task=Arithmetic(), task_sizes={"train": 8, "val": 2, "test": 2},
+                                              batch_size=4))
+    trainer.save_checkpoint(tmp_path / "sft.ckpt")
+    _, model = load_policy(str(tmp_path / "sft.ckpt"))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), sft.model.state_dict().values()))
+    cli_main(["best-of-n", "--policy", str(tmp_path / "sft.ckpt"), "--problems", "3", "--n", "1", "2", "--trials", "2",
+              "--max-new-tokens", "6", "--output", str(tmp_path / "bon")])
+    rows = [json.loads(line) for line in (tmp_path / "bon" / "candidates.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(len(r["completions"]) == 2 for r in rows)
+    assert set(json.loads((tmp_path / "bon" / "accuracy.json").read_text())) == {"majority", "pass@N"}
