@@ -20,6 +20,8 @@ def weights_fingerprint(net: nn.Module, skip: tuple[str, ...] = ("lora_",)) -> s
     for name, tensor in sorted(net.state_dict().items()):
         if any(s in name for s in skip):
             continue
+        if hasattr(tensor, "full_tensor"):  # an FSDP2 shard: every rank gathers the whole tensor
+            tensor = tensor.full_tensor()
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())

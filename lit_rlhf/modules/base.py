@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from lit_rlhf.models import (
     ModelLike, ModelSpec, apply_lora, load_model, load_tokenizer, sequence_logps, trainable_parameters,
 )
+from lit_rlhf.models.sharding import block_classes, is_sharded, shard_children
 from lit_rlhf.rollout.generation import SamplingConfig, generate
 
 Schedule = Literal["constant", "linear", "cosine"]
@@ -71,10 +72,11 @@ class LitRLHFModule(L.LightningModule):
         means = {key: value / self._train_steps for key, value in self._train_sums.items()}
         self._train_sums, self._train_steps = {}, 0
         shown = {k: v for k, v in means.items() if k in prog_bar}
+        # sync_dist: the logged values are means over ranks (one all-reduce per logging step, not per step)
         if shown:
-            self.log_dict(shown, prog_bar=True, batch_size=batch_size)
+            self.log_dict(shown, prog_bar=True, batch_size=batch_size, sync_dist=True)
         if len(shown) < len(means):
-            self.log_dict({k: v for k, v in means.items() if k not in prog_bar}, batch_size=batch_size)
+            self.log_dict({k: v for k, v in means.items() if k not in prog_bar}, batch_size=batch_size, sync_dist=True)
 
     def record_hparams(self, ignore: tuple[str, ...] = ()) -> None:
         """``save_hyperparameters`` with dataclasses turned into plain dicts (``weights_only``-safe)."""
@@ -86,7 +88,47 @@ class LitRLHFModule(L.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return trainable_parameters(self)
 
+    def configure_model(self) -> None:
+        """Shard every model this method holds under FSDP2 / FSDP; nothing to do otherwise.
+
+        * ``ModelParallelStrategy`` (FSDP2, CPU or GPU): each child model is ``fully_shard``-ed per
+          transformer block, then as a whole, over the data-parallel mesh (tensor parallelism is refused).
+        * ``FSDPStrategy`` (GPU): unless an ``auto_wrap_policy`` is given, one FSDP unit per transformer
+          block, and ``use_orig_params=True`` (frozen and trainable parameters — LoRA, a frozen reference —
+          share units).
+        """
+        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, ModelParallelStrategy):
+            mesh = self.device_mesh
+            if mesh["tensor_parallel"].size() > 1:
+                raise ValueError(
+                    f"{type(self).__name__}: tensor parallelism is not supported; use "
+                    f"ModelParallelStrategy(data_parallel_size=<devices>, tensor_parallel_size=1) for FSDP2"
+                )
+            if any(is_sharded(p) for p in self.parameters()):
+                return  # configure_model runs again on re-entry (e.g. validate after fit)
+            self._refuse_quantized("FSDP2")
+            shard_children(self, mesh["data_parallel"])
+        elif isinstance(strategy, FSDPStrategy):
+            self._refuse_quantized("FSDP")
+            if strategy.kwargs.get("auto_wrap_policy") is None:
+                from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+                strategy.kwargs["auto_wrap_policy"] = ModuleWrapPolicy(block_classes(self))
+            strategy.kwargs.setdefault("use_orig_params", True)
+
+    def _refuse_quantized(self, strategy: str) -> None:
+        spec = getattr(self, "spec", None)
+        if getattr(spec, "quantization", None) is not None:
+            raise ValueError(
+                f"{type(self).__name__}: {spec.quantization} (bitsandbytes) weights cannot be sharded by {strategy} "
+                f"here; use strategy: ddp (QLoRA fits a 7B policy on one GPU per process) or full-precision weights"
+            )
+
     def configure_optimizers(self) -> Any:
+        self._refuse_sharded_8bit_optimizer()
         optimizer = self.optimizer_factory(self.trainable_parameters())
         if self.warmup == 0 and self.schedule == "constant":
             return optimizer
@@ -96,6 +138,20 @@ class LitRLHFModule(L.LightningModule):
             optimizer, lambda step: schedule_factor(step, total, warmup, self.schedule, self.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _refuse_sharded_8bit_optimizer(self) -> None:
+        """bitsandbytes' 8-bit optimizers keep per-block quantised states that do not work on DTensor/flat FSDP shards."""
+        from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+
+        factory = self.optimizer_factory
+        target = getattr(factory, "func", factory)  # functools.partial from LightningCLI, or a class
+        module = getattr(target, "__module__", "") or ""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if module.startswith("bitsandbytes") and isinstance(strategy, (FSDPStrategy, ModelParallelStrategy, DeepSpeedStrategy)):
+            raise ValueError(
+                f"{type(self).__name__}: the bitsandbytes optimizer {getattr(target, '__name__', target)} does not "
+                f"work with {type(strategy).__name__} (sharded parameters); use torch.optim.AdamW, or strategy: ddp"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lit_rlhf_class"] = f"{type(self).__module__}.{type(self).__qualname__}"

@@ -1,0 +1,44 @@
+"""Test-only callback: each rank writes what it ended with (steps, metrics, full parameters) to a file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+def full_parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters, gathered to full tensors where sharded (FSDP2 DTensors)."""
+    out = {}
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            t = p.full_tensor() if hasattr(p, "full_tensor") else p
+            out[name] = t.detach().cpu().clone()
+    return out
+
+
+class RankProbe(L.Callback):
+    """Writes ``<folder>/rank<r>.pt``: global_step, batches seen, callback metrics, initial and final parameters."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.initial: dict[str, torch.Tensor] = {}
+        self.batches = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.initial = full_parameters(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        torch.save(
+            {"rank": trainer.global_rank, "world": trainer.world_size, "global_step": trainer.global_step,
+             "batches": self.batches, "metrics": metrics, "initial": self.initial,
+             "final": full_parameters(pl_module), "pid": os.getpid()},
+            self.folder / f"rank{trainer.global_rank}.pt",
+        )
