@@ -137,9 +137,10 @@ class RowDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def dataset(self, split: str) -> ListDataset:
-        """Encoded split; filtered rows are counted in ``self.filtered[split]`` and reported."""
+        """Encoded split; filtered rows are counted in ``self.filtered[split]`` and reported (with the
+        first places they come from), as are prompts cut to fit (``truncate_prompt``)."""
         if split not in self.datasets:
-            encoder, items, kept, dropped = self.encoder, [], [], Counter()
+            encoder, items, kept, dropped, at = self.encoder, [], [], Counter(), []
             rows = self.read(split)
             for i, row in enumerate(rows):
                 try:
@@ -147,10 +148,16 @@ class RowDataModule(L.LightningDataModule):
                     kept.append(i)
                 except TooLong:
                     dropped[f"longer than max_length={self.max_length}"] += 1
+                    at.append(row.where)
             self.filtered[split], self.kept_rows[split] = dropped, kept
             if dropped:
                 why = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
-                rank_zero_info(f"[lit_rlhf] {split}: kept {len(items)} of {len(rows)} rows; filtered: {why}")
+                first = ", ".join(at[:3]) + (", ..." if len(at) > 3 else "")
+                rank_zero_info(f"[lit_rlhf] {split}: kept {len(items)} of {len(rows)} rows; filtered: {why} (at {first})")
+            if encoder.cut:
+                rank_zero_info(
+                    f"[lit_rlhf] {split}: cut the start of {encoder.cut} of {len(rows)} rows to fit max_length={self.max_length}"
+                )
             if not items:
                 raise ValueError(f"{type(self).__name__}: no '{split}' rows left after filtering ({dict(dropped)})")
             self.datasets[split] = ListDataset(items)

@@ -5,7 +5,10 @@ list lets one record expand to several (PRM800K branches). Adapters are register
 :data:`ADAPTERS` by kind (``sft``, ``preference``, ``step``, ``weak``, ``prompt``) and format name;
 :func:`detect_format` picks one from the record's keys and :func:`to_rows` applies it.
 
-Columns an adapter does not read go into ``row.meta`` (never an error, never lost).
+Columns an adapter does not read go into ``row.meta`` (never an error, never lost; UltraFeedback's
+``messages``, a copy of ``chosen``, is the one column left out). :func:`convert` also returns them, so
+that :func:`~lit_rlhf.data.sources.read_rows` reports them once per source (with a warning when one
+looks like a misspelt column the format reads, e.g. ``margn``).
 Every problem raises :class:`~lit_rlhf.data.schemas.DataError` naming ``where`` and the field.
 """
 
@@ -110,8 +113,10 @@ def _soft_label(value: Any, name: str, where: str) -> list[float] | None:
 
 
 def _extras(raw: dict[str, Any], used: Iterable[str]) -> dict[str, Any]:
-    """The columns an adapter did not read (they go into ``meta``)."""
+    """The columns an adapter did not read (they go into ``meta``); ``used`` count as read."""
     used = set(used)
+    if isinstance(raw, _Reads):
+        raw.asked |= used
     return {k: v for k, v in raw.items() if k not in used}
 
 
@@ -408,19 +413,28 @@ def step_math_shepherd(raw: dict[str, Any], where: str) -> list[Row]:
 # --------------------------------------------------------------------------------------------
 
 
+def _class(value: Any, name: str, where: str, num_classes: int | None) -> int:
+    """A class id ``>= 0`` (and ``< num_classes`` when known; the data module checks its ``num_classes``)."""
+    label = check_label(value, name, where, num_classes)
+    if label < 0:
+        raise DataError(where, name, f"label {label} is negative; classes are 0, 1, ...")
+    return label
+
+
 def _weak_row(
     raw: dict[str, Any], where: str, text_key: str, label_key: str, used: Iterable[str], **meta: Any
 ) -> WeakLabelRow:
     text = _string(require(raw, text_key, where), text_key, where)
     soft = _soft_label(raw.get("soft_label"), "soft_label", where)
-    label = check_label(require(raw, label_key, where), label_key, where, len(soft) if soft else 2)
-    return WeakLabelRow(text, label, soft, where, {**_extras(raw, (*used, text_key, label_key, "soft_label")), **meta})
+    label = _class(require(raw, label_key, where), label_key, where, len(soft) if soft else None)
+    extras = _extras(raw, (*used, text_key, label_key, "soft_label"))
+    return WeakLabelRow(text, label, soft, where, {**extras, **meta}, label_field=label_key)
 
 
 def weak_w2s(raw: dict[str, Any], where: str) -> list[Row]:
     """OpenAI weak-to-strong jsonl: ``txt``, ``hard_label``, optional ``soft_label`` (probabilities), ``gt_label``."""
     gt = raw.get("gt_label")
-    meta = {} if gt is None else {"gt_label": check_label(gt, "gt_label", where)}
+    meta = {} if gt is None else {"gt_label": _class(gt, "gt_label", where, None)}
     return [_weak_row(raw, where, "txt", "hard_label", ("gt_label",), **meta)]
 
 
@@ -549,8 +563,37 @@ def detect_format(kind: str, raw: dict[str, Any], where: str) -> str:
     raise DataError(where, missing[0], f"missing for format '{closest.format}'; {problem}")
 
 
-def to_rows(kind: str, raw: Any, where: str, format: str = "auto") -> list[Row]:
-    """Validate one raw record of ``kind`` into rows, with ``format`` or the detected one."""
+class _Reads(dict):
+    """A record that remembers the columns looked up in it (``[]``, ``get`` and ``in``)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        super().__init__(raw)
+        self.asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(key)  # type: ignore[arg-type]
+        return super().__contains__(key)
+
+
+class Converted(NamedTuple):
+    """What :func:`convert` makes of one record."""
+
+    rows: list[Row]
+    asked: frozenset[str]  # the columns the adapter looked for (present or not)
+    unused: frozenset[str]  # the record's columns it did not read
+
+
+def convert(kind: str, raw: Any, where: str, format: str = "auto") -> Converted:
+    """Validate one raw record of ``kind`` into rows (with ``format`` or the detected one), and tell
+    which of its columns the adapter did not read."""
     _check_kind(kind)
     if not isinstance(raw, dict):
         raise DataError(where, None, f"expected an object (dict), got {type(raw).__name__}")
@@ -558,4 +601,11 @@ def to_rows(kind: str, raw: Any, where: str, format: str = "auto") -> list[Row]:
         format = detect_format(kind, raw, where)
     if format not in ADAPTERS[kind]:
         raise ValueError(f"unknown {kind} format {format!r}; expected 'auto' or one of {sorted(ADAPTERS[kind])}")
-    return ADAPTERS[kind][format](raw, where)
+    record = _Reads(raw)
+    rows = ADAPTERS[kind][format](record, where)
+    return Converted(rows, frozenset(record.asked), frozenset(raw.keys() - record.asked))
+
+
+def to_rows(kind: str, raw: Any, where: str, format: str = "auto") -> list[Row]:
+    """Validate one raw record of ``kind`` into rows, with ``format`` or the detected one."""
+    return convert(kind, raw, where, format).rows

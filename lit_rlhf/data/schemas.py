@@ -31,6 +31,12 @@ class DataError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+def shorten(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def require(raw: dict[str, Any], name: str, where: str) -> Any:
     if name not in raw or raw[name] is None:
         present = ", ".join(sorted(map(str, raw))) or "none"
@@ -39,7 +45,10 @@ def require(raw: dict[str, Any], name: str, where: str) -> Any:
 
 
 def check_text(value: Any, name: str, where: str, allow_empty: bool = False) -> Text:
-    """A non-empty string or a well-formed chat message list."""
+    """A non-empty string or a well-formed chat message list.
+
+    User and assistant messages must not be empty either (system messages may be).
+    """
     if isinstance(value, str):
         if not allow_empty and not value.strip():
             raise DataError(where, name, "empty string")
@@ -52,6 +61,8 @@ def check_text(value: Any, name: str, where: str, allow_empty: bool = False) -> 
                 raise DataError(where, f"{name}[{i}].role", f"unknown role {msg['role']!r}; expected one of {CHAT_ROLES}")
             if not isinstance(msg["content"], str):
                 raise DataError(where, f"{name}[{i}].content", f"expected a string, got {type(msg['content']).__name__}")
+            if msg["role"] in ("user", "assistant") and not msg["content"].strip():
+                raise DataError(where, f"{name}[{i}].content", f"empty {msg['role']} message")
         return [{"role": m["role"], "content": m["content"]} for m in value]
     if isinstance(value, list):
         raise DataError(where, name, "empty message list")
@@ -65,8 +76,11 @@ def check_float(
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(where, name, f"expected a number, got {type(value).__name__} {value!r}")
-    value = float(value)
+        raise DataError(where, name, f"expected a number, got {type(value).__name__} {shorten(value)}")
+    try:
+        value = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        raise DataError(where, name, "the integer is too large for a float") from None
     if not math.isfinite(value):
         raise DataError(where, name, f"must be finite, got {value}")
     if not low <= value <= high:
@@ -81,7 +95,7 @@ def check_label(value: Any, name: str, where: str, num_classes: int | None = Non
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int):
-        raise DataError(where, name, f"expected an integer label, got {type(value).__name__} {value!r}")
+        raise DataError(where, name, f"expected an integer label, got {type(value).__name__} {shorten(value)}")
     if num_classes is not None and not 0 <= value < num_classes:
         raise DataError(where, name, f"label {value} is outside [0, {num_classes - 1}]")
     return value
@@ -142,6 +156,7 @@ class WeakLabelRow:
     soft_label: list[float] | None = None
     where: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    label_field: str = field(default="label", compare=False, repr=False)  # the column ``label`` came from
 
 
 @dataclass

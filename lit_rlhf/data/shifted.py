@@ -83,12 +83,10 @@ def read_shifted_rows(source: str | os.PathLike[str], split: str = "train") -> l
 
 
 def encode_shifted(encoder: Encoder, row: ShiftedRow) -> dict[str, Any]:
-    """Token ids of every ``prompt + response`` (``Encoder.pair``); raises ``TooLong`` if any does not fit."""
-    ids, masks, prompt_ids = [], [], []
-    for response in row.responses:
-        x, mask, prompt_ids = encoder.pair(row.prompt, response, row.where)
-        ids.append(x)
-        masks.append(mask)
+    """Token ids of every ``prompt + response`` (``Encoder.group``); raises ``TooLong`` if any does not fit."""
+    fields = [f"responses[{i}]" for i in range(len(row.responses))]
+    seqs, prompt_ids = encoder.group(row.prompt, row.responses, row.where, fields)
+    ids, masks = [x for x, _ in seqs], [mask for _, mask in seqs]
     return {
         "responses_input_ids": ids, "responses_completion_mask": masks, "prompt_ids": prompt_ids,
         "prompt_text": render_prompt(encoder.tokenizer, row.prompt),

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import ast
 import csv
+import difflib
 import gzip
 import io
 import json
 import os
+import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lit_rlhf.data.formats import detect_format, to_rows
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from lit_rlhf.data.formats import convert, detect_format
 from lit_rlhf.data.schemas import DataError, Row
 
 if TYPE_CHECKING:
@@ -63,8 +68,9 @@ def read_rows(source: str | os.PathLike[str], kind: str, format: str = "auto", s
     """All validated rows of ``kind`` from a file or Hugging Face dataset (see :func:`iter_records`).
 
     With ``format="auto"`` the format is detected from the first record and used for the whole source.
+    Columns the format does not read are kept in ``row.meta`` and reported once (see :func:`report_unused`).
     """
-    return _rows(iter_records(source, split), kind, format)
+    return _rows(iter_records(source, split), kind, format, os.fspath(source))
 
 
 def task_rows(task: Task, kind: str, split: str, n: int, seed: int = 0) -> list[Row]:
@@ -72,13 +78,50 @@ def task_rows(task: Task, kind: str, split: str, n: int, seed: int = 0) -> list[
     return _rows(task.records(kind, split, n, seed), kind, "auto")  # type: ignore[arg-type]
 
 
-def _rows(records: Iterable[Record], kind: str, format: str) -> list[Row]:
+def _rows(records: Iterable[Record], kind: str, format: str, source: str | None = None) -> list[Row]:
+    """Validated rows; with a ``source`` name, its unread columns are reported."""
     rows: list[Row] = []
+    asked: set[str] = set()
+    present: set[str] = set()
+    unused: Counter[str] = Counter()
     for where, raw in records:
         if format == "auto" and isinstance(raw, dict):
             format = detect_format(kind, raw, where)
-        rows.extend(to_rows(kind, raw, where, format))
+        converted = convert(kind, raw, where, format)
+        rows.extend(converted.rows)
+        asked |= converted.asked
+        present |= raw.keys()
+        unused.update(converted.unused)
+    if source is not None and unused:
+        report_unused(source, f"{kind} format '{format}'", unused, asked, present)
     return rows
+
+
+def report_unused(
+    source: str, reader: str, unused: Counter[str], asked: Iterable[str], present: Iterable[str] = ()
+) -> str:
+    """Report columns of ``source`` that ``reader`` did not read (with how many records have each).
+
+    One info line lists them. A column that looks like a misspelling of a column ``reader`` reads and
+    ``source`` lacks (``margn`` for ``margin``, ``Chosen`` for ``chosen``) makes it a warning, since its
+    values are not used. Returns the message.
+    """
+    known = sorted(asked)
+    lines = [f"{name!r} ({n} records)" for name, n in sorted(unused.items())]
+    message = f"[lit_rlhf] {source}: {reader} does not read the column(s) {', '.join(lines)}; they are kept in row.meta"
+    lacking = {name.lower().replace("-", "_"): name for name in set(asked) - set(present)}
+    typos = {
+        name: difflib.get_close_matches(name.lower().replace("-", "_"), sorted(lacking), n=1, cutoff=0.85)
+        for name in sorted(unused)
+    }
+    typos = {name: lacking[close[0]] for name, close in typos.items() if close}
+    if typos:
+        hints = ", ".join(f"{name!r} (did you mean {close!r}?)" for name, close in typos.items())
+        message += f". Possibly misspelt: {hints}; columns read: {', '.join(known)}"
+        rank_zero_warn(message)
+    else:
+        rank_zero_info(message)
+    return message
 
 
 def _looks_like_path(name: str) -> bool:
@@ -117,18 +160,155 @@ def _file_records(path: Path, split: str) -> Iterator[Record]:
     raise ValueError(f"unsupported data file {str(path)!r}; expected one of {', '.join(SUFFIXES)}")
 
 
-def _decode(data: bytes, where: str) -> str:
+# --------------------------------------------------------------------------------------------
+# text that is not valid UTF-8 / Unicode: located down to the field
+# --------------------------------------------------------------------------------------------
+
+# Undecodable bytes are read as U+DC80..U+DCFF (``surrogateescape``) and JSON escapes such as "\ud800"
+# give unpaired surrogates; both would crash the tokenizer later, so they are found and reported here.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _decode(data: bytes, encoding: str = "utf-8") -> tuple[str, UnicodeDecodeError | None]:
+    """``data`` as text; undecodable bytes become surrogate escapes and the first error is returned."""
     try:
-        return data.decode("utf-8")
+        return data.decode(encoding), None
     except UnicodeDecodeError as err:
-        raise DataError(where, None, f"not valid UTF-8 (byte {data[err.start]:#04x} at offset {err.start})") from None
+        return data.decode(encoding, errors="surrogateescape"), err
+
+
+def _visible(text: str) -> str:
+    """``text`` with surrogates escaped, safe to print."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _surrogate_at(value: Any, prefix: str = "") -> tuple[str, str] | None:
+    """``(field path, character)`` of the first string in ``value`` holding a surrogate, or ``None``."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        return (prefix, found.group()) if found else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{prefix}.{_visible(str(key))}" if prefix else _visible(str(key))
+            hit = _surrogate_at(key, name) or _surrogate_at(item, name)
+            if hit:
+                return hit
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            hit = _surrogate_at(item, f"{prefix}[{i}]")
+            if hit:
+                return hit
+    return None
+
+
+def _check_unicode(value: Any, where: str) -> None:
+    """Raise naming the field of the first undecodable byte or unpaired surrogate in ``value``."""
+    hit = _surrogate_at(value)
+    if hit is None:
+        return
+    field, char = hit
+    code = ord(char)
+    problem = (
+        f"not valid UTF-8 (byte {code - 0xDC00:#04x})" if 0xDC80 <= code <= 0xDCFF
+        else f"unpaired surrogate \\u{code:04x} (not valid Unicode text)"
+    )
+    raise DataError(where, field or None, problem)
+
+
+def _utf8_error(where: str, data: bytes, err: UnicodeDecodeError) -> DataError:
+    return DataError(where, None, f"not valid UTF-8 (byte {data[err.start]:#04x} at offset {err.start})")
+
+
+# --------------------------------------------------------------------------------------------
+# JSON and JSON Lines
+# --------------------------------------------------------------------------------------------
+
+
+def _open_fields(text: str) -> list[str | int] | None:
+    """The keys and indices open at the end of a JSON text that was cut short (``None`` if nothing is open).
+
+    ``'{"a": "x", "b": [{"c": "y'`` -> ``["b", 0, "c"]``; a cut inside a key or between fields ends the
+    path at the enclosing object.
+    """
+    stack: list[list[Any]] = []  # [kind, key/index, started]: objects hold their current key
+    in_string = escaped = False
+    start = 0
+    for i, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+                if stack and stack[-1][0] == "{" and stack[-1][1] is None:
+                    stack[-1][2] = text[start:i + 1]  # a key, once a ':' follows
+            continue
+        if stack and stack[-1][0] == "[" and not char.isspace() and char not in ",]":
+            stack[-1][2] = True
+        if char == '"':
+            in_string, start = True, i
+        elif char in "{[":
+            stack.append([char, None if char == "{" else 0, None if char == "{" else False])
+        elif char in "}]" and stack:
+            stack.pop()
+        elif char == ":" and stack and stack[-1][0] == "{" and stack[-1][2] is not None:
+            stack[-1][1], stack[-1][2] = _key(stack[-1][2]), None
+        elif char == "," and stack:
+            if stack[-1][0] == "{":
+                stack[-1][1] = stack[-1][2] = None
+            else:
+                stack[-1][1], stack[-1][2] = stack[-1][1] + 1, False
+    if not stack:
+        return None
+    path: list[str | int] = []
+    for kind, key, started in stack:
+        if key is None or (kind == "[" and not started):
+            break
+        path.append(key)
+    return path
+
+
+def _key(quoted: str) -> str:
+    """A JSON object key from its quoted text (as written if its escapes are invalid)."""
+    try:
+        return json.loads(quoted)
+    except ValueError:
+        return quoted[1:-1]
+
+
+def _field_name(path: list[str | int]) -> str | None:
+    """``["chosen", 0, "content"]`` -> ``"chosen[0].content"``."""
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return _visible(name) or None
+
+
+def _json_error(text: str, err: ValueError, where: str, in_list: bool = False) -> DataError:
+    """A located error for invalid JSON; a text cut short names the field it ends in.
+
+    Args:
+        in_list: ``text`` holds a list of records: field paths start inside the record.
+    """
+    if not isinstance(err, json.JSONDecodeError):  # e.g. an integer with more than 4300 digits
+        return DataError(where, None, f"invalid JSON: {err}")
+    # the text ends inside a string (JSON strings cannot hold a line break) or at an unfinished value
+    ends_early = err.msg.startswith("Unterminated string") or err.pos >= len(text.rstrip())
+    path = _open_fields(text) if ends_early else None
+    if path is None:
+        return DataError(where, None, f"invalid JSON: {err.msg} (column {err.colno})")
+    if in_list:
+        path = path[next((i + 1 for i, p in enumerate(path) if isinstance(p, int)), len(path)):]
+    return DataError(where, _field_name(path), "invalid JSON: the text stops before the record is complete (truncated file?)")
 
 
 def _parse_object(text: str, where: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(where, None, f"invalid JSON: {err.msg} (column {err.colno})") from None
+    except ValueError as err:
+        raise _json_error(text, err, where) from None
     if not isinstance(value, dict):
         raise DataError(where, None, f"invalid JSON: expected an object, got {type(value).__name__}")
     return value
@@ -142,9 +322,19 @@ def _jsonl_records(path: Path) -> Iterator[Record]:
 def _jsonl_lines(path: Path, lines: Iterable[bytes]) -> Iterator[Record]:
     for number, line in enumerate(lines, start=1):
         where = f"{path}:{number}"
-        text = _decode(line, where).removeprefix("\ufeff").rstrip("\r\n")
-        if text.strip():
-            yield where, _parse_object(text, where)
+        text, bad = _decode(line)
+        text = text.removeprefix("\ufeff").rstrip("\r\n")
+        if not text.strip():
+            continue
+        try:
+            raw = _parse_object(text, where)
+        except DataError:
+            if bad:  # undecodable bytes outside any string
+                raise _utf8_error(where, line, bad) from None
+            raise
+        if bad or _ESCAPED_SURROGATE.search(text):
+            _check_unicode(raw, where)
+        yield where, raw
 
 
 def _line_of(data: bytes | str, offset: int) -> int:
@@ -153,17 +343,21 @@ def _line_of(data: bytes | str, offset: int) -> int:
 
 def _json_records(path: Path, split: str) -> Iterator[Record]:
     data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}:{_line_of(data, err.start)}", None, "not valid UTF-8") from None
+    text, bad = _decode(data, "utf-8-sig")
+    bad_where = f"{path}:{_line_of(data, bad.start)}" if bad else ""
+    if not text.strip():
+        return
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as err:
-        if err.msg == "Extra data":  # JSON Lines saved as .json
+    except ValueError as err:
+        if getattr(err, "msg", "") == "Extra data":  # JSON Lines saved as .json
             yield from _jsonl_lines(path, io.BytesIO(data))
             return
-        raise DataError(f"{path}:{err.lineno}", None, f"invalid JSON: {err.msg} (column {err.colno})") from None
+        if bad:
+            raise DataError(bad_where, None, "not valid UTF-8") from None
+        where = f"{path}:{err.lineno}" if isinstance(err, json.JSONDecodeError) else str(path)
+        raise _json_error(text, err, where, in_list=True) from None
+    check = bad is not None or _ESCAPED_SURROGATE.search(text) is not None
     if isinstance(value, dict):
         keys = (split, "data", "rows")
         key = next((k for k in keys if isinstance(value.get(k), list)), None)
@@ -176,6 +370,8 @@ def _json_records(path: Path, split: str) -> Iterator[Record]:
         where = f"{path}[{index}]"
         if not isinstance(raw, dict):
             raise DataError(where, None, f"expected an object, got {type(raw).__name__}")
+        if check:
+            _check_unicode(raw, bad_where or where)
         yield where, raw
 
 
@@ -215,14 +411,13 @@ def _csv_cell(column: str, cell: str) -> Any:
 
 def _csv_records(path: Path) -> Iterator[Record]:
     data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}:{_line_of(data, err.start)}", None, "not valid UTF-8") from None
+    text, bad = _decode(data, "utf-8-sig")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if header is None:
         return
+    if bad:
+        _check_unicode(header, f"{path}:1")
     start = reader.line_num + 1
     for cells in reader:
         where = f"{path}:{start}"
@@ -231,6 +426,8 @@ def _csv_records(path: Path) -> Iterator[Record]:
             continue
         if len(cells) != len(header):
             raise DataError(where, None, f"expected {len(header)} cells ({', '.join(header)}), got {len(cells)}")
+        if bad:
+            _check_unicode(dict(zip(header, cells)), where)
         yield where, {column: _csv_cell(column, cell) for column, cell in zip(header, cells)}
 
 

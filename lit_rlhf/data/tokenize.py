@@ -124,6 +124,7 @@ class Encoder:
 
     def __init__(self, tokenizer: Any, max_length: int = 512, truncation: Truncation = "drop") -> None:
         self.tokenizer, self.max_length, self.truncation = tokenizer, max_length, truncation
+        self.cut = 0  # rows cut to fit under ``truncate_prompt`` (the data module reports the count)
 
     # -- building blocks --------------------------------------------------------------------
     def prompt_ids(self, prompt: Text) -> list[int]:
@@ -139,16 +140,37 @@ class Encoder:
             ids = ids + ([end] if end is not None else [])
         return ids
 
-    def fit(self, ids: list[int], mask: list[int], prompt_len: int, where: str) -> tuple[list[int], list[int], int]:
-        """Apply the truncation policy to a sequence whose first ``prompt_len`` tokens are the prompt."""
-        excess = len(ids) - self.max_length
+    def excess(self, lengths: Sequence[int], prompt_len: int, where: str, fields: Sequence[str]) -> int:
+        """How many tokens to cut off the front of sequences that share a ``prompt_len``-token prompt.
+
+        0 if the longest fits. Under ``truncate_prompt`` the prompt's start is cut, the same for every
+        sequence, as long as one prompt token is left (completions are never cut); otherwise the row is
+        counted as too long (``drop``, raises :class:`TooLong`) or stops the run (``error``, a
+        :class:`DataError` naming ``prompt`` if the prompt alone fills ``max_length``, else the field of
+        the longest sequence).
+        """
+        longest = max(lengths)
+        excess = longest - self.max_length
         if excess <= 0:
-            return ids, mask, prompt_len
+            return 0
         if self.truncation == "truncate_prompt" and excess < prompt_len:
-            return ids[excess:], mask[excess:], prompt_len - excess
+            self.cut += 1
+            return excess
         if self.truncation == "error":
-            raise DataError(where, None, f"{len(ids)} tokens exceed max_length={self.max_length}")
+            if prompt_len >= self.max_length:
+                problem = f"{prompt_len} prompt tokens leave no room for the completion in max_length={self.max_length}"
+                raise DataError(where, "prompt", problem)
+            field = fields[list(lengths).index(longest)]
+            problem = f"{longest} tokens ({prompt_len} prompt + {longest - prompt_len} {field}) exceed max_length={self.max_length}"
+            raise DataError(where, field, problem)
         raise TooLong(where)
+
+    def fit(
+        self, ids: list[int], mask: list[int], prompt_len: int, where: str, field: str = "completion"
+    ) -> tuple[list[int], list[int], int]:
+        """Apply the truncation policy (see :meth:`excess`) to a sequence whose first ``prompt_len`` tokens are the prompt."""
+        cut = self.excess([len(ids)], prompt_len, where, [field])
+        return ids[cut:], mask[cut:], prompt_len - cut
 
     def limit(self, ids: list[int], where: str, field: str, keep: Literal["start", "end"] | None) -> list[int]:
         """Hold one sequence to ``max_length``: cut it (keeping its ``keep`` side, if it may be cut) under
@@ -158,19 +180,37 @@ class Encoder:
         if self.truncation == "error":
             raise DataError(where, field, f"{len(ids)} tokens exceed max_length={self.max_length}")
         if self.truncation == "truncate_prompt" and keep is not None:
+            self.cut += 1
             return ids[-self.max_length:] if keep == "end" else ids[: self.max_length]
         raise TooLong(where)
 
     def pair(
-        self, prompt: Text, completion: Text, where: str, train_on: TrainOn = "last_assistant"
+        self, prompt: Text, completion: Text, where: str, train_on: TrainOn = "last_assistant", field: str = "completion"
     ) -> tuple[list[int], list[int], list[int]]:
-        """``(input_ids, completion_mask, prompt_ids)`` after truncation.
+        """``(input_ids, completion_mask, prompt_ids)`` after truncation (see :meth:`excess`).
 
         Plain strings: prompt then completion (+EOS), mask on the completion. Chat (either side a message
         list): the dialogue from :func:`chat_ids`, mask on the completion's assistant turns
         (``last_assistant``) or on every assistant turn (``all_assistant``); ``prompt_ids`` end where the
         completion's first assistant turn starts.
         """
+        ids, mask, prompt_len = self.fit(*self.joined(prompt, completion, where, train_on), where, field)
+        return ids, mask, ids[:prompt_len]
+
+    def group(
+        self, prompt: Text, completions: Sequence[Text], where: str, fields: Sequence[str]
+    ) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+        """``[(input_ids, completion_mask), ...]`` of several completions of one prompt, and the prompt ids.
+
+        A prompt that must be cut is cut by the same tokens in every sequence, so they keep sharing it.
+        """
+        joined = [self.joined(prompt, c, where, "last_assistant") for c in completions]
+        prompt_len = joined[0][2]
+        cut = self.excess([len(ids) for ids, _, _ in joined], prompt_len, where, fields)
+        return [(ids[cut:], mask[cut:]) for ids, mask, _ in joined], joined[0][0][cut:prompt_len]
+
+    def joined(self, prompt: Text, completion: Text, where: str, train_on: TrainOn) -> tuple[list[int], list[int], int]:
+        """``(input_ids, completion_mask, prompt_len)`` of :meth:`pair` before truncation."""
         if isinstance(prompt, str) and isinstance(completion, str):
             p, c = self.prompt_ids(prompt), self.completion_ids(prompt, completion, where)
             ids, mask, prompt_len = p + c, [0] * len(p) + [1] * len(c), len(p)
@@ -183,8 +223,7 @@ class Encoder:
             trained = [train_on == "all_assistant" or i >= start for i in range(len(messages))]
             ids, mask, starts = chat_ids(self.tokenizer, messages, trained, where)
             prompt_len = starts[sum(m["role"] == "assistant" for m in messages[:start])]
-        ids, mask, prompt_len = self.fit(ids, mask, prompt_len, where)
-        return ids, mask, ids[:prompt_len]
+        return ids, mask, prompt_len
 
     # -- one encoder per row type -----------------------------------------------------------
     def sft(self, row: SFTRow, train_on: TrainOn = "last_assistant") -> dict[str, Any]:
@@ -196,8 +235,9 @@ class Encoder:
         }
 
     def preference(self, row: PreferenceRow) -> dict[str, Any]:
-        chosen, chosen_mask, prompt_ids = self.pair(row.prompt, row.chosen, row.where)
-        rejected, rejected_mask, _ = self.pair(row.prompt, row.rejected, row.where)
+        """Chosen and rejected sequences (see :meth:`group`: a cut prompt stays the same in both)."""
+        seqs, prompt_ids = self.group(row.prompt, [row.chosen, row.rejected], row.where, ["chosen", "rejected"])
+        (chosen, chosen_mask), (rejected, rejected_mask) = seqs
         return {
             "chosen_input_ids": chosen, "chosen_completion_mask": chosen_mask,
             "rejected_input_ids": rejected, "rejected_completion_mask": rejected_mask,
@@ -213,6 +253,11 @@ class Encoder:
 
     def weak(self, row: WeakLabelRow, num_classes: int) -> dict[str, Any]:
         ids = self.limit(_ids(self.tokenizer, row.text, special=True), row.where, "text", keep="start")
+        if not 0 <= row.label < num_classes:
+            raise DataError(row.where, row.label_field, f"label {row.label} is outside [0, {num_classes - 1}] (num_classes={num_classes})")
+        gold = row.meta.get("gt_label")
+        if isinstance(gold, int) and not 0 <= gold < num_classes:
+            raise DataError(row.where, "gt_label", f"label {gold} is outside [0, {num_classes - 1}] (num_classes={num_classes})")
         soft = row.soft_label if row.soft_label is not None else [float(k == row.label) for k in range(num_classes)]
         if len(soft) != num_classes:
             raise DataError(row.where, "soft_label", f"has {len(soft)} classes, expected {num_classes}")
@@ -229,6 +274,7 @@ class Encoder:
         if not sep:
             raise ValueError(f"the step separator {separator!r} tokenises to no tokens")
         ids = self.prompt_ids(row.prompt) + sep
+        prompt_len = len(ids)
         labels = [-100] * len(ids)
         ratings = list(row.labels)
         if supervise == "first_error" and -1 in ratings:
@@ -240,5 +286,5 @@ class Encoder:
             rating = ratings[i] if i < len(ratings) else None
             ids += step_ids
             labels += [-100] * (len(step_ids) - 1) + [-100 if rating is None else label_of[rating]]
-        self.limit(ids, row.where, "completions", keep=None)
+        self.limit(ids, row.where, "prompt" if prompt_len >= self.max_length else "completions", keep=None)
         return {"input_ids": ids, "labels": labels, "prompt_text": row.prompt}

@@ -429,7 +429,11 @@ def test_weak_label_errors():
     raises("weak", {"txt": "t", "hard_label": 1, "soft_label": [0.3, 0.3]}, "soft_label", "sum to 0.6")
     raises("weak", {"txt": "t", "hard_label": 1, "soft_label": [1.2, -0.2]}, "soft_label[0]", "outside")
     raises("weak", {"text": "t", "label": 1, "soft_label": 1.5}, "soft_label", "outside")
-    raises("weak", {"txt": "t", "hard_label": 2}, "hard_label", r"outside \[0, 1\]")
+    raises("weak", {"txt": "t", "hard_label": 2, "soft_label": [0.5, 0.5]}, "hard_label", r"outside \[0, 1\]")
+    raises("weak", {"txt": "t", "hard_label": -1}, "hard_label", "negative")
+    raises("weak", {"txt": "t", "hard_label": 0, "gt_label": -1}, "gt_label", "negative")
+    # without soft labels the class count is the data module's `num_classes` (checked when encoding)
+    assert to_rows("weak", {"txt": "t", "hard_label": 2}, "data.jsonl:7")[0].label == 2
     raises("weak", {"txt": "t", "hard_label": "pos"}, "hard_label", "expected an integer label")
 
 

@@ -212,7 +212,7 @@ GOOD = json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}).encode()
         ("preference", b'{"prompt": "p", "chosen": "a"}', "rejected", "missing"),
         ("preference", b'{"prompt": "", "chosen": "a", "rejected": "b"}', "prompt", "empty string"),
         ("preference", b'{"prompt": "p", "chosen": "same", "rejected": "same"}', "chosen", "identical"),
-        ("preference", b'{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}', None, "not valid UTF-8"),
+        ("preference", b'{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}', "prompt", "not valid UTF-8 (byte 0xe9)"),
         ("preference", b'{"prompt": "p", "chosen": "a", "rejected": "b", "margin": NaN}', "margin", "must be finite"),
         ("preference", b'{"prompt": "p", "chosen": "a", "rejected": "b", "soft_label": 1.5}', "soft_label", "outside"),
         ("step", b'{"prompt": "p", "completions": ["a", "b"], "labels": [true]}', "labels", "1 labels for 2"),
@@ -242,7 +242,7 @@ def test_non_utf8_in_json_and_csv_is_located(tmp_path):
     for name, data in files:
         path = tmp_path / name
         path.write_bytes(data)
-        with pytest.raises(DataError, match=rf"{name}:3: not valid UTF-8"):
+        with pytest.raises(DataError, match=rf"{name}:3: field 'prompt': not valid UTF-8 \(byte 0xe9\)"):
             read_rows(path, "prompt")
 
 
