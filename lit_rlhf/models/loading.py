@@ -85,6 +85,11 @@ def load_model(model: ModelLike, kind: Kind = "causal_lm", tokenizer: Any = None
     auto = AutoModelForCausalLM if kind == "causal_lm" else AutoModel
     source = _source(spec)
     if spec.name == "lit-rlhf:tiny-llama":
+        if spec.quantization is not None:
+            raise ValueError(
+                f"quantization='{spec.quantization}' loads saved weights through bitsandbytes; lit-rlhf:tiny-llama is "
+                f"built from code: save it first (model.save_pretrained(folder)) and name the folder"
+            )
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec)
         config = tiny_llama_config(tokenizer, spec.config)
         if spec.attn_implementation:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
 
 from lit_rlhf.models import (
@@ -41,6 +42,9 @@ class LitRLHFModule(L.LightningModule):
         warmup: LR warm-up, as a fraction of all steps (< 1) or a number of steps (≥ 1).
         schedule: LR decay after warm-up: ``constant``, ``linear`` or ``cosine``.
         min_lr_ratio: final LR as a fraction of the peak (linear/cosine).
+        nonfinite: what a NaN/inf training loss does: ``stop`` the run with a message naming the step, or
+            ``skip`` the update (no parameter or optimizer-state change; counted in
+            ``skipped_updates`` and warned). Decided over all ranks, so ranks stay in step.
     """
 
     def __init__(
@@ -49,10 +53,14 @@ class LitRLHFModule(L.LightningModule):
         warmup: float = 0.0,
         schedule: Schedule = "constant",
         min_lr_ratio: float = 0.0,
+        nonfinite: Literal["stop", "skip"] = "stop",
     ) -> None:
         super().__init__()
+        if nonfinite not in ("stop", "skip"):
+            raise ValueError(f"nonfinite must be 'stop' or 'skip', got {nonfinite!r}")
         self.optimizer_factory = optimizer
         self.warmup, self.schedule, self.min_lr_ratio = warmup, schedule, min_lr_ratio
+        self.nonfinite, self.skipped_updates, self._skip_update = nonfinite, 0, False
         self._train_sums: dict[str, torch.Tensor] = {}
         self._train_steps = 0
 
@@ -129,7 +137,16 @@ class LitRLHFModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         self._refuse_sharded_8bit_optimizer()
-        optimizer = self.optimizer_factory(self.trainable_parameters())
+        spec = getattr(self, "spec", None)
+        if getattr(spec, "quantization", None) is not None and spec.lora is None:
+            raise ValueError(
+                f"{type(self).__name__}: {spec.quantization} weights cannot be trained (only the layers left in full "
+                f"precision would be); add a LoRA adapter (model.lora, i.e. QLoRA)"
+            )
+        params = self.trainable_parameters()
+        if not params:
+            raise ValueError(f"{type(self).__name__} has no trainable parameters")
+        optimizer = self.optimizer_factory(params)
         if self.warmup == 0 and self.schedule == "constant":
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
@@ -156,22 +173,49 @@ class LitRLHFModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lit_rlhf_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
-    def check_finite(self, loss: torch.Tensor, name: str = "loss") -> None:
-        """Stop with a clear message when a loss is NaN/inf."""
-        if not torch.isfinite(loss).all():
-            raise FloatingPointError(
-                f"{type(self).__name__}: non-finite {name} ({loss.detach().flatten()[:4].tolist()}) at step "
-                f"{self.global_step}; lower the learning rate, check the data, or use 32-true precision"
-            )
+    def check_finite(self, loss: torch.Tensor, name: str = "loss") -> bool:
+        """``True`` if ``loss`` is finite on every rank; otherwise stop (raise) or mark this update skipped.
 
-    def manual_step(self, loss: torch.Tensor, optimizer: Any, gradient_clip_val: float | None = None) -> None:
-        """One step under manual optimisation: finite check, backward, optional norm clipping, optimizer step."""
-        self.check_finite(loss)
+        Raises:
+            FloatingPointError: with ``nonfinite="stop"``, on every rank at once (none is left waiting).
+        """
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if self._trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return True
+        where = f"{type(self).__name__}: non-finite {name} ({loss.detach().flatten()[:4].tolist()}) at step {self.global_step}"
+        if self.nonfinite == "stop":
+            raise FloatingPointError(
+                f"{where}; lower the learning rate, check the data, use 32-true precision, or set nonfinite: skip"
+            )
+        self._skip_update = self.automatic_optimization  # manual steps act on the returned flag
+        self.skipped_updates += 1
+        rank_zero_warn(f"{where}: update skipped ({self.skipped_updates} so far)")
+        return False
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Drop the gradients of a skipped update: optimizers leave parameters without ``.grad`` untouched."""
+        if self._skip_update:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            self._skip_update = False
+
+    def manual_step(self, loss: torch.Tensor, optimizer: Any, gradient_clip_val: float | None = None) -> bool:
+        """One step under manual optimisation: finite check, backward, optional norm clipping, optimizer step.
+
+        Returns:
+            whether the step was taken (``False``: a non-finite loss skipped it, see ``nonfinite``).
+        """
         optimizer.zero_grad()
+        if not self.check_finite(loss):
+            return False
         self.manual_backward(loss)
         if gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val, "norm")
         optimizer.step()
+        return True
 
 
 def resolve_checkpoint(path: str | Path) -> str:

@@ -195,13 +195,13 @@ class MetaRM(RewardModel):
         optimizer = self.optimizers()
         shifted = self.next_shifted_batch()
         loss, out = self.meta_loss(batch, shifted)
-        self.check_finite(loss)
         optimizer.zero_grad()
-        self.manual_backward(loss)
-        self._sync_gradients()
-        if self.gradient_clip_val:
-            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
-        optimizer.step()
+        if self.check_finite(loss):
+            self.manual_backward(loss)
+            self._sync_gradients()
+            if self.gradient_clip_val:
+                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+            optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()

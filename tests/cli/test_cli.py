@@ -10,13 +10,27 @@ import yaml
 from lit_rlhf.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+SCALE_CONFIGS = sorted((ROOT / "configs" / "scale").glob("*.yaml"))  # trainer-only: combine with a method config
 TINY_MODEL = ('{"name": "lit-rlhf:tiny-llama", "config": {"hidden_size": 32, "intermediate_size": 64, '
               '"num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2}}')
 
 
 def test_there_are_configs():
     assert any(c.name == "quickstart.yaml" for c in CONFIGS)
+
+
+@pytest.mark.parametrize("config", SCALE_CONFIGS, ids=lambda p: p.stem)
+def test_scale_configs_combine_with_a_method_config(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / "configs" / "reward.yaml"), "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    parsed = yaml.safe_load(capsys.readouterr().out)
+    expected = yaml.safe_load(config.read_text())["trainer"]
+    assert parsed["model"]["class_path"] == "lit_rlhf.modules.RewardModel"
+    assert parsed["trainer"]["strategy"] == expected["strategy"] or (
+        parsed["trainer"]["strategy"]["class_path"] == expected["strategy"]["class_path"])
+    assert parsed["trainer"]["devices"] == expected["devices"]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))

@@ -1,0 +1,65 @@
+"""Every shipped method config runs a few steps with configs/scale/ddp.yaml on CPU (2 processes, gloo).
+
+Overrides only shrink the run (steps, data sizes, generation length) and replace inputs that an earlier
+run would have produced (an SFT checkpoint, pair files, a reward model) by their task-generated or
+code-built equivalents; the method, its options and the data module are the config's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from launch import ROOT, assert_ranks_in_sync, run_fit
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
+         "--trainer.num_sanity_val_steps", "0", "--trainer.callbacks", "[]"]
+TASK = ["--data.task_sizes", '{"train": 64, "val": 16, "test": 16}']
+TINY_POLICY = ["--model.model", "lit-rlhf:tiny-llama"]
+SHORT = ["--model.sampling", '{"max_new_tokens": 8, "temperature": 1.0}']
+# one policy run keeps gold evaluation (generation + all_gather_object across ranks)
+GOLD = ["--trainer.callbacks", '[{"class_path": "lit_rlhf.eval.GoldEval", "init_args": '
+        '{"num_prompts": 8, "sampling": {"max_new_tokens": 8}}}]']
+NEEDS_ASSETS = {"dpo_smollm2_sentiment", "ppo_smollm2_sentiment", "sft_smollm2_sentiment", "prm_gsm",
+                "reward_minilm_sentiment", "w2s_sentiment"}
+
+OVERRIDES: dict[str, list[str]] = {
+    "contrastive_rm": [*TASK, "--data.batch_size", "8"],
+    "dpo_smollm2_sentiment": ["--data.train", "null", "--data.val", "null", *TASK, "--data.batch_size", "2",
+                              "--model.reference", "copy"],
+    "meta_rm": [*TASK, "--data.batch_size", "8"],
+    "orm": [*TASK, "--data.batch_size", "8"],
+    "ppo_rm": [*TINY_POLICY, "--model.reward_model", "null", "--model.value_init", "null", *SHORT, *TASK,
+               "--data.batch_size", "4", "--model.num_mini_batches", "2", "--model.ppo_epochs", "1"],
+    "ppo_smollm2_sentiment": [*SHORT, *TASK, "--data.batch_size", "2", "--model.num_mini_batches", "1",
+                              "--model.ppo_epochs", "1"],
+    "prm": [*TASK, "--data.batch_size", "8"],
+    "prm_gsm": [*TASK, "--data.batch_size", "2"],
+    "quickstart": [*TASK, "--data.batch_size", "8", *GOLD],
+    "rejection_sampling": [*TINY_POLICY, *SHORT, *TASK, "--data.batch_size", "4", "--model.k", "2",
+                           "--model.sft_steps", "1", "--model.sft_batch_size", "4"],
+    "reward_minilm_sentiment": [*TASK, "--data.batch_size", "8"],
+    "sft_chat": [*TASK, "--data.batch_size", "8"],
+    "sft_gatt": [*TASK, "--data.batch_size", "4"],
+    "sft_smollm2_sentiment": [*TASK, "--data.batch_size", "2"],
+    "w2s_sentiment": [*TASK, "--data.batch_size", "8"],
+    "w2s_synthetic": [*TASK, "--data.batch_size", "8"],
+}
+COVERED_ELSEWHERE = {"sft", "reward", "dpo", "ppo"}  # test_scale.py runs these under DDP and FSDP2
+
+
+def test_every_config_is_covered():
+    shipped = {p.stem for p in (ROOT / "configs").glob("*.yaml")}
+    assert shipped == set(OVERRIDES) | COVERED_ELSEWHERE, "add the new config to OVERRIDES"
+
+
+@pytest.mark.parametrize("name", sorted(OVERRIDES))
+def test_config_runs_under_ddp(name, tmp_path):
+    if name in NEEDS_ASSETS:
+        pytest.importorskip("vaderSentiment", reason="packaged assets not installed (lit-rlhf assets)")
+    args = ["--config", str(Path("configs") / f"{name}.yaml"), *SMALL, *OVERRIDES[name]]
+    ranks = run_fit(args, tmp_path, "ddp", timeout=420)
+    assert_ranks_in_sync(ranks)
