@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from lit_rlhf.data.collate import Collator
-from lit_rlhf.data.sampling import LengthGroupedBatchSampler, ResumableDataLoader
+from lit_rlhf.data.sampling import LengthGroupedBatchSampler, ResumableLoader
 from lit_rlhf.data.schemas import PromptRow, Row
 from lit_rlhf.data.strength import apply_strength_treatments
 from lit_rlhf.data.sources import read_rows, task_rows
@@ -98,7 +98,7 @@ class RowDataModule(L.LightningDataModule):
         self.datasets: dict[str, ListDataset] = {}
         self.filtered: dict[str, Counter] = {}
         self.kept_rows: dict[str, list[int]] = {}  # indices into self.rows[split] of the encoded items
-        self._train_loader: ResumableDataLoader | None = None
+        self._train_loader: ResumableLoader | None = None
         self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, for the next train loader
 
     # -- sources ----------------------------------------------------------------------------
@@ -184,15 +184,15 @@ class RowDataModule(L.LightningDataModule):
         key = "input_ids" if "input_ids" in items[0] else f"{self.pair_keys[0]}_input_ids"
         return [len(x[key]) for x in items]
 
-    def train_dataloader(self) -> DataLoader:
-        """Seeded shuffled (length-grouped) batches from a :class:`ResumableDataLoader`."""
+    def train_dataloader(self) -> ResumableLoader:
+        """Seeded shuffled (length-grouped) batches, sharded over the ranks, resumable mid-epoch."""
         ds = self.dataset("train")
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         sampler = LengthGroupedBatchSampler(
             self.lengths(ds.items), self.batch_size, seed=self.seed, num_replicas=world, rank=rank,
             **({} if self.group_by_length else {"group_factor": 1}),
         )
-        loader = ResumableDataLoader(ds, batch_sampler=sampler, collate_fn=self.collator(), num_workers=self.num_workers)
+        loader = ResumableLoader(ds, batch_sampler=sampler, collate_fn=self.collator(), num_workers=self.num_workers)
         if self._train_loader_state is not None:
             loader.load_state_dict(self._train_loader_state)
             self._train_loader_state = None

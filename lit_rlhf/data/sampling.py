@@ -28,7 +28,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     gets the same number of batches (the tail is dropped, or padded by wrapping if ``drop_last=False``).
     Deterministic for a given ``seed`` and epoch (call :meth:`set_epoch`); ``group_factor=1`` gives plain
     shuffled batches. :meth:`resume` makes the next pass of a given epoch start after the batches a killed
-    run had already consumed (see :class:`ResumableDataLoader`).
+    run had already consumed (see :class:`ResumableLoader`).
     """
 
     def __init__(
@@ -88,8 +88,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return total // self.num_replicas if self.drop_last else -(-total // self.num_replicas)
 
 
-class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` over a :class:`LengthGroupedBatchSampler` whose position in the epoch is checkpointed.
+class ResumableLoader:
+    """Batches of a ``DataLoader`` over a :class:`LengthGroupedBatchSampler`, with its position in the epoch
+    checkpointed.
 
     It counts the batches it has handed out in the current pass; :meth:`state_dict` is ``{"epoch", "batches"}``
     and :meth:`load_state_dict` makes the next pass of that epoch continue after them, in the same order. Having
@@ -97,17 +98,29 @@ class ResumableDataLoader(DataLoader):
     data module also saves it (see :meth:`lit_rlhf.data.RowDataModule.state_dict`) because Lightning 2.6 does
     not reload loader states when ``configure_optimizers`` asked for ``estimated_stepping_batches`` (an LR
     schedule), which had already built the loader.
+
+    Not a ``DataLoader`` subclass on purpose: under DDP Lightning rebuilds ``DataLoader`` objects to inject a
+    ``DistributedSampler``, and would rebuild this batch sampler from that sampler's indices (taking them
+    for lengths, with one replica: every rank then trained on the same half of the data). The batch sampler
+    shards over the ranks itself.
+
+    Args:
+        dataset: map-style dataset.
+        batch_sampler: the (sharded) batch sampler.
+        **kwargs: other ``DataLoader`` arguments (``collate_fn``, ``num_workers``, ...).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.batch_sampler, LengthGroupedBatchSampler):
-            raise TypeError(f"ResumableDataLoader needs a LengthGroupedBatchSampler, got {type(self.batch_sampler).__name__}")
+    def __init__(self, dataset: Any, batch_sampler: LengthGroupedBatchSampler, **kwargs: Any) -> None:
+        self.dataset, self.batch_sampler = dataset, batch_sampler
+        self.loader = DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
         self.position: int | None = None  # batches of the current pass handed out (None: no pass started)
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
         self.position = None
-        for batch in super().__iter__():
+        for batch in self.loader:
             sampler = self.batch_sampler
             self.position = (sampler.pass_start if self.position is None else self.position) + 1
             yield batch
