@@ -41,6 +41,29 @@ class LitRLHFCLI(LightningCLI):
         parser.add_argument("--w2s", type=Optional[W2SSettings], default=None,
                             help="settings of `lit-rlhf w2s` (weak-to-strong pipeline); ignored by fit/validate/test")
 
+    def before_fit(self) -> None:
+        """``--ckpt_path last``: resume from the newest ``last*.ckpt`` of this run folder (see :func:`find_last_checkpoint`)."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") == "last":
+            found = find_last_checkpoint(self.trainer)
+            if found is not None:
+                config["ckpt_path"] = found
+
+
+def find_last_checkpoint(trainer) -> str | None:
+    """The newest ``last*.ckpt`` under ``trainer.default_root_dir`` or a ``ModelCheckpoint(dirpath=...)``.
+
+    Lightning looks for ``last`` only in the checkpoint folder of the *new* run, which under a logger is a
+    fresh version folder (``<save_dir>/<project>/<run id>/checkpoints``), so an interrupted run's
+    ``last.ckpt`` would not be found and training would silently start over. ``None``: none found.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    folders = [Path(trainer.default_root_dir)]
+    folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    found = {f for folder in folders if folder.is_dir() for f in folder.rglob("last*.ckpt") if f.is_file()}
+    return str(max(found, key=lambda f: f.stat().st_mtime)) if found else None
+
 
 def load_module(ckpt_path: str | Path) -> LitRLHFModule:
     """Rebuild the module that wrote a Lightning checkpoint (its class is recorded in the file)."""

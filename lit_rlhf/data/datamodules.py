@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from lit_rlhf.data.collate import Collator
-from lit_rlhf.data.sampling import LengthGroupedBatchSampler
+from lit_rlhf.data.sampling import LengthGroupedBatchSampler, ResumableLoader
 from lit_rlhf.data.schemas import PromptRow, Row
 from lit_rlhf.data.strength import apply_strength_treatments
 from lit_rlhf.data.sources import read_rows, task_rows
@@ -57,7 +57,9 @@ class RowDataModule(L.LightningDataModule):
             or ``error``.
         batch_size: training batch size (per device).
         eval_batch_size: validation/test batch size (default: ``batch_size``).
-        group_by_length: length-grouped shuffled training batches.
+        group_by_length: length-grouped shuffled training batches (else plain shuffled batches). Either way
+            the order depends only on ``seed`` and the epoch, and a run resumed mid-epoch from a checkpoint
+            sees exactly the batches the interrupted run had left, in the same order.
         num_workers: DataLoader workers.
         seed: shuffling and task-generation seed.
     """
@@ -96,6 +98,8 @@ class RowDataModule(L.LightningDataModule):
         self.datasets: dict[str, ListDataset] = {}
         self.filtered: dict[str, Counter] = {}
         self.kept_rows: dict[str, list[int]] = {}  # indices into self.rows[split] of the encoded items
+        self._train_loader: ResumableLoader | None = None
+        self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, for the next train loader
 
     # -- sources ----------------------------------------------------------------------------
     def has_split(self, split: str) -> bool:
@@ -187,16 +191,27 @@ class RowDataModule(L.LightningDataModule):
         key = "input_ids" if "input_ids" in items[0] else f"{self.pair_keys[0]}_input_ids"
         return [len(x[key]) for x in items]
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
+        """Seeded shuffled (length-grouped) batches, sharded over the ranks, resumable mid-epoch."""
         ds = self.dataset("train")
-        if not self.group_by_length:
-            return DataLoader(ds, batch_size=self.batch_size, shuffle=True, collate_fn=self.collator(),
-                              num_workers=self.num_workers)
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         sampler = LengthGroupedBatchSampler(
-            self.lengths(ds.items), self.batch_size, seed=self.seed, num_replicas=world, rank=rank
+            self.lengths(ds.items), self.batch_size, seed=self.seed, num_replicas=world, rank=rank,
+            **({} if self.group_by_length else {"group_factor": 1}),
         )
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=self.collator(), num_workers=self.num_workers)
+        loader = ResumableLoader(ds, batch_sampler=sampler, collate_fn=self.collator(), num_workers=self.num_workers)
+        if self._train_loader_state is not None:
+            loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position (epoch, batches consumed), saved in checkpoints."""
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_loader_state = state_dict.get("train_loader")
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(self.dataset(split), batch_size=self.eval_batch_size, shuffle=False,

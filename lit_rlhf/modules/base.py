@@ -17,6 +17,7 @@ from lit_rlhf.models import (
     ModelLike, ModelSpec, apply_lora, load_model, load_tokenizer, sequence_logps, trainable_parameters,
 )
 from lit_rlhf.models.sharding import block_classes, is_sharded, shard_children
+from lit_rlhf.modules.rng import TrainingRNG
 from lit_rlhf.rollout.generation import SamplingConfig, generate
 
 Schedule = Literal["constant", "linear", "cosine"]
@@ -63,6 +64,7 @@ class LitRLHFModule(L.LightningModule):
         self.nonfinite, self.skipped_updates, self._skip_update = nonfinite, 0, False
         self._train_sums: dict[str, torch.Tensor] = {}
         self._train_steps = 0
+        self.training_rng = TrainingRNG()
 
     def log_train(self, metrics: dict[str, torch.Tensor], batch_size: int, prog_bar: tuple[str, ...] = ("train/loss",)) -> None:
         """Log training metrics as their means over the logging interval, once per interval.
@@ -170,7 +172,18 @@ class LitRLHFModule(L.LightningModule):
                 f"work with {type(strategy).__name__} (sharded parameters); use torch.optim.AdamW, or strategy: ddp"
             )
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.training_rng.enter(self.device)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.training_rng.exit(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Subclasses with their own state call this first (``super().on_load_checkpoint``)."""
+        self.training_rng.load_state_dict(checkpoint.get("training_rng"))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["training_rng"] = self.training_rng.state_dict(self.device)
         checkpoint["lit_rlhf_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def check_finite(self, loss: torch.Tensor, name: str = "loss") -> bool:

@@ -212,6 +212,7 @@ class DPO(PolicyModule):
             del checkpoint["state_dict"][key]  # rebuilt from the starting policy, not saved
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.reference_fingerprint = checkpoint.get("dpo_reference_fingerprint")
         if self.ref_model is not None:
             checkpoint["state_dict"].update({f"ref_model.{k}": v for k, v in self.ref_model.state_dict().items()})

@@ -326,6 +326,7 @@ class PPO(PolicyModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("ppo_state")
         if state is None:
             return

@@ -109,4 +109,5 @@ class RejectionSampling(PolicyModule):
         checkpoint["rs_pool"] = self.pool
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.pool = list(checkpoint.get("rs_pool", []))

@@ -106,3 +106,21 @@ def test_export_rejects_foreign_checkpoint(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ValueError, match="not a lit_rlhf checkpoint"):
         main(["export", str(path), str(tmp_path / "out")])
+
+
+def test_ckpt_path_last_finds_the_newest_last_checkpoint_under_the_run_folder(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    from lit_rlhf.cli import find_last_checkpoint
+
+    trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"), checkpoint_callbacks=[])
+    assert find_last_checkpoint(trainer) is None
+    old, new = tmp_path / "run/lit-rlhf/a1/checkpoints/last.ckpt", tmp_path / "run/lit-rlhf/b2/checkpoints/last.ckpt"
+    for i, path in enumerate([old, new, tmp_path / "run/lit-rlhf/b2/checkpoints/epoch=0-step=9.ckpt"]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + i, 1000 + i))
+    assert find_last_checkpoint(trainer) == str(new)  # a logger's versioned folders: the newest last.ckpt
+    os.utime(old, (2000, 2000))
+    assert find_last_checkpoint(trainer) == str(old)

@@ -112,3 +112,64 @@ def test_two_replicas_drop_last_are_disjoint():
     assert len(out[0]) == len(out[1]) == 62  # 125 full batches // 2
     assert not set(flat(out[0])) & set(flat(out[1]))
     assert all(len(b) == 8 for b in out[0] + out[1])
+
+
+# -- resuming mid-epoch -------------------------------------------------------------------------------
+
+def resumable(lens, epoch=0, **kwargs):
+    from lit_rlhf.data.sampling import ResumableLoader
+
+    sampler = LengthGroupedBatchSampler(lens, batch_size=4, seed=5, group_factor=3, **kwargs)
+    sampler.set_epoch(epoch)
+    return ResumableLoader(list(range(len(lens))), batch_sampler=sampler, collate_fn=list)
+
+
+def test_loader_state_resumes_the_remaining_batches_in_order():
+    lens = lengths(50)  # 13 batches
+    full = list(resumable(lens, epoch=2))
+    loader = resumable(lens, epoch=2)
+    it = iter(loader)
+    seen = [next(it) for _ in range(5)]
+    state = loader.state_dict()
+    assert state == {"epoch": 2, "batches": 5} and seen == full[:5]
+    fresh = resumable(lens)  # a new process: epoch not yet set
+    fresh.load_state_dict(state)
+    fresh.load_state_dict(state)  # absolute: loading twice (data module and Lightning) skips once
+    assert fresh.state_dict() == state  # pending, not yet started
+    rest = list(fresh)
+    assert rest == full[5:]
+    assert fresh.state_dict() == {"epoch": 3, "batches": 0}  # pass over: the next one is a new epoch
+    fresh.batch_sampler.set_epoch(3)
+    assert list(fresh) == list(resumable(lens, epoch=3))  # the skip was one-shot
+    # a resumed-in-the-middle state saved again mid-pass counts from the epoch start
+    again = resumable(lens)
+    again.load_state_dict(state)
+    it = iter(again)
+    next(it), next(it)
+    assert again.state_dict() == {"epoch": 2, "batches": 7}
+
+
+def test_resume_position_applies_to_its_epoch_only():
+    lens = lengths(50)
+    loader = resumable(lens)
+    loader.load_state_dict({"epoch": 1, "batches": 4})
+    loader.batch_sampler.set_epoch(2)  # a stale position of an earlier epoch is ignored
+    assert list(loader) == list(resumable(lens, epoch=2))
+
+
+def test_resume_with_replicas_skips_per_rank_batches():
+    lens = lengths(80)
+    ranks = [resumable(lens, num_replicas=2, rank=r) for r in (0, 1)]
+    full = [list(r) for r in ranks]
+    for r, loader in enumerate(ranks):
+        loader.load_state_dict({"epoch": 0, "batches": 3})
+        assert list(loader) == full[r][3:]
+
+
+def test_lightning_sets_the_epoch_through_batch_sampler_sampler():
+    # Lightning calls set_epoch on dataloader.sampler and dataloader.batch_sampler.sampler only
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    loader = resumable(lengths(20))
+    _set_sampler_epoch(loader, 4)
+    assert loader.batch_sampler.epoch == 4
