@@ -105,6 +105,8 @@ def load_model(model: ModelLike, kind: Kind = "causal_lm", tokenizer: Any = None
             source, config=config, dtype=spec.torch_dtype, revision=spec.revision,
             trust_remote_code=spec.trust_remote_code, quantization_config=_quantization_config(spec),
         )
+    if kind == "backbone" and isinstance(getattr(net, "pooler", None), nn.Module):
+        net.pooler = None  # heads pool the hidden states themselves; an unused pooler also breaks DDP's reducer
     if spec.gradient_checkpointing:
         if hasattr(net, "activation_checkpointing_enable"):  # transformers >= 5.x
             net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
