@@ -54,6 +54,10 @@ class ModelSpec:
     revision: str | None = None
     trust_remote_code: bool = False
 
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):
+            self.lora = LoraSpec(**self.lora)
+
     @classmethod
     def of(cls, value: "str | ModelSpec | dict[str, Any]") -> "ModelSpec":
         """Normalise a name, a dict or a spec into a spec."""
@@ -62,9 +66,6 @@ class ModelSpec:
         if isinstance(value, str):
             return cls(name=value)
         if isinstance(value, dict):
-            value = dict(value)
-            if isinstance(value.get("lora"), dict):
-                value["lora"] = LoraSpec(**value["lora"])
             return cls(**value)
         raise TypeError(f"a model is a name, a dict or a ModelSpec, got {type(value).__name__}")
 

@@ -1,4 +1,5 @@
-"""Every shipped method config runs a few steps with configs/scale/ddp.yaml on CPU (2 processes, gloo).
+"""Every shipped method config runs a few steps with configs/scale/ddp.yaml on CPU (2 processes, gloo);
+the methods not in test_scale.py also run under configs/scale/fsdp2.yaml (MetaRM refuses it).
 
 Overrides only shrink the run (steps, data sizes, generation length) and replace inputs that an earlier
 run would have produced (an SFT checkpoint, pair files, a reward model) by their task-generated or
@@ -62,4 +63,14 @@ def test_config_runs_under_ddp(name, tmp_path):
         pytest.importorskip("vaderSentiment", reason="packaged assets not installed (lit-rlhf assets)")
     args = ["--config", str(Path("configs") / f"{name}.yaml"), *SMALL, *OVERRIDES[name]]
     ranks = run_fit(args, tmp_path, "ddp", timeout=420)
+    assert_ranks_in_sync(ranks)
+
+
+FSDP2 = ["contrastive_rm", "orm", "prm", "quickstart", "rejection_sampling", "w2s_synthetic"]
+
+
+@pytest.mark.parametrize("name", FSDP2)
+def test_config_runs_under_fsdp2(name, tmp_path):
+    args = ["--config", str(Path("configs") / f"{name}.yaml"), *SMALL, *OVERRIDES[name]]
+    ranks = run_fit(args, tmp_path, "fsdp2", timeout=420)
     assert_ranks_in_sync(ranks)
