@@ -45,9 +45,10 @@ class DPO(PolicyModule):
             ``none`` (reference-free: log π_ref = 0).
         reference_cache: folder of the precomputed cache (default ``$LIT_RLHF_CACHE/dpo_reference``).
         reference_batch_size: pairs per batch of the precomputing pass.
-        padding_free: pack the right-padded ``[chosen; rejected]`` rows into fewer rows (no compute on padding;
-            :func:`~lit_rlhf.models.logprobs.packed_sequence_logps`). Checked once against the padded forward;
-            switched off with a warning if the model does not keep packed sequences apart.
+        padding_free: pack the right-padded ``[chosen; rejected]`` rows into fewer (up to twice as wide) rows
+            (little compute on padding; :func:`~lit_rlhf.models.logprobs.packed_sequence_logps`). Checked once
+            against the padded forward; switched off with a warning if the model does not keep packed sequences
+            apart. Either way the LM head runs only where a completion token is predicted.
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from lit_rlhf.losses import gae, kl_penalty, masked_mean, ppo_policy_loss, ppo_value_loss, whiten
 from lit_rlhf.losses.ppo import KLKind
-from lit_rlhf.models import HeadModel, ModelLike, ModelSpec, hidden_size, load_model, token_logps
+from lit_rlhf.models import HeadModel, ModelLike, ModelSpec, hidden_size, load_model, selected_logits, token_logps
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, RunningMoments, SamplingConfig, generate, kl_controller, response_mask
 from lit_rlhf.rollout.rewards import RewardFn, load_reward_head, reward_source, score_completions
@@ -169,10 +169,13 @@ class PPO(PolicyModule):
         The one code path for rollout and training log-probs (so the first PPO ratio is exactly 1).
         """
         position_ids = position_ids_of(attention_mask)
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                    output_hidden_states=with_values and self.value_head is not None)
         R = response_width
-        logits = out.logits[:, -R - 1:-1].float() / (self.sampling.temperature + 1e-7)
+        select = torch.zeros_like(input_ids, dtype=torch.bool)
+        select[:, -R - 1:-1] = True  # the positions that predict the response tokens: the LM head runs on those only
+        logits, out = selected_logits(model, select, input_ids=input_ids, attention_mask=attention_mask,
+                                      position_ids=position_ids,
+                                      output_hidden_states=with_values and self.value_head is not None)
+        logits = logits.view(len(input_ids), R, -1).float() / (self.sampling.temperature + 1e-7)
         result = {"logprobs": token_logps(logits, input_ids[:, -R:])}
         if with_entropy:  # with gradient only when it is a bonus in the loss
             with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_coef != 0):

@@ -9,7 +9,6 @@ from typing import Any, Literal
 import torch
 
 from lit_rlhf.data.collate import Collator
-from lit_rlhf.losses import sft_loss
 from lit_rlhf.models import ModelLike
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout.generation import SamplingConfig, generate, response_mask
@@ -92,8 +91,8 @@ class RejectionSampling(PolicyModule):
             examples = random.sample(self.pool, min(self.sft_batch_size, len(self.pool)))
             mb = collate([{k: e[k] for k in ("input_ids", "completion_mask")} for e in examples])
             mb = {k: v.to(self.device) for k, v in mb.items()}
-            nll, n = sft_loss(self(mb["input_ids"], mb["attention_mask"]), mb["input_ids"], mb["completion_mask"])
-            loss = nll.sum() / n.sum().clamp(min=1)
+            logps, n = self.policy_logps(mb["input_ids"], mb["attention_mask"], mb["completion_mask"])
+            loss = -logps.sum() / n.sum().clamp(min=1)
             self.manual_step(loss, optimizer, self.gradient_clip_val)
             losses.append(loss.detach())
         metrics = {

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from torchmetrics import MeanMetric, SumMetric
 
-from lit_rlhf.losses import sft_loss
 from lit_rlhf.models import ModelLike
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout.generation import SamplingConfig
@@ -42,9 +41,8 @@ class SFT(PolicyModule):
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token-mean NLL and token count of a batch."""
-        logits = self(batch["input_ids"], batch["attention_mask"])
-        nll, num_tokens = sft_loss(logits, batch["input_ids"], batch["completion_mask"])
-        return nll.sum(), num_tokens.sum()
+        logps, num_tokens = self.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        return -logps.sum(), num_tokens.sum()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         nll, num_tokens = self.loss(batch)

@@ -68,6 +68,34 @@ def test_smollm2_answers_two_plus_two(smollm2):
     assert "4" in text, text
 
 
+
+@pytest.mark.slow
+@needs_smollm2
+def test_smollm2_completion_logps_with_the_head_on_completion_positions_only(smollm2):
+    import torch
+
+    from lit_rlhf.data.collate import pad
+    from lit_rlhf.models import packed_sequence_logps, sequence_logps
+
+    tok, model = smollm2
+    texts = [("The movie was", " really quite good, I enjoyed the acting."), ("Review:", " boring."),
+             ("Plot summary: a man", " walks into a bar and orders a drink.")]
+    seqs = [tok(p + c)["input_ids"] for p, c in texts]
+    starts = [len(tok(p)["input_ids"]) for p, _ in texts]
+    ids = pad(seqs, tok.pad_token_id)
+    args = ids, pad([[1] * len(s) for s in seqs], 0), pad([[0] * n + [1] * (len(s) - n) for s, n in zip(seqs, starts)], 0)
+    seen = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
+    with torch.no_grad():
+        full = sequence_logps(lambda **kw: model(**kw), *args)[0]  # a plain callable: full logits
+        try:
+            padded, packed = sequence_logps(model, *args)[0], packed_sequence_logps(model, *args)[0]
+        finally:
+            handle.remove()
+    assert seen == [ids.shape[1], int(args[2].sum()), int(args[2].sum())]  # the head ran on completions only
+    assert torch.allclose(padded, full, rtol=1e-5, atol=1e-4) and torch.allclose(packed, full, rtol=1e-5, atol=1e-4)
+
+
 # -- all-MiniLM-L6-v2 (fast: about a second) ----------------------------------------------------
 
 @pytest.fixture(scope="module")

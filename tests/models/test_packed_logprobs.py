@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lit_rlhf.data.collate import pad
-from lit_rlhf.models import load_model, pack_rows, packed_sequence_logps, sequence_logps
+from lit_rlhf.models import load_model, pack_rows, packed_sequence_logps, packing_width, sequence_logps
 
 
 def test_pack_rows_first_fit_decreasing():
@@ -12,6 +12,14 @@ def test_pack_rows_first_fit_decreasing():
     assert sorted(i for row in pack_rows([1] * 7, 3) for i in row) == list(range(7))
     with pytest.raises(ValueError, match="more than the row capacity"):
         pack_rows([9], capacity=8)
+
+
+def test_packing_width_takes_the_fewest_token_slots():
+    # slots (rows x width): 10: [6,4] [5,5] [3] = 30; 11: 33; 12: [6,5] [5,4,3] = 24; 13: 26; 14: 28
+    assert len(pack_rows([6, 5, 5, 4, 3], 12)) == 2
+    assert packing_width([6, 5, 5, 4, 3], 10, 14, candidates=4) == 12  # candidates 10, 11, 12, 13, 14
+    assert packing_width([6, 5, 5, 4, 3], 10, 10) == 10
+    assert packing_width([5, 5], 10, 20) == 10  # already one full row: the narrowest of the ties
 
 
 def _batch(tok):
@@ -24,15 +32,15 @@ def _batch(tok):
     return pad(seqs, tok.pad_token_id), pad([[1] * len(s) for s in seqs], 0), pad(masks, 0)
 
 
-@pytest.mark.parametrize("width", [1.0, 2.0])
-def test_packed_equals_padded_values_and_gradients(tiny_spec, tok, width):
+@pytest.mark.parametrize("max_width", [1.0, 2.0])
+def test_packed_equals_padded_values_and_gradients(tiny_spec, tok, max_width):
     model = load_model(tiny_spec, "causal_lm", tok)
     ids, attention, completion = _batch(tok)
     padded, lengths = sequence_logps(model, ids, attention, completion)
     (padded * torch.arange(1.0, 7.0)).sum().backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    packed, packed_lengths = packed_sequence_logps(model, ids, attention, completion, width=width)
+    packed, packed_lengths = packed_sequence_logps(model, ids, attention, completion, max_width=max_width)
     (packed * torch.arange(1.0, 7.0)).sum().backward()
     assert torch.equal(lengths, packed_lengths) and lengths.tolist() == [14, 2, 1, 9, 5, 3]
     assert torch.allclose(padded, packed, atol=1e-4)
