@@ -86,8 +86,12 @@ class LitRLHFModule(L.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return trainable_parameters(self)
 
+    def param_groups(self) -> list[Any]:
+        """What the optimizer factory receives: the trainable parameters (a module may return param groups)."""
+        return self.trainable_parameters()
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.trainable_parameters())
+        optimizer = self.optimizer_factory(self.param_groups())
         if self.warmup == 0 and self.schedule == "constant":
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
