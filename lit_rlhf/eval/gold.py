@@ -31,6 +31,11 @@ class GoldResult:
     rewards: torch.Tensor
     completion_ids: list[list[int]] | None = None
 
+    @property
+    def mean(self) -> float:
+        """Mean gold reward (NaN when empty)."""
+        return float(self.rewards.mean()) if len(self.rewards) else float("nan")
+
 
 def completion_token_ids(sequences: torch.Tensor, width: int, eos_id: int | None, pad_id: int | None) -> list[list[int]]:
     """The generated tokens of each row of ``generate``'s output: up to and including the first EOS,
@@ -67,10 +72,6 @@ def sequence_log_ratios(
             return None
         out.append((policy(ids, attention, completion) - ref).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
-
-    @property
-    def mean(self) -> float:
-        return float(self.rewards.mean()) if len(self.rewards) else float("nan")
 
 
 def sample_and_score(

@@ -137,6 +137,10 @@ class LitRLHFModule(L.LightningModule):
                 f"here; use strategy: ddp (QLoRA fits a 7B policy on one GPU per process) or full-precision weights"
             )
 
+    def param_groups(self) -> list[Any]:
+        """What the optimizer factory receives: the trainable parameters (a module may return param groups)."""
+        return self.trainable_parameters()
+
     def configure_optimizers(self) -> Any:
         self._refuse_sharded_8bit_optimizer()
         spec = getattr(self, "spec", None)
@@ -145,7 +149,7 @@ class LitRLHFModule(L.LightningModule):
                 f"{type(self).__name__}: {spec.quantization} weights cannot be trained (only the layers left in full "
                 f"precision would be); add a LoRA adapter (model.lora, i.e. QLoRA)"
             )
-        params = self.trainable_parameters()
+        params = self.param_groups()
         if not params:
             raise ValueError(f"{type(self).__name__} has no trainable parameters")
         optimizer = self.optimizer_factory(params)

@@ -63,11 +63,18 @@ class PPO(PolicyModule):
         value_model: critic backbone name or spec (default: the policy's spec); ignored with ``value_head``.
         value_head: put the value head on the policy's last hidden state instead of a separate critic.
         value_init: initialise the critic from a reward model (``.ckpt`` or folder, as ``reward_model``).
+        value_lr: learning rate of the critic's parameters (value model or value head) as their own param
+            group; ``None`` = the optimizer's learning rate. A critic that is not initialised from a reward
+            model starts from a random head and usually needs a higher rate than the policy (OpenRLHF's
+            ``critic_learning_rate``), else its values stay near the mean return and carry no credit.
         ppo_epochs: passes over the rollout buffer per iteration.
         num_mini_batches: minibatches per pass (the prompt batch size must be divisible by it).
         kl_coef: β (initial β with ``kl_target``).
         kl_target: target KL (nats per sequence) of the adaptive controller; ``None`` = fixed β.
-        kl_horizon: horizon of the adaptive controller (episodes).
+        kl_horizon: horizon of the adaptive controller in episodes (prompts; each iteration passes its batch
+            size): β changes by at most a factor ``1 ± 0.2 · batch / kl_horizon`` per iteration. The default is
+            Ziegler et al.'s 10,000 (0.13% per iteration at 64 prompts); short runs need a few iterations'
+            worth, e.g. 320 at 64 prompts (4%).
         kl_estimator: per-token KL in the reward: ``k1`` | ``k2`` | ``k3``.
         gamma: GAE γ.
         lam: GAE λ.
@@ -92,6 +99,7 @@ class PPO(PolicyModule):
         value_model: ModelLike | None = None,
         value_head: bool = False,
         value_init: str | None = None,
+        value_lr: float | None = None,
         ppo_epochs: int = 4,
         num_mini_batches: int = 1,
         kl_coef: float = 0.05,
@@ -114,6 +122,8 @@ class PPO(PolicyModule):
         sampling = SamplingConfig.of(sampling if sampling is not None else {"temperature": 0.7, "max_new_tokens": 53})
         if sampling.temperature <= 0:
             raise ValueError("PPO samples its rollouts: sampling.temperature must be > 0")
+        if value_lr is not None and value_lr <= 0:
+            raise ValueError(f"value_lr must be > 0, got {value_lr}")
         if ppo_epochs < 1 or num_mini_batches < 1:
             raise ValueError(f"need ppo_epochs >= 1 and num_mini_batches >= 1, got {ppo_epochs}, {num_mini_batches}")
         super().__init__(model=model, sampling=sampling, **kwargs)
@@ -131,6 +141,7 @@ class PPO(PolicyModule):
             self.value_model = self._critic(ModelSpec.of(value_model or self.spec), value_init)
             disable_dropout(self.value_model)
         self.reward_source: RewardFn | None = reward_source(reward_model, reward_fn)
+        self.value_lr = value_lr
         self.ppo_epochs, self.num_mini_batches = ppo_epochs, num_mini_batches
         self.kl_ctl = kl_controller(kl_coef, kl_target, kl_horizon)
         self.kl_estimator, self.gamma, self.lam = kl_estimator, gamma, lam
@@ -150,6 +161,16 @@ class PPO(PolicyModule):
         critic = HeadModel(reward_head.backbone, 1, "none", squeeze=True, bias=False)
         critic.head.weight.data.copy_(reward_head.head.weight.data)
         return critic
+
+    def param_groups(self) -> list[Any]:
+        """The trainable parameters; with ``value_lr``, the critic's in a second group with that learning rate."""
+        params = self.trainable_parameters()
+        if self.value_lr is None:
+            return params
+        critic_model = self.value_head if self.value_head is not None else self.value_model
+        critic = {id(p) for p in critic_model.parameters()}
+        return [{"params": [p for p in params if id(p) not in critic]},
+                {"params": [p for p in params if id(p) in critic], "lr": self.value_lr}]
 
     # ------------------------------------------------------------------ forward passes
     def reference(self) -> AbstractContextManager:

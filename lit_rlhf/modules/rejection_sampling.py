@@ -85,7 +85,8 @@ class RejectionSampling(PolicyModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         winners, scores = self.best_of_k(batch)
         self.pool = (self.pool if self.pool_mode == "all" else []) + winners
-        optimizer, collate = self.optimizers(), Collator(self.tokenizer.pad_token_id, "right")
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        collate = Collator(self.tokenizer.pad_token_id, "right")
         losses = []
         for _ in range(self.sft_steps if self.pool else 0):
             examples = random.sample(self.pool, min(self.sft_batch_size, len(self.pool)))
@@ -94,6 +95,8 @@ class RejectionSampling(PolicyModule):
             logps, n = self.policy_logps(mb["input_ids"], mb["attention_mask"], mb["completion_mask"])
             loss = -logps.sum() / n.sum().clamp(min=1)
             self.manual_step(loss, optimizer, self.gradient_clip_val)
+            if scheduler is not None:  # manual optimisation: Lightning does not step it
+                scheduler.step()
             losses.append(loss.detach())
         metrics = {
             "rs/mean_score": scores.mean(), "rs/best_score": scores.max(-1).values.mean(),
@@ -101,6 +104,7 @@ class RejectionSampling(PolicyModule):
         }
         if losses:
             metrics["train/loss"] = torch.stack(losses).mean()
+        self.last_metrics = {k: float(v) for k, v in metrics.items()}  # of the last iteration, for callbacks
         self.log_train(metrics, len(batch["prompt_ids"]), prog_bar=("rs/best_score", "train/loss"))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

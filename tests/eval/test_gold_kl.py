@@ -6,7 +6,7 @@ import torch
 
 from lit_rlhf.data import PreferenceDataModule, SFTDataModule
 from lit_rlhf.eval import GoldEval, sequence_log_ratios
-from lit_rlhf.eval.gold import completion_token_ids
+from lit_rlhf.eval.gold import GoldResult, completion_token_ids
 from lit_rlhf.models import load_model, sequence_logps
 from lit_rlhf.modules import DPO, SFT
 from lit_rlhf.tasks import Arithmetic
@@ -15,6 +15,11 @@ from lit_rlhf.tasks import Arithmetic
 def test_completion_token_ids_stop_at_eos_or_trailing_padding():
     seqs = torch.tensor([[0, 5, 7, 8, 2, 0, 0], [5, 5, 7, 9, 9, 0, 0], [0, 0, 7, 8, 9, 10, 11]])
     assert completion_token_ids(seqs, 2, eos_id=2, pad_id=0) == [[7, 8, 2], [7, 9, 9], [7, 8, 9, 10, 11]]
+
+
+def test_gold_result_mean():
+    assert GoldResult(["a", "b"], ["x", "y"], torch.tensor([1.0, 0.0])).mean == 0.5
+    assert GoldResult([], [], torch.zeros(0)).mean != GoldResult([], [], torch.zeros(0)).mean  # NaN when empty
 
 
 def test_sequence_log_ratios_match_unpadded_log_probs(tiny_spec, tok):

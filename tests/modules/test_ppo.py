@@ -122,6 +122,19 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         module.score(["a"], ["b"])
 
 
+@pytest.mark.parametrize("value_head", [False, True])
+def test_value_lr_puts_the_critic_in_its_own_param_group(value_head):
+    module = make_ppo(value_head=value_head, value_lr=3e-3)
+    policy_group, critic_group = module.configure_optimizers().param_groups
+    critic = module.value_head if value_head else module.value_model
+    assert {id(p) for p in critic_group["params"]} == {id(p) for p in critic.parameters()}
+    assert {id(p) for p in policy_group["params"]} == {id(p) for p in module.model.parameters()}
+    assert critic_group["lr"] == 3e-3 and policy_group["lr"] == 1e-2
+    assert len(make_ppo().configure_optimizers().param_groups) == 1  # default: one group, one learning rate
+    with pytest.raises(ValueError, match="value_lr"):
+        make_ppo(value_lr=0.0)
+
+
 def _fit(tmp_path, max_steps, ckpt=None, every=None):
     torch.manual_seed(0)
     module = make_ppo(kl_target=0.5, kl_coef=0.2, kl_horizon=20, reward_norm=True, reward_clip=3.0)

@@ -56,6 +56,11 @@ def test_pool_all_keeps_every_round_last_keeps_one(tmp_path):
     assert len(pooled.pool) == 12 and len(last.pool) == 4
 
 
+def test_lr_schedule_is_stepped_per_sft_step(tmp_path):
+    module, _ = fit(tmp_path, 3, warmup=6, schedule="constant")  # 1 round of 3 SFT steps under manual optimisation
+    assert module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 4 / 6)  # warm-up factor at step 3
+
+
 @pytest.mark.slow
 def test_rejection_sampling_raises_the_reward(tmp_path):
     module, dm = fit(tmp_path, 60)
