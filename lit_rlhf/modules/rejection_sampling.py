@@ -88,7 +88,9 @@ class RejectionSampling(PolicyModule):
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         collate = Collator(self.tokenizer.pad_token_id, "right")
         losses = []
-        for _ in range(self.sft_steps if self.pool else 0):
+        # every rank takes the same number of steps: none until each rank's pool has a winner (min_score)
+        ready = self.trainer.strategy.reduce_boolean_decision(bool(self.pool), all=True)
+        for _ in range(self.sft_steps if ready else 0):
             examples = random.sample(self.pool, min(self.sft_batch_size, len(self.pool)))
             mb = collate([{k: e[k] for k in ("input_ids", "completion_mask")} for e in examples])
             mb = {k: v.to(self.device) for k, v in mb.items()}

@@ -40,8 +40,9 @@ OVERRIDES: dict[str, list[str]] = {
     "prm": [*TASK, "--data.batch_size", "8"],
     "prm_gsm": [*TASK, "--data.batch_size", "2"],
     "quickstart": [*TASK, "--data.batch_size", "8", *GOLD],
+    # min_score: null, since an untrained policy never answers right (no winner, no step)
     "rejection_sampling": [*TINY_POLICY, *SHORT, *TASK, "--data.batch_size", "4", "--model.k", "2",
-                           "--model.sft_steps", "1", "--model.sft_batch_size", "4"],
+                           "--model.sft_steps", "1", "--model.sft_batch_size", "4", "--model.min_score", "null"],
     "reward_minilm_sentiment": [*TASK, "--data.batch_size", "8"],
     "sft_chat": [*TASK, "--data.batch_size", "8"],
     "sft_gatt": [*TASK, "--data.batch_size", "4"],
