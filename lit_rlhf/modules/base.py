@@ -142,7 +142,6 @@ class LitRLHFModule(L.LightningModule):
         return self.trainable_parameters()
 
     def configure_optimizers(self) -> Any:
-        self._refuse_sharded_8bit_optimizer()
         spec = getattr(self, "spec", None)
         if getattr(spec, "quantization", None) is not None and spec.lora is None:
             raise ValueError(
@@ -153,6 +152,7 @@ class LitRLHFModule(L.LightningModule):
         if not params:
             raise ValueError(f"{type(self).__name__} has no trainable parameters")
         optimizer = self.optimizer_factory(params)
+        self._refuse_sharded_8bit_optimizer(optimizer)
         if self.warmup == 0 and self.schedule == "constant":
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
@@ -162,18 +162,16 @@ class LitRLHFModule(L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _refuse_sharded_8bit_optimizer(self) -> None:
+    def _refuse_sharded_8bit_optimizer(self, optimizer: Any) -> None:
         """bitsandbytes' 8-bit optimizers keep per-block quantised states that do not work on DTensor/flat FSDP shards."""
         from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 
-        factory = self.optimizer_factory
-        target = getattr(factory, "func", factory)  # functools.partial from LightningCLI, or a class
-        module = getattr(target, "__module__", "") or ""
         strategy = self._trainer.strategy if self._trainer is not None else None
-        if module.startswith("bitsandbytes") and isinstance(strategy, (FSDPStrategy, ModelParallelStrategy, DeepSpeedStrategy)):
+        sharded = isinstance(strategy, (FSDPStrategy, ModelParallelStrategy, DeepSpeedStrategy))
+        if sharded and type(optimizer).__module__.startswith("bitsandbytes"):
             raise ValueError(
-                f"{type(self).__name__}: the bitsandbytes optimizer {getattr(target, '__name__', target)} does not "
-                f"work with {type(strategy).__name__} (sharded parameters); use torch.optim.AdamW, or strategy: ddp"
+                f"{type(self).__name__}: the bitsandbytes optimizer {type(optimizer).__name__} does not work with "
+                f"{type(strategy).__name__} (sharded parameters); use torch.optim.AdamW, or strategy: ddp"
             )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

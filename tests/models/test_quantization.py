@@ -4,6 +4,7 @@ and clear refusals where a combination cannot work."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from lit_rlhf.models import ModelSpec, load_model, load_tokenizer  # noqa: E402
 from lit_rlhf.modules import DPO, SFT, RewardModel  # noqa: E402
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
+EXAMPLE_SFT = Path(__file__).resolve().parents[2] / "examples" / "data" / "sft_chat.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +106,18 @@ class _Fake:
         self.strategy = strategy
 
 
-def test_8bit_optimizer_with_sharding_is_refused(tiny_spec):
-    import bitsandbytes as bnb
+def test_8bit_optimizer_with_sharding_is_refused(tiny_folder, tmp_path):
+    """As LightningCLI builds it from YAML (a partial around the class), under FSDP2."""
+    from lit_rlhf.cli import LitRLHFCLI
 
-    module = SFT(model=tiny_spec, optimizer=bnb.optim.AdamW8bit)
-    module._trainer = _Fake(ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1))
+    cli = LitRLHFCLI(args=[
+        "--model=lit_rlhf.modules.SFT", f"--model.model={tiny_folder}", "--model.optimizer=bitsandbytes.optim.AdamW8bit",
+        "--data=lit_rlhf.data.SFTDataModule", f"--data.train={EXAMPLE_SFT}",
+        "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
+    ], run=False)
+    cli.model._trainer = _Fake(ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1))
     with pytest.raises(ValueError, match="AdamW8bit does not work with ModelParallelStrategy.*strategy: ddp"):
-        module.configure_optimizers()
+        cli.model.configure_optimizers()
 
 
 def test_quantized_weights_with_sharding_are_refused(tiny_folder):
