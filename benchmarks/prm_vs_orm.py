@@ -22,14 +22,16 @@ best-of-N results (``lit-rlhf best-of-n`` layout) are kept there and a generator
 verifiers are retrained: compare verifier settings on the same candidates). ``--saved`` trains nothing: it
 re-tabulates the best-of-N results saved in ``--workdir``. ``--diagnose`` adds, per selector and N, why picks
 go wrong (``diagnose``: accuracy among solvable draws, scores of wrong picks vs the best right candidate, how
-rare the picked text is in the pool, error kinds of wrong picks by ``Arithmetic.error_kind``) and each
-verifier's view of each error kind; it is saved as ``diagnose.json`` next to the results.
+rare the picked text is in the pool, error kinds of wrong picks by ``Arithmetic.error_kind``, and the accuracy
+of a vote for the final answer with the most summed verifier score) and each verifier's view of each error
+kind; it is saved as ``diagnose.json`` next to the results (``--plot`` elsewhere to keep the committed plot).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -40,7 +42,13 @@ import torch
 
 from lit_rlhf.cli import make_cli
 from lit_rlhf.eval.best_of_n import (
-    BestOfNResult, best_of_n, load_candidates, plot_best_of_n, sample_candidates, selection_accuracy,
+    BestOfNResult,
+    _answer_ids,
+    best_of_n,
+    load_candidates,
+    plot_best_of_n,
+    sample_candidates,
+    selection_accuracy,
 )
 from lit_rlhf.models import load_model, load_tokenizer
 from lit_rlhf.rollout.generation import SamplingConfig
@@ -165,15 +173,17 @@ def diagnose(task: Arithmetic, result: BestOfNResult, ns: list[int], trials: int
     ``by_n[selector][N]``: ``accuracy``, ``pass@N``, ``solved_if_solvable`` (accuracy / pass@N: the share of draws
     holding a right candidate whose pick is right), ``wrong_pick_score`` and ``best_right_score`` (medians over
     draws that hold a right candidate but pick a wrong one), ``pool_count_wrong_pick`` / ``pool_count_right_pick``
-    (mean number of copies of the picked text among the ``M`` pool candidates: how rare the pick is) and
-    ``wrong_pick_kinds`` (share of each ``Arithmetic.error_kind`` among wrong picks). ``distinct[N]``: mean
+    (mean number of copies of the picked text among the ``M`` pool candidates: how rare the pick is),
+    ``wrong_pick_kinds`` (share of each ``Arithmetic.error_kind`` among wrong picks) and ``weighted_vote`` (the
+    accuracy of voting for the final answer with the most summed score in the draw, instead of the top text;
+    ties random). ``distinct[N]``: mean
     number of distinct right and wrong texts in a draw. ``by_kind[selector][kind]`` — for ``correct``,
     ``compensated`` and each wrong kind split by the operator of the first wrong step (``end``: a step or the
     answer missing or extra): the kind's ``share`` of the pool, its ``mean_score``, and ``beats_right``, the share
     of its candidates, on problems with a right candidate, that outscore every right candidate of their problem
     (one such text in a draw beats the right ones).
     """
-    correct, (P, M) = result.correct, result.correct.shape
+    correct, M = result.correct, result.correct.shape[1]
     kind_index = {k: i for i, k in enumerate(ERROR_KINDS)}
     kind_names = [[error_kind_and_op(task, p, c) for c in row] for p, row in zip(result.prompts, result.candidates)]
     kinds = torch.tensor([[kind_index[k.split(" ")[0]] for k in row] for row in kind_names])
@@ -182,7 +192,9 @@ def diagnose(task: Arithmetic, result: BestOfNResult, ns: list[int], trials: int
     text_ids = torch.tensor([[{t: i for i, t in enumerate(dict.fromkeys(row))}[c] for c in row] for row in result.candidates])
     copies = (text_ids[:, :, None] == text_ids[:, None, :]).sum(-1)  # (P, M) copies of each text in the pool
     solvable_problem = correct.any(-1)
-    sums: dict = {name: {n: {"hit": 0.0, "solvable": 0.0, "wrong_pick_score": [], "best_right_score": [],
+    answer_ids, answer_correct = _answer_ids(result.answers, correct)
+    ties = torch.Generator().manual_seed(seed)  # not the draws' generator: the draws stay the table's
+    sums: dict = {name: {n: {"hit": 0.0, "solvable": 0.0, "vote": 0.0, "wrong_pick_score": [], "best_right_score": [],
                              "count_wrong": [], "count_right": [], "kinds": torch.zeros(len(ERROR_KINDS))}
                          for n in ns} for name in result.scores}
     distinct = {n: {"right": 0.0, "wrong": 0.0} for n in ns}
@@ -199,6 +211,7 @@ def diagnose(task: Arithmetic, result: BestOfNResult, ns: list[int], trials: int
             missed = ~ok & solvable
             best_right = torch.where(right, scores.gather(1, draw), -torch.inf).amax(-1)
             acc["hit"] += float(ok.float().mean()) / trials
+            acc["vote"] += float(weighted_vote(answer_ids, answer_correct, draw, scores, ties).float().mean()) / trials
             acc["solvable"] += float(solvable.float().mean()) / trials
             acc["wrong_pick_score"].append(scores.gather(1, pick[:, None]).squeeze(1)[missed])
             acc["best_right_score"].append(best_right[missed])
@@ -215,6 +228,7 @@ def diagnose(task: Arithmetic, result: BestOfNResult, ns: list[int], trials: int
 
     by_n = {name: {n: {
         "accuracy": acc["hit"], "pass@N": acc["solvable"], "solved_if_solvable": acc["hit"] / max(acc["solvable"], 1e-9),
+        "weighted_vote": acc["vote"],
         "wrong_pick_score": stat(acc["wrong_pick_score"], "median"), "best_right_score": stat(acc["best_right_score"], "median"),
         "pool_count_wrong_pick": stat(acc["count_wrong"], "mean"), "pool_count_right_pick": stat(acc["count_right"], "mean"),
         "wrong_pick_kinds": dict(zip(ERROR_KINDS, (acc["kinds"] / acc["kinds"].sum().clamp(min=1)).tolist())),
@@ -232,6 +246,22 @@ def diagnose(task: Arithmetic, result: BestOfNResult, ns: list[int], trials: int
     return {"by_n": by_n, "distinct": distinct, "by_kind": by_kind}
 
 
+def weighted_vote(answer_ids: torch.Tensor, answer_correct: torch.Tensor, draw: torch.Tensor, scores: torch.Tensor,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Per problem, is the drawn final answer with the largest summed score right? ``(P,)`` bool; ties random.
+
+    ``answer_ids``/``answer_correct`` as from ``_answer_ids``; a draw without any answer is wrong.
+    """
+    drawn = answer_ids.gather(1, draw) + 1  # 0: no answer
+    width = answer_correct.shape[1] + 1
+    votes = torch.zeros(len(draw), width).scatter_add_(1, drawn, scores.gather(1, draw).float())[:, 1:]
+    present = torch.zeros(len(draw), width, dtype=torch.bool).scatter_(1, drawn, True)[:, 1:]
+    votes = torch.where(present, votes, -torch.inf)
+    top = present & (votes == votes.amax(-1, keepdim=True))
+    winner = (top.float() * (1 + torch.rand(top.shape, generator=generator))).argmax(-1, keepdim=True)
+    return answer_correct.gather(1, winner).squeeze(1) & present.any(-1)
+
+
 def error_kind_and_op(task: Arithmetic, prompt: str, completion: str) -> str:
     """``Arithmetic.error_kind``, for a wrong answer followed by the operator of the first wrong step (or ``end``)."""
     kind = task.error_kind(prompt, completion)
@@ -245,13 +275,14 @@ def diagnose_tables(d: dict) -> str:
     """Markdown tables of :func:`diagnose` (or of its mean over seeds)."""
     wrong_kinds = ERROR_KINDS[2:]  # a wrong pick has a wrong answer
     lines = ["| selector | N | accuracy | pass@N | accuracy / pass@N | median score: wrong pick / best right "
-             "| pool copies: wrong / right pick | wrong picks: " + " / ".join(wrong_kinds) + " |", "|---" * 8 + "|"]
+             "| pool copies: wrong / right pick | wrong picks: " + " / ".join(wrong_kinds) + " | score-weighted vote |",
+             "|---" * 9 + "|"]
     for name, per_n in d["by_n"].items():
         for n, x in per_n.items():
             lines.append(f"| {name} | {n} | {x['accuracy']:.3f} | {x['pass@N']:.3f} | {x['solved_if_solvable']:.3f} | "
                          f"{x['wrong_pick_score']:.3f} / {x['best_right_score']:.3f} | "
                          f"{x['pool_count_wrong_pick']:.1f} / {x['pool_count_right_pick']:.1f} | "
-                         + " / ".join(f"{x['wrong_pick_kinds'][k]:.2f}" for k in wrong_kinds) + " |")
+                         + " / ".join(f"{x['wrong_pick_kinds'][k]:.2f}" for k in wrong_kinds) + f" | {x['weighted_vote']:.3f} |")
     lines += ["", "distinct texts per draw (right / wrong): " + ", ".join(
         f"N={n} {x['right']:.2f} / {x['wrong']:.2f}" for n, x in d["distinct"].items()), ""]
     names = list(d["by_kind"])
@@ -268,7 +299,7 @@ def mean_over(values: list):
     """Element-wise mean of nested dicts of numbers (NaNs and keys some dicts lack skipped)."""
     if isinstance(values[0], dict):
         return {k: mean_over([v[k] for v in values if k in v]) for k in dict.fromkeys(k for v in values for k in v)}
-    finite = [v for v in values if v == v]
+    finite = [v for v in values if not math.isnan(v)]
     return statistics.mean(finite) if finite else float("nan")
 
 
