@@ -1,6 +1,7 @@
 """Let's Verify Step by Step, in miniature: best-of-N with a PRM vs an ORM vs majority voting.
 
     python benchmarks/prm_vs_orm.py [--seeds 0 1 2] [--sft-steps 1500] [--generator-data noisy|correct] [--workdir DIR]
+        [--reuse-from DIR] [--saved] [--diagnose]
 
 Per seed, on the ``arithmetic`` task (2–3 chained ``+ − ×`` steps):
 1. generator: the quickstart SFT recipe (tiny Llama, hidden 128, 4 layers) for ``--sft-steps`` steps, on
@@ -16,12 +17,21 @@ Per seed, on the ``arithmetic`` task (2–3 chained ``+ − ×`` steps):
 Prints per-seed tables (with each verifier's ROC AUC for correct vs wrong test candidates) and the mean ± std
 over seeds; writes ``benchmarks/prm_vs_orm.png``. With ``--workdir`` the generators, verifiers' data and
 best-of-N results (``lit-rlhf best-of-n`` layout) are kept there and a generator found there is reused.
+
+``--reuse-from W`` takes each seed's generator and test candidates from an earlier ``--workdir W`` (only the
+verifiers are retrained: compare verifier settings on the same candidates). ``--saved`` trains nothing: it
+re-tabulates the best-of-N results saved in ``--workdir``. ``--diagnose`` adds, per selector and N, why picks
+go wrong (``diagnose``: accuracy among solvable draws, scores of wrong picks vs the best right candidate, how
+rare the picked text is in the pool, error kinds of wrong picks by ``Arithmetic.error_kind``, and the accuracy
+of a vote for the final answer with the most summed verifier score) and each verifier's view of each error
+kind; it is saved as ``diagnose.json`` next to the results (``--plot`` elsewhere to keep the committed plot).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -31,10 +41,19 @@ from pathlib import Path
 import torch
 
 from lit_rlhf.cli import make_cli
-from lit_rlhf.eval.best_of_n import best_of_n, plot_best_of_n, sample_candidates
+from lit_rlhf.eval.best_of_n import (
+    BestOfNResult,
+    _answer_ids,
+    best_of_n,
+    load_candidates,
+    plot_best_of_n,
+    sample_candidates,
+    selection_accuracy,
+)
 from lit_rlhf.models import load_model, load_tokenizer
 from lit_rlhf.rollout.generation import SamplingConfig
 from lit_rlhf.tasks import Arithmetic
+from lit_rlhf.tasks.arithmetic import ERROR_KINDS, Problem, split_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
@@ -63,6 +82,11 @@ def auc(scores: torch.Tensor, correct: torch.Tensor) -> float:
 
 
 def generator_folder(seed: int, args: argparse.Namespace, task: Arithmetic, tmp: Path) -> Path:
+    if args.reuse_from:
+        folder = Path(args.reuse_from) / f"seed{seed}" / "generator"
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(f"--reuse-from: no generator at {folder}")
+        return folder
     folder = tmp / "generator"
     if (folder / "config.json").exists():
         return folder
@@ -76,10 +100,14 @@ def generator_folder(seed: int, args: argparse.Namespace, task: Arithmetic, tmp:
     return fit("quickstart.yaml", seed, tmp / "sft", extra).export(folder)
 
 
+def make_task(args: argparse.Namespace) -> Arithmetic:
+    return Arithmetic(min_steps=2, max_steps=3, trap_rule="first_multiply", trap_prob=args.trap_prob,
+                      slip_prob=args.slip_prob, compensate_prob=args.compensate_prob)
+
+
 def run(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
     start = time.perf_counter()
-    task = Arithmetic(min_steps=2, max_steps=3, trap_rule="first_multiply", trap_prob=args.trap_prob,
-                      slip_prob=args.slip_prob, compensate_prob=args.compensate_prob)
+    task = make_task(args)
     folder = generator_folder(seed, args, task, tmp)
     tokenizer = load_tokenizer(str(folder))
     model = load_model(str(folder), "causal_lm", tokenizer=tokenizer)
@@ -104,17 +132,175 @@ def run(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
     prm = fit("prm.yaml", seed, tmp / "prm", [*verifier, f"--data.init_args.train={step_file}"])
     orm = fit("orm.yaml", seed, tmp / "orm", [*verifier, f"--data.init_args.train={outcome_file}"])
 
-    test = [r["prompt"] for _, r in task.records("prompt", "test", args.test_problems, seed=seed)]
-    candidates = sample_candidates(model, tokenizer, test, args.pool, sampling)
+    if args.reuse_from:
+        test, candidates = load_candidates(Path(args.reuse_from) / f"seed{seed}" / "best_of_n" / "candidates.jsonl")
+    else:
+        test = [r["prompt"] for _, r in task.records("prompt", "test", args.test_problems, seed=seed)]
+        candidates = sample_candidates(model, tokenizer, test, args.pool, sampling)
     result = best_of_n(task, test, candidates, args.n, prm=prm, orm=orm, trials=args.trials, seed=seed)
     result.save(tmp / "best_of_n")
+    print(f"\nseed {seed}: {time.perf_counter() - start:.0f} s; verifier data {len(outcome_rows)} solutions "
+          f"({sum(r['label'] for r in outcome_rows)} right answers)")
+    return report(seed, task, result, args, tmp / "best_of_n")
+
+
+def saved(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
+    """Re-tabulate (and diagnose) the best-of-N results a run saved in ``tmp``; trains nothing."""
+    result = BestOfNResult.load(tmp / "best_of_n")
+    result.accuracy = selection_accuracy(result.correct, args.n, result.scores, result.answers, args.trials, seed)
+    print(f"\nseed {seed}: saved results in {tmp / 'best_of_n'}")
+    return report(seed, make_task(args), result, args, tmp / "best_of_n")
+
+
+def report(seed: int, task: Arithmetic, result: BestOfNResult, args: argparse.Namespace, folder: Path) -> dict:
+    """Print one seed's table (and diagnostics); return its figures."""
     sample_accuracy = float(result.correct.float().mean())
     aucs = {name: auc(s.flatten(), result.correct.flatten()) for name, s in result.scores.items()}
-    print(f"\nseed {seed}: {time.perf_counter() - start:.0f} s; generator sample accuracy {sample_accuracy:.3f}; "
-          f"verifier data {len(outcome_rows)} solutions ({sum(r['label'] for r in outcome_rows)} right answers); "
-          "test AUC " + ", ".join(f"{k} {v:.3f}" for k, v in aucs.items()))
+    print(f"seed {seed}: generator sample accuracy {sample_accuracy:.3f}; test AUC "
+          + ", ".join(f"{k} {v:.3f}" for k, v in aucs.items()))
     print(result.table(), flush=True)
-    return {"accuracy": result.accuracy, "sample_accuracy": sample_accuracy, "auc": aucs}
+    out = {"accuracy": result.accuracy, "sample_accuracy": sample_accuracy, "auc": aucs}
+    if args.diagnose:
+        out["diagnose"] = diagnose(task, result, args.n, args.trials, seed)
+        (folder / "diagnose.json").write_text(json.dumps(out["diagnose"], indent=1))
+        print(diagnose_tables(out["diagnose"]), flush=True)
+    return out
+
+
+def diagnose(task: Arithmetic, result: BestOfNResult, ns: list[int], trials: int, seed: int) -> dict:
+    """Why best-of-N picks go wrong, per score selector and N, over the same draws as the accuracy table.
+
+    ``by_n[selector][N]``: ``accuracy``, ``pass@N``, ``solved_if_solvable`` (accuracy / pass@N: the share of draws
+    holding a right candidate whose pick is right), ``wrong_pick_score`` and ``best_right_score`` (medians over
+    draws that hold a right candidate but pick a wrong one), ``pool_count_wrong_pick`` / ``pool_count_right_pick``
+    (mean number of copies of the picked text among the ``M`` pool candidates: how rare the pick is),
+    ``wrong_pick_kinds`` (share of each ``Arithmetic.error_kind`` among wrong picks) and ``weighted_vote`` (the
+    accuracy of voting for the final answer with the most summed score in the draw, instead of the top text;
+    ties random). ``distinct[N]``: mean
+    number of distinct right and wrong texts in a draw. ``by_kind[selector][kind]`` — for ``correct``,
+    ``compensated`` and each wrong kind split by the operator of the first wrong step (``end``: a step or the
+    answer missing or extra): the kind's ``share`` of the pool, its ``mean_score``, and ``beats_right``, the share
+    of its candidates, on problems with a right candidate, that outscore every right candidate of their problem
+    (one such text in a draw beats the right ones).
+    """
+    correct, M = result.correct, result.correct.shape[1]
+    kind_index = {k: i for i, k in enumerate(ERROR_KINDS)}
+    kind_names = [[error_kind_and_op(task, p, c) for c in row] for p, row in zip(result.prompts, result.candidates)]
+    kinds = torch.tensor([[kind_index[k.split(" ")[0]] for k in row] for row in kind_names])
+    fine_names = sorted({k for row in kind_names for k in row}, key=lambda k: (kind_index[k.split(" ")[0]], k))
+    fine = torch.tensor([[fine_names.index(k) for k in row] for row in kind_names])
+    text_ids = torch.tensor([[{t: i for i, t in enumerate(dict.fromkeys(row))}[c] for c in row] for row in result.candidates])
+    copies = (text_ids[:, :, None] == text_ids[:, None, :]).sum(-1)  # (P, M) copies of each text in the pool
+    solvable_problem = correct.any(-1)
+    answer_ids, answer_correct = _answer_ids(result.answers, correct)
+    ties = torch.Generator().manual_seed(seed)  # not the draws' generator: the draws stay the table's
+    sums: dict = {name: {n: {"hit": 0.0, "solvable": 0.0, "vote": 0.0, "wrong_pick_score": [], "best_right_score": [],
+                             "count_wrong": [], "count_right": [], "kinds": torch.zeros(len(ERROR_KINDS))}
+                         for n in ns} for name in result.scores}
+    distinct = {n: {"right": 0.0, "wrong": 0.0} for n in ns}
+
+    def inspect(n: int, draw: torch.Tensor, picks: dict[str, torch.Tensor]) -> None:
+        right = correct.gather(1, draw)
+        solvable = right.any(-1)
+        seen = torch.nn.functional.one_hot(text_ids.gather(1, draw), M).bool()  # (P, n, M)
+        distinct[n]["right"] += float((seen & right[..., None]).any(1).sum(-1).float().mean()) / trials
+        distinct[n]["wrong"] += float((seen & ~right[..., None]).any(1).sum(-1).float().mean()) / trials
+        for name, pick in picks.items():
+            scores, acc = result.scores[name], sums[name][n]
+            ok = correct.gather(1, pick[:, None]).squeeze(1)
+            missed = ~ok & solvable
+            best_right = torch.where(right, scores.gather(1, draw), -torch.inf).amax(-1)
+            acc["hit"] += float(ok.float().mean()) / trials
+            acc["vote"] += float(weighted_vote(answer_ids, answer_correct, draw, scores, ties).float().mean()) / trials
+            acc["solvable"] += float(solvable.float().mean()) / trials
+            acc["wrong_pick_score"].append(scores.gather(1, pick[:, None]).squeeze(1)[missed])
+            acc["best_right_score"].append(best_right[missed])
+            count = copies.gather(1, pick[:, None]).squeeze(1)
+            acc["count_wrong"].append(count[~ok])
+            acc["count_right"].append(count[ok])
+            acc["kinds"] += torch.bincount(kinds.gather(1, pick[:, None]).squeeze(1)[~ok], minlength=len(ERROR_KINDS))
+
+    selection_accuracy(correct, ns, result.scores, result.answers, trials, seed, inspect=inspect)  # the table's draws
+
+    def stat(parts: list[torch.Tensor], how: str) -> float:
+        values = torch.cat(parts).float()
+        return float("nan") if not len(values) else float(values.median() if how == "median" else values.mean())
+
+    by_n = {name: {n: {
+        "accuracy": acc["hit"], "pass@N": acc["solvable"], "solved_if_solvable": acc["hit"] / max(acc["solvable"], 1e-9),
+        "weighted_vote": acc["vote"],
+        "wrong_pick_score": stat(acc["wrong_pick_score"], "median"), "best_right_score": stat(acc["best_right_score"], "median"),
+        "pool_count_wrong_pick": stat(acc["count_wrong"], "mean"), "pool_count_right_pick": stat(acc["count_right"], "mean"),
+        "wrong_pick_kinds": dict(zip(ERROR_KINDS, (acc["kinds"] / acc["kinds"].sum().clamp(min=1)).tolist())),
+    } for n, acc in per_n.items()} for name, per_n in sums.items()}
+    by_kind = {}
+    for name, scores in result.scores.items():
+        best_right = torch.where(correct, scores, -torch.inf).amax(-1, keepdim=True)
+        beats = (scores > best_right) & ~correct & solvable_problem[:, None]
+        by_kind[name] = {k: {
+            "share": float((fine == i).float().mean()),
+            "mean_score": float(scores[fine == i].mean()),
+            "beats_right": float(beats[(fine == i) & solvable_problem[:, None]].float().mean())
+            if ((fine == i) & solvable_problem[:, None]).any() else float("nan"),
+        } for i, k in enumerate(fine_names)}
+    return {"by_n": by_n, "distinct": distinct, "by_kind": by_kind}
+
+
+def weighted_vote(answer_ids: torch.Tensor, answer_correct: torch.Tensor, draw: torch.Tensor, scores: torch.Tensor,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Per problem, is the drawn final answer with the largest summed score right? ``(P,)`` bool; ties random.
+
+    ``answer_ids``/``answer_correct`` as from ``_answer_ids``; a draw without any answer is wrong.
+    """
+    drawn = answer_ids.gather(1, draw) + 1  # 0: no answer
+    width = answer_correct.shape[1] + 1
+    votes = torch.zeros(len(draw), width).scatter_add_(1, drawn, scores.gather(1, draw).float())[:, 1:]
+    present = torch.zeros(len(draw), width, dtype=torch.bool).scatter_(1, drawn, True)[:, 1:]
+    votes = torch.where(present, votes, -torch.inf)
+    top = present & (votes == votes.amax(-1, keepdim=True))
+    winner = (top.float() * (1 + torch.rand(top.shape, generator=generator))).argmax(-1, keepdim=True)
+    return answer_correct.gather(1, winner).squeeze(1) & present.any(-1)
+
+
+def error_kind_and_op(task: Arithmetic, prompt: str, completion: str) -> str:
+    """``Arithmetic.error_kind``, for a wrong answer followed by the operator of the first wrong step (or ``end``)."""
+    kind = task.error_kind(prompt, completion)
+    if kind in ("correct", "compensated"):
+        return kind
+    steps, first = Problem.parse(prompt).steps, task.first_error(prompt, split_steps(completion))
+    return f"{kind} {steps[first][0] if first is not None and first < len(steps) else 'end'}"
+
+
+def diagnose_tables(d: dict) -> str:
+    """Markdown tables of :func:`diagnose` (or of its mean over seeds)."""
+    wrong_kinds = ERROR_KINDS[2:]  # a wrong pick has a wrong answer
+    lines = ["| selector | N | accuracy | pass@N | accuracy / pass@N | median score: wrong pick / best right "
+             "| pool copies: wrong / right pick | wrong picks: " + " / ".join(wrong_kinds) + " | score-weighted vote |",
+             "|---" * 9 + "|"]
+    for name, per_n in d["by_n"].items():
+        for n, x in per_n.items():
+            lines.append(f"| {name} | {n} | {x['accuracy']:.3f} | {x['pass@N']:.3f} | {x['solved_if_solvable']:.3f} | "
+                         f"{x['wrong_pick_score']:.3f} / {x['best_right_score']:.3f} | "
+                         f"{x['pool_count_wrong_pick']:.1f} / {x['pool_count_right_pick']:.1f} | "
+                         + " / ".join(f"{x['wrong_pick_kinds'][k]:.2f}" for k in wrong_kinds) + f" | {x['weighted_vote']:.3f} |")
+    lines += ["", "distinct texts per draw (right / wrong): " + ", ".join(
+        f"N={n} {x['right']:.2f} / {x['wrong']:.2f}" for n, x in d["distinct"].items()), ""]
+    names = list(d["by_kind"])
+    lines += ["| kind | share of pool | " + " | ".join(f"{n}: mean score / beats right" for n in names) + " |",
+              "|---" * (2 + len(names)) + "|"]
+    for k in sorted(d["by_kind"][names[0]], key=lambda k: (ERROR_KINDS.index(k.split(" ")[0]), k)):
+        first = d["by_kind"][names[0]][k]
+        lines.append(f"| {k} | {first['share']:.3f} | " + " | ".join(
+            f"{d['by_kind'][n][k]['mean_score']:.3f} / {d['by_kind'][n][k]['beats_right']:.3f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def mean_over(values: list):
+    """Element-wise mean of nested dicts of numbers (NaNs and keys some dicts lack skipped)."""
+    if isinstance(values[0], dict):
+        return {k: mean_over([v[k] for v in values if k in v]) for k in dict.fromkeys(k for v in values for k in v)}
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.mean(finite) if finite else float("nan")
 
 
 def main() -> None:
@@ -126,6 +312,10 @@ def main() -> None:
     parser.add_argument("--slip-prob", type=float, default=0.05)
     parser.add_argument("--compensate-prob", type=float, default=0.3)
     parser.add_argument("--workdir", default=None, help="keep (and reuse) generators and results here")
+    parser.add_argument("--reuse-from", default=None,
+                        help="an earlier --workdir: take each seed's generator and test candidates from it")
+    parser.add_argument("--saved", action="store_true", help="train nothing: re-tabulate the results in --workdir")
+    parser.add_argument("--diagnose", action="store_true", help="per-N diagnostics of the picks")
     parser.add_argument("--train-problems", type=int, default=1000)
     parser.add_argument("--train-samples", type=int, default=8)
     parser.add_argument("--verifier-epochs", type=int, default=1)
@@ -135,12 +325,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "prm_vs_orm.png"))
     args = parser.parse_args()
+    if args.saved and not args.workdir:
+        parser.error("--saved needs --workdir")
     torch.set_num_threads(1)
     runs = []
     for seed in args.seeds:
         if args.workdir:
             (Path(args.workdir) / f"seed{seed}").mkdir(parents=True, exist_ok=True)
-            runs.append(run(seed, args, Path(args.workdir) / f"seed{seed}"))
+            runs.append((saved if args.saved else run)(seed, args, Path(args.workdir) / f"seed{seed}"))
             continue
         with tempfile.TemporaryDirectory() as name:
             runs.append(run(seed, args, Path(name)))
@@ -153,6 +345,8 @@ def main() -> None:
     print("| selector | " + " | ".join(f"N={n}" for n in args.n) + " |\n|---|" + "---|" * len(args.n))
     for name in names:
         print(f"| {name} | " + " | ".join(f"{mean[name][n][0]:.3f} ± {mean[name][n][1]:.3f}" for n in args.n) + " |")
+    if args.diagnose:
+        print(f"\ndiagnostics, mean over seeds {args.seeds}:\n" + diagnose_tables(mean_over([r["diagnose"] for r in runs])))
     plot_best_of_n(mean, args.plot, title=f"best-of-N on arithmetic ({len(runs)} seeds)")
     print(f"plot: {args.plot}")
 

@@ -10,7 +10,7 @@ mean ± std over trials; ``pass@N`` (some candidate is correct) is the ceiling.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ def selection_accuracy(
     answers: Sequence[Sequence[Hashable | None]] | None = None,
     trials: int = 100,
     seed: int = 0,
+    inspect: Callable[[int, torch.Tensor, dict[str, torch.Tensor]], None] | None = None,
 ) -> Accuracy:
     """Best-of-N selection accuracy for score selectors, majority voting and ``pass@N``.
 
@@ -71,6 +72,9 @@ def selection_accuracy(
             problem whose draw has no answer at all counts as wrong; ties between answers are random.
         trials: random draws per ``N``.
         seed: seed of the draws (the same draws serve every selector).
+        inspect: called as ``inspect(n, draw, picks)`` for every trial, with ``draw`` the ``(P, n)`` drawn
+            candidate indices and ``picks`` score selector → ``(P,)`` index (into ``M``) of its pick — to
+            diagnose the selections without redrawing.
     Returns:
         selector → ``N`` → ``(mean, std)`` over trials, selectors ``[*scores, "majority", "pass@N"]``.
     """
@@ -91,9 +95,13 @@ def selection_accuracy(
         for _ in range(trials):
             draw = torch.rand(P, M, generator=generator).argsort(-1)[:, :n]  # (P, n), random order
             hit = correct.gather(1, draw)
+            picks = {}
             for name, s in scores.items():
                 pick = s.gather(1, draw).argmax(-1, keepdim=True)  # first maximum in a random order
                 per_trial[name].append(float(hit.gather(1, pick).float().mean()))
+                picks[name] = draw.gather(1, pick).squeeze(1)
+            if inspect is not None:
+                inspect(n, draw, picks)
             if votes:
                 ids, id_correct = votes
                 drawn = ids.gather(1, draw)
@@ -144,6 +152,27 @@ class BestOfNResult:
         if plot:
             plot_best_of_n(self.accuracy, folder / "best_of_n.png")
         return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> BestOfNResult:
+        """Read back what :meth:`save` wrote (candidates, grades, answers, scores and ``accuracy.json``)."""
+        folder = Path(folder)
+        path, rows = folder / "candidates.jsonl", []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                rows.append(json.loads(line))
+                missing = [k for k in ("prompt", "completions", "correct", "answers", "scores") if k not in rows[-1]]
+                if missing:
+                    raise ValueError(f"{path}:{number}: missing field(s) {missing}")
+        names = list(rows[0]["scores"]) if rows else []
+        accuracy_file = folder / "accuracy.json"
+        accuracy = {name: {int(n): (v["mean"], v["std"]) for n, v in by_n.items()}
+                    for name, by_n in json.loads(accuracy_file.read_text()).items()} if accuracy_file.exists() else {}
+        return cls(
+            [r["prompt"] for r in rows], [r["completions"] for r in rows],
+            torch.tensor([r["correct"] for r in rows], dtype=torch.bool), [r["answers"] for r in rows],
+            {name: torch.tensor([r["scores"][name] for r in rows]) for name in names}, accuracy,
+        )
 
 
 def best_of_n(

@@ -36,6 +36,7 @@ from lit_rlhf.tasks.base import Kind, ProblemTask, Split, seeded_rng, split_of
 OPS: dict[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 ANSWER_MARK = "####"
 SOLUTION_KINDS = ("correct", "slip", "trap", "compensated")
+ERROR_KINDS = ("correct", "compensated", "trap", "slip", "arithmetic", "malformed")
 DEFAULT_STEP_MIX = {"correct": 0.4, "slip": 0.2, "trap": 0.2, "compensated": 0.2}
 
 _PROMPT_RE = re.compile(r"(\d+)((?:[-+*]\d+)+)=")
@@ -270,6 +271,35 @@ class Arithmetic(ProblemTask):
     def first_error(cls, prompt: str, steps: list[str]) -> int | None:
         """Index of the first wrong step, or ``None`` if every given step is correct."""
         return next((i for i, ok in enumerate(cls.check_steps(prompt, steps)) if not ok), None)
+
+    def error_kind(self, prompt: str, completion: str) -> str:
+        """What went wrong in any solution (e.g. a model's sample), judged at its first wrong step.
+
+        One of :data:`ERROR_KINDS`: ``correct`` (right answer, every step right), ``compensated`` (right
+        answer, some step wrong), and for a wrong answer: ``trap`` (the problem's :meth:`trap` — its step
+        and offset), ``slip`` (another result off by 1 or 2), ``arithmetic`` (a result off by more),
+        ``malformed`` (the step does not apply the problem's next operation to the previous result,
+        does not parse, repeats a different answer, or a step or the answer is missing).
+        """
+        problem = Problem.parse(prompt)
+        steps = split_steps(completion)
+        labels = self.check_steps(prompt, steps)
+        first = next((i for i, ok in enumerate(labels) if not ok), None)
+        if parse_answer(completion) == problem.answer:
+            return "correct" if first is None and len(steps) == len(problem.steps) else "compensated"
+        if first is None or first >= len(problem.steps):
+            return "malformed"
+        work = [line.strip() for line in steps[first].split("\n") if not line.strip().startswith(ANSWER_MARK)]
+        match = _LINE_RE.fullmatch(work[0]) if len(work) == 1 else None
+        previous = problem.values()[first - 1] if first else problem.start  # steps before `first` are right
+        if match is None or (match[2], int(match[3])) != problem.steps[first] or int(match[1]) != previous:
+            return "malformed"
+        off = int(match[4]) - OPS[match[2]](previous, int(match[3]))
+        if off == 0:  # a right line with a different "#### N"
+            return "malformed"
+        if (first, off) == self.trap(problem):
+            return "trap"
+        return "slip" if abs(off) <= max(_SLIP_OFFSETS) else "arithmetic"
 
     # ---------------------------------------------------------------- solution generators
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lit_rlhf.eval.best_of_n import selection_accuracy
+from lit_rlhf.eval.best_of_n import BestOfNResult, selection_accuracy
 from lit_rlhf.eval.verify import correct_probability, first_wrong_step, solution_scores
 
 
@@ -72,3 +72,34 @@ def test_selection_rejects_bad_shapes():
         selection_accuracy(torch.ones(2, 3, dtype=torch.bool), [4])
     with pytest.raises(ValueError, match="shape"):
         selection_accuracy(torch.ones(2, 3, dtype=torch.bool), [2], {"s": torch.zeros(2, 2)})
+
+
+def test_inspect_sees_every_draw_and_pick():
+    correct = torch.tensor([[True, False, False, False], [False, False, True, False]])
+    scores = {"s": torch.tensor([[0.1, 0.9, 0.2, 0.3], [0.5, 0.4, 0.8, 0.1]])}
+    seen = []
+    acc = selection_accuracy(correct, [2, 4], scores, trials=6, seed=3,
+                             inspect=lambda n, draw, picks: seen.append((n, draw, picks["s"])))
+    assert [n for n, _, _ in seen] == [2] * 6 + [4] * 6
+    for n, draw, pick in seen:
+        assert draw.shape == (2, n) and (draw == pick[:, None]).any(1).all()  # the pick is one of the drawn
+        assert torch.equal(pick, torch.stack([row[scores["s"][p][row].argmax()] for p, row in enumerate(draw)]))
+    assert [pick.tolist() for n, _, pick in seen if n == 4] == [[1, 2]] * 6  # the whole pool: the maxima
+    hits = [correct[[0, 1], pick].float().mean().item() for n, _, pick in seen if n == 2]
+    assert acc["s"][2][0] == pytest.approx(sum(hits) / 6)  # the picks are the ones the accuracy counts
+
+
+def test_best_of_n_result_save_load_round_trip(tmp_path):
+    result = BestOfNResult(
+        ["1+1=", "2*3="], [["1+1=2\n#### 2", "1+1=3\n#### 3"], ["2*3=6\n#### 6", "junk"]],
+        torch.tensor([[True, False], [True, False]]), [[2, 3], [6, None]],
+        {"PRM (product)": torch.tensor([[0.75, 0.25], [0.5, 0.125]])}, {"pass@N": {1: (0.5, 0.0), 2: (1.0, 0.0)}},
+    )
+    back = BestOfNResult.load(result.save(tmp_path / "bon", plot=False))
+    assert back.prompts == result.prompts and back.candidates == result.candidates and back.answers == result.answers
+    assert torch.equal(back.correct, result.correct) and torch.equal(back.scores["PRM (product)"], result.scores["PRM (product)"])
+    assert back.accuracy == result.accuracy
+    lines = (tmp_path / "bon" / "candidates.jsonl").read_text().splitlines()
+    (tmp_path / "bon" / "candidates.jsonl").write_text(lines[0] + "\n" + lines[1].replace('"answers"', '"answer"'))
+    with pytest.raises(ValueError, match=r"candidates.jsonl:2: missing field\(s\) \['answers'\]"):
+        BestOfNResult.load(tmp_path / "bon")

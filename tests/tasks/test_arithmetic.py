@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lit_rlhf.tasks import TASKS, Arithmetic, get_task, split_of
-from lit_rlhf.tasks.arithmetic import Problem, parse_answer, split_steps
+from lit_rlhf.tasks.arithmetic import SOLUTION_KINDS, Problem, parse_answer, split_steps
 
 PROMPT = "7+5*2-3="
 CORRECT = "7+5=12\n12*2=24\n24-3=21\n#### 21"
@@ -223,3 +223,32 @@ def test_first_multiply_trap_is_visible_in_the_text() -> None:
     assert solution.lines == ("7+5=12", "12*2=27", "27-3=24") and solution.first_error == 1
     with pytest.raises(ValueError, match="trap_rule"):
         Arithmetic(trap_rule="sometimes")
+
+
+@pytest.mark.parametrize(
+    ("completion", "kind"),
+    [
+        ("7+5=12\n12*2=24\n24-3=21\n#### 21", "correct"),
+        ("7+5=13\n13*2=24\n24-3=21\n#### 21", "compensated"),  # right answer, two wrong steps
+        ("7+5=12\n12*2=27\n27-3=24\n#### 24", "trap"),  # +3 on the first '*'
+        ("7+5=12\n12*2=21\n21-3=18\n#### 18", "arithmetic"),  # −3 there is not the trap
+        ("7+5=12\n12*2=26\n26-3=23\n#### 23", "slip"),
+        ("7+5=11\n11*2=22\n22-3=19\n#### 19", "slip"),
+        ("7+5=12\n12*2=24\n24-3=27\n#### 27", "arithmetic"),  # +6 on the last step
+        ("7+5=12\n12*3=36\n36-3=33\n#### 33", "malformed"),  # wrong operand
+        ("7+5=12\n13*2=26\n26-3=23\n#### 23", "malformed"),  # carries a different value
+        ("7+5=12\n12*2=24\n#### 24", "malformed"),  # a step missing
+        ("7+5=12\n12*2=24\n24-3=21\n#### 20", "malformed"),  # the answer line disagrees
+        ("7+5=12\n12*2=24\n24-3=21\n21+1=22\n#### 22", "malformed"),  # a step too many
+        ("", "malformed"),
+    ],
+)
+def test_error_kind_of_written_solutions(completion: str, kind: str) -> None:
+    assert Arithmetic(trap_rule="first_multiply").error_kind("7+5*2-3=", completion) == kind
+
+
+def test_error_kind_recovers_generated_kinds(task: Arithmetic, problems: list[Problem]) -> None:
+    rng = random.Random(2)
+    for problem in problems[:100]:
+        for kind in SOLUTION_KINDS:
+            assert task.error_kind(problem.prompt, task.generate(problem, kind, rng).completion) == kind
