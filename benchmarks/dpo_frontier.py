@@ -229,9 +229,11 @@ def report(seeds: dict[int, dict[str, list[dict]]], out: Path, grid: list[float]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     colours = {"DPO": "tab:blue", "Preferred-FT": "tab:orange"}
     first = seeds[min(seeds)]
+    shades = {m: iter(plt.get_cmap(c)([0.45, 0.6, 0.75, 0.9, 1.0] * 4)) for m, c in
+              (("DPO", "Blues"), ("Preferred-FT", "Oranges"))}
     for name, history in first.items():
         left.plot([h["gold/kl"] for h in history], [h["gold/reward"] for h in history], "o-", markersize=2,
-                  lw=0.8, color=colours[family(name)], alpha=0.8, label=name)
+                  lw=0.6, color=next(shades[family(name)]), label=name)
     left.set_title(f"every run, seed {min(seeds)}")
     left.set_xscale("symlog", linthresh=0.5)
     left.legend(fontsize=6)
@@ -243,7 +245,7 @@ def report(seeds: dict[int, dict[str, list[dict]]], out: Path, grid: list[float]
         right.plot(fine, mean, "-", color=colours[m], label=f"{m} (mean of {len(seeds)} seeds)")
         right.fill_between(fine, low, high, color=colours[m], alpha=0.2)
         right.axvline(max(reach[m]), color=colours[m], ls=":", lw=0.8)
-    right.set_title("upper envelope: best reward at KL ≤ k (band: range over seeds)")
+    right.set_title("best reward at KL ≤ k (band: range over seeds)")
     right.set_xlim(0, max(fine))
     right.legend(fontsize=8)
     for ax in (left, right):
