@@ -1,16 +1,21 @@
 """Gold reward vs KL frontier: DPO at several β against Preferred-FT (DPO paper Fig. 2, CPU miniature).
 
-    OMP_NUM_THREADS=1 python benchmarks/dpo_frontier.py [--betas 0.05 0.1 0.5 1.0] [--steps 150] [--out runs/frontier]
+    OMP_NUM_THREADS=1 python benchmarks/dpo_frontier.py [--seeds 0 1 2] [--betas 0.1 0.5 2 8] [--ft-lrs ...]
+        [--steps 300] [--ft-steps 600] [--out runs/frontier]
+    python benchmarks/dpo_frontier.py --report-only --out runs/frontier   # re-aggregate OUT/seed*/frontier.json
 
 A programmatic "sentiment" task (methods.md §5.3): prompts are four random letters from "xyzqw" and ':', replies are
-strings over "abcdefgh"; gold reward r(y) = (#'a' − #'h') / |y| ∈ [−1, 1]. The pipeline is the DPO paper's:
+strings over "abcdefgh"; gold reward r(y) = (#'a' − #'h') / |y| ∈ [−1, 1]. The pipeline is the DPO paper's, once
+per seed (every random draw depends on the seed):
 1. SFT of a tiny Llama on uniformly random replies (the reference policy π_ref, gold reward ≈ 0);
 2. 4 samples per training prompt from π_ref, all 6 pairs labelled by the gold reward (``sample_preference_pairs``);
-3. DPO from π_ref at each β, and Preferred-FT (SFT on the chosen replies) from π_ref, same steps and batches;
-4. every ``--eval-every`` steps, ``GoldEval`` samples one reply per held-out prompt at temperature 1 and logs the
-   mean gold reward and the Monte-Carlo sequence KL(π‖π_ref) (mean log π(y|x) − log π_ref(y|x)).
-Writes ``frontier.png`` and ``frontier.json`` to ``--out`` and prints the table of final points and the
-DPO rewards at the KL of Preferred-FT's best point.
+3. DPO from π_ref at each β (and ``--dpo-lrs``), and Preferred-FT (SFT on the chosen replies) from π_ref at each
+   ``--ft-lrs``, batches of 16;
+4. every ``--eval-every`` steps, ``GoldEval`` samples ``--eval-repeats`` replies for each of 64 held-out prompts at
+   temperature 1 and logs the mean gold reward and the Monte-Carlo sequence KL(π‖π_ref).
+Each method's frontier is the upper concave envelope of all its evaluations (every run, every step): the best
+gold reward it reaches at estimated KL ≤ k. The report compares the two frontiers at ``--kl-grid`` (mean ± std
+over seeds, difference taken per seed). Writes ``OUT/seed*/frontier.json`` and ``OUT/frontier.png``.
 """
 
 from __future__ import annotations
@@ -61,14 +66,14 @@ def trainer(steps: int, root: Path, callbacks=()) -> L.Trainer:
                      limit_val_batches=0, default_root_dir=root, callbacks=list(callbacks))
 
 
-def train_reference(out: Path, args) -> tuple[str, SFT, list[str]]:
+def train_reference(out: Path, args, seed: int) -> tuple[str, SFT, list[str]]:
     """SFT on uniformly random replies; returns its checkpoint, the module and the training prompts."""
-    rng = random.Random(0)
-    prompt = lambda: "".join(rng.choice("xyzqw") for _ in range(4)) + ":"  # noqa: E731
+    rng = random.Random(seed)
+    prompt = lambda: "".join(rng.choice("xyzqw") for _ in range(4)) + ":"
     rows = [{"prompt": prompt(), "completion": "".join(rng.choice(LETTERS) for _ in range(rng.randint(12, 16)))}
             for _ in range(4000)]
     dm = SFTDataModule(train=write(out / "sft.jsonl", rows), batch_size=32, max_length=32)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     module = SFT(model=MODEL, optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3), gold_eval_batches=0)
     fit = trainer(args.sft_steps, out)
     fit.fit(module, datamodule=dm)
@@ -76,96 +81,180 @@ def train_reference(out: Path, args) -> tuple[str, SFT, list[str]]:
     return str(out / "reference.ckpt"), module, sorted({r["prompt"] for r in rows})
 
 
-def label_pairs(module: SFT, prompts: list[str], out: Path, task: Task) -> dict[str, str]:
-    """On-policy pairs (4 samples, 6 pairs per prompt); the first 64 prompts are held out for evaluation."""
-    torch.manual_seed(1)
+def label_pairs(module: SFT, prompts: list[str], out: Path, task: Task, seed: int, repeats: int) -> dict[str, str]:
+    """On-policy pairs (4 samples, all 6 pairs per prompt, ties skipped); the first 64 prompts are held out.
+
+    The validation files hold each held-out prompt ``repeats`` times, so ``GoldEval`` draws ``repeats``
+    independent replies per prompt (less Monte-Carlo noise in reward and KL).
+    """
+    torch.manual_seed(1000 + seed)
     ids = [module.tokenizer(p)["input_ids"] for p in prompts]
     pairs = sample_preference_pairs(module.model, module.tokenizer, task, prompts, ids, 4, SAMPLING)
-    held_out = set(prompts[:64])
+    held_out = prompts[:64]
+    train = [r for r in pairs if r["prompt"] not in set(held_out)]
+    first = {}
+    for r in pairs:
+        first.setdefault(r["prompt"], r)
+    val = [first[p] for p in held_out if p in first for _ in range(repeats)]
     files = {}
-    for split, keep in (("train", lambda r: r["prompt"] not in held_out), ("val", lambda r: r["prompt"] in held_out)):
-        rows = [r for r in pairs if keep(r)]
+    for split, rows in (("train", train), ("val", val)):
         files[f"{split}_pairs"] = write(out / f"{split}_pairs.jsonl", rows)
         files[f"{split}_chosen"] = write(out / f"{split}_chosen.jsonl",
                                          [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows])
     return files
 
 
-def run(module, dm, steps: int, every: int, out: Path, reference: str) -> list[dict]:
-    gold = GoldEval(num_prompts=64, sampling=SAMPLING, every_n_steps=every, batch_size=64, reference=reference,
-                    distinct_prompts=True)
-    torch.manual_seed(2)
+def run(module, dm, steps: int, every: int, out: Path, reference: str, seed: int, samples: int) -> list[dict]:
+    gold = GoldEval(num_prompts=samples, sampling=SAMPLING, every_n_steps=every, batch_size=128,
+                    reference=reference)
+    torch.manual_seed(2000 + seed)
     trainer(steps, out, [gold]).fit(module, datamodule=dm)
     return gold.history
 
 
+def run_seed(args, seed: int, out: Path) -> dict[str, list[dict]]:
+    """The whole pipeline for one seed (reference, pairs, every DPO and Preferred-FT run); its curves."""
+    out.mkdir(parents=True, exist_ok=True)
+    task = LetterSentiment()
+    ckpt, reference, prompts = train_reference(out, args, seed)
+    files = label_pairs(reference, prompts, out, task, seed, args.eval_repeats)
+    samples = 64 * args.eval_repeats
+    curves: dict[str, list[dict]] = {}
+    for lr in args.dpo_lrs:
+        for beta in args.betas:
+            dm = PreferenceDataModule(train=files["train_pairs"], val=files["val_pairs"], task=task, batch_size=16,
+                                      max_length=32)
+            module = DPO(model=MODEL, init_from=ckpt, beta=beta, optimizer=adamw(lr))
+            curves[f"DPO β={beta:g} lr={lr:g}"] = run(module, dm, args.steps, args.eval_every, out, "auto", seed,
+                                                     samples)
+    for lr in args.ft_lrs:
+        dm = SFTDataModule(train=files["train_chosen"], val=files["val_chosen"], task=task, batch_size=16,
+                           max_length=32)
+        module = SFT(model=MODEL, init_from=ckpt, optimizer=adamw(lr), gold_eval_batches=0)
+        curves[f"Preferred-FT lr={lr:g}"] = run(module, dm, args.ft_steps or args.steps, args.eval_every, out,
+                                                "snapshot", seed, samples)
+    (out / "frontier.json").write_text(json.dumps(curves, indent=2))
+    return curves
+
+
+def adamw(lr: float):
+    return lambda p: torch.optim.AdamW(p, lr=lr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--betas", type=float, nargs="+", default=[0.05, 0.1, 0.5, 1.0])
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full pipeline per seed")
+    parser.add_argument("--betas", type=float, nargs="+", default=[0.1, 0.5, 2.0, 8.0])
+    parser.add_argument("--dpo-lrs", type=float, nargs="+", default=[3e-4])
+    parser.add_argument("--ft-lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3],
+                        help="Preferred-FT learning rates (its sweep)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--ft-steps", type=int, default=0, help="Preferred-FT steps (default: --steps)")
     parser.add_argument("--sft-steps", type=int, default=300)
-    parser.add_argument("--eval-every", type=int, default=25)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int, default=20)
+    parser.add_argument("--eval-repeats", type=int, default=6, help="replies per held-out prompt (64 prompts)")
+    parser.add_argument("--kl-grid", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0, 4.0])
     parser.add_argument("--out", default="runs/frontier")
-    parser.add_argument("--report-only", action="store_true", help="plot and tabulate OUT/frontier.json again")
+    parser.add_argument("--report-only", action="store_true", help="aggregate OUT/seed*/frontier.json again")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.report_only:
-        report(json.loads((out / "frontier.json").read_text()), out)
-        return
-    task = LetterSentiment()
-    ckpt, reference, prompts = train_reference(out, args)
-    files = label_pairs(reference, prompts, out, task)
-    optimizer = lambda p: torch.optim.AdamW(p, lr=args.lr)  # noqa: E731
-    curves: dict[str, list[dict]] = {}
-    for beta in args.betas:
-        dm = PreferenceDataModule(train=files["train_pairs"], val=files["val_pairs"], task=task, batch_size=16,
-                                  max_length=32)
-        module = DPO(model=MODEL, init_from=ckpt, beta=beta, optimizer=optimizer)
-        curves[f"DPO β={beta:g}"] = run(module, dm, args.steps, args.eval_every, out, "auto")
-    dm = SFTDataModule(train=files["train_chosen"], val=files["val_chosen"], task=task, batch_size=16, max_length=32)
-    module = SFT(model=MODEL, init_from=ckpt, optimizer=optimizer, gold_eval_batches=0)
-    curves["Preferred-FT"] = run(module, dm, args.steps, args.eval_every, out, "snapshot")
-    report(curves, out)
+    if not args.report_only:
+        for seed in args.seeds:
+            run_seed(args, seed, out / f"seed{seed}")
+    seeds = {int(p.parent.name[4:]): json.loads(p.read_text()) for p in sorted(out.glob("seed*/frontier.json"))}
+    if not seeds:
+        raise SystemExit(f"no {out}/seed*/frontier.json to report")
+    report(seeds, out, args.kl_grid)
 
 
-def report(curves: dict[str, list[dict]], out: Path) -> None:
+def family(name: str) -> str:
+    return name.split()[0]
+
+
+def envelope(curves: dict[str, list[dict]], method: str, kl: float) -> float:
+    """Best gold reward a method reaches at estimated KL ≤ ``kl``: its upper concave envelope, non-decreasing.
+
+    Points are every evaluation of every run of the method (the reference at KL 0 included). Between two
+    points the envelope is their chord: a mixture of the two policies has exactly the interpolated reward and,
+    KL being convex, at most the interpolated KL, so the chord is attainable.
+    """
+    points = [(h["gold/kl"], h["gold/reward"]) for name, history in curves.items() if family(name) == method
+              for h in history]
+    best = max(r for k, r in points if k <= kl)
+    for ka, ra in points:
+        for kb, rb in points:
+            if ka <= kl < kb:
+                best = max(best, ra + (kl - ka) / (kb - ka) * (rb - ra))
+    return best
+
+
+def max_kl(curves: dict[str, list[dict]], method: str) -> float:
+    return max(h["gold/kl"] for name, history in curves.items() if family(name) == method for h in history)
+
+
+def report(seeds: dict[int, dict[str, list[dict]]], out: Path, grid: list[float]) -> None:
+    """Per-seed run table, the matched-KL table (mean ± std over seeds) and ``frontier.png``."""
+    import statistics
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    (out / "frontier.json").write_text(json.dumps(curves, indent=2))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, history in curves.items():
-        ax.plot([h["gold/kl"] for h in history], [h["gold/reward"] for h in history], "o-", label=name, markersize=3)
-    ax.set_xlabel("sequence KL(π‖π_ref) (Monte-Carlo)")
-    ax.set_ylabel("mean gold reward")
-    ax.legend()
+    methods = ["DPO", "Preferred-FT"]
+    print("| seed | run | evaluations | final gold reward | final KL | highest gold reward (its KL) |\n"
+          "|---|---|---|---|---|---|")
+    for seed, curves in seeds.items():
+        for name, history in curves.items():
+            top = max(history, key=lambda h: h["gold/reward"])
+            print(f"| {seed} | {name} | {len(history)} | {history[-1]['gold/reward']:.3f} | "
+                  f"{history[-1]['gold/kl']:.2f} | {top['gold/reward']:.3f} ({top['gold/kl']:.2f}) |")
+    reach = {m: [max_kl(c, m) for c in seeds.values()] for m in methods}
+    print("\nHighest KL reached (per seed): " + "; ".join(
+        f"{m}: {', '.join(f'{k:.2f}' for k in ks)}" for m, ks in reach.items()))
+    print(f"\nBest gold reward at estimated KL ≤ k (upper concave envelope of every run and evaluation), mean ± std over "
+          f"{len(seeds)} seeds; the difference is taken per seed:\n")
+    print("| KL ≤ | DPO | Preferred-FT | DPO − Preferred-FT | seeds DPO ahead |\n|---|---|---|---|---|")
+    table = {m: [[envelope(c, m, k) for c in seeds.values()] for k in grid] for m in methods}
+    fmt = lambda xs: f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.3f}"
+    for i, k in enumerate(grid):
+        dpo, ft = table["DPO"][i], table["Preferred-FT"][i]
+        diff = [a - b for a, b in zip(dpo, ft)]
+        beyond = " (beyond Preferred-FT's reach)" if k > max(reach["Preferred-FT"]) else ""
+        print(f"| {k:g}{beyond} | {fmt(dpo)} | {fmt(ft)} | {fmt(diff)} | {sum(d > 0 for d in diff)}/{len(diff)} |")
+    ref = [c[next(iter(c))][0]["gold/reward"] for c in seeds.values()]
+    print(f"\nReference policy gold reward (step 0): {fmt(ref)}.")
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = {"DPO": "tab:blue", "Preferred-FT": "tab:orange"}
+    first = seeds[min(seeds)]
+    shades = {m: iter(plt.get_cmap(c)([0.45, 0.6, 0.75, 0.9, 1.0] * 4)) for m, c in
+              (("DPO", "Blues"), ("Preferred-FT", "Oranges"))}
+    for name, history in first.items():
+        left.plot([h["gold/kl"] for h in history], [h["gold/reward"] for h in history], "o-", markersize=2,
+                  lw=0.6, color=next(shades[family(name)]), label=name)
+    left.set_title(f"every run, seed {min(seeds)}")
+    left.set_xscale("symlog", linthresh=0.5)
+    left.legend(fontsize=6)
+    fine = sorted({0.05 * i for i in range(1, 20)} | {1.0 + 0.25 * i for i in range(13)} | set(grid))
+    for m in methods:
+        rows = [[envelope(c, m, k) for c in seeds.values()] for k in fine]
+        mean = [statistics.mean(r) for r in rows]
+        low, high = [min(r) for r in rows], [max(r) for r in rows]
+        right.plot(fine, mean, "-", color=colours[m], label=f"{m} (mean of {len(seeds)} seeds)")
+        right.fill_between(fine, low, high, color=colours[m], alpha=0.2)
+        right.axvline(max(reach[m]), color=colours[m], ls=":", lw=0.8)
+    right.set_title("best reward at KL ≤ k (band: range over seeds)")
+    right.set_xlim(0, max(fine))
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.set_xlabel("sequence KL(π‖π_ref) (Monte-Carlo)")
+        ax.set_ylabel("mean gold reward")
     fig.tight_layout()
     fig.savefig(out / "frontier.png", dpi=120)
-    print("| method | final gold reward | final KL | highest gold reward (its KL) |\n|---|---|---|---|")
-    for name, history in curves.items():
-        top = max(history, key=lambda h: h["gold/reward"])
-        print(f"| {name} | {history[-1]['gold/reward']:.3f} | {history[-1]['gold/kl']:.2f} | "
-              f"{top['gold/reward']:.3f} ({top['gold/kl']:.2f}) |")
-    ft = max(curves["Preferred-FT"], key=lambda h: h["gold/reward"])
-    matched = {name: at_kl(history, ft["gold/kl"]) for name, history in curves.items() if name.startswith("DPO")}
-    shown = ", ".join(f"{name}: {r:.3f}" for name, r in matched.items() if r is not None)
-    print(f"\nPreferred-FT's best point: reward {ft['gold/reward']:.3f} at KL {ft['gold/kl']:.2f}; DPO at the same KL "
-          f"(linear interpolation along each curve): {shown}. Reference policy: gold reward "
-          f"{curves['Preferred-FT'][0]['gold/reward']:.3f}. Plot: {out / 'frontier.png'}")
+    print(f"Plot: {out / 'frontier.png'}")
 
-
-def at_kl(history: list[dict], kl: float) -> float | None:
-    """Gold reward where a training curve first reaches ``kl`` (linear between evaluations; None if never)."""
-    for a, b in zip(history, history[1:]):
-        if a["gold/kl"] <= kl <= b["gold/kl"]:
-            t = (kl - a["gold/kl"]) / max(b["gold/kl"] - a["gold/kl"], 1e-12)
-            return a["gold/reward"] + t * (b["gold/reward"] - a["gold/reward"])
-    return None
 
 if __name__ == "__main__":
     main()
