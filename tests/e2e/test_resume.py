@@ -169,6 +169,7 @@ def test_ppo_resume_after_kill_restores_its_state_and_run(tmp_path):
 
 RS = ('--model.init_args.sampling={"max_new_tokens": 6, "temperature": 1.0}', "--model.init_args.k=2",
       "--model.init_args.sft_steps=2", "--model.init_args.sft_batch_size=4",
+      "--model.init_args.min_score=null",  # an untrained policy never answers right: keep every winner
       '--data.init_args.task_sizes={"train": 16, "val": 4, "test": 4}', "--data.init_args.batch_size=4",
       "--trainer.max_steps=6")
 
