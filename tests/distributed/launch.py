@@ -20,14 +20,16 @@ COMMON = ["--trainer.accelerator", "cpu", "--trainer.logger", "false", "--traine
           "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1"]
 
 
-def run_fit(args: list[str], tmp_path: Path, scale: str | None = "ddp", timeout: float = 300) -> list[dict]:
+def run_fit(args: list[str], tmp_path: Path, scale: str | None = "ddp", timeout: float = 300,
+            expect_failure: bool = False) -> list[dict] | str:
     """``lit-rlhf fit <args> --config configs/scale/<scale>.yaml`` in a new process group.
 
     A run that has not finished after ``timeout`` seconds is killed (the whole group: both ranks) and the
     test fails with the run's output; a failing run fails the test with its output.
 
     Returns:
-        per-rank dicts written by :class:`rank_probe.RankProbe` (``global_step``, ``metrics``, ``final``, ...).
+        per-rank dicts written by :class:`rank_probe.RankProbe` (``global_step``, ``metrics``, ``final``, ...);
+        with ``expect_failure``, the output of the run, which must have failed (in time).
     """
     probe = tmp_path / "probe"
     scale_args = ["--config", str(ROOT / "configs" / "scale" / f"{scale}.yaml")] if scale else []
@@ -44,6 +46,9 @@ def run_fit(args: list[str], tmp_path: Path, scale: str | None = "ddp", timeout:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         pytest.fail(f"run did not finish in {timeout:.0f}s (killed):\n{' '.join(cmd)}\n{out[-4000:]}")
+    if expect_failure:
+        assert proc.returncode != 0, f"the run should have failed:\n{out[-3000:]}"
+        return out
     if proc.returncode != 0:
         pytest.fail(f"run failed (exit {proc.returncode}):\n{' '.join(cmd)}\n{out[-6000:]}")
     world = 2 if scale else 1

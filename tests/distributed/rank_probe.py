@@ -39,6 +39,24 @@ class RankProbe(L.Callback):
         torch.save(
             {"rank": trainer.global_rank, "world": trainer.world_size, "global_step": trainer.global_step,
              "batches": self.batches, "metrics": metrics, "initial": self.initial,
+             "skipped_updates": getattr(pl_module, "skipped_updates", None),
              "final": full_parameters(pl_module), "pid": os.getpid()},
             self.folder / f"rank{trainer.global_rank}.pt",
         )
+
+
+class NaNOnRank(L.Callback):
+    """Makes the policy's logits NaN for one training batch on one rank only (the other ranks see finite losses)."""
+
+    def __init__(self, rank: int = 1, batch: int = 1) -> None:
+        self.rank, self.batch, self.handle = rank, batch, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_rank == self.rank and batch_idx == self.batch:
+            target = getattr(pl_module.model, "head", pl_module.model)  # a reward model's scalar head
+            self.handle = target.register_forward_hook(lambda mod, args, out: out * float("nan"))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None

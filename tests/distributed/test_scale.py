@@ -44,3 +44,17 @@ def test_ddp_and_fsdp2_train_in_sync(method, tmp_path):
     assert fsdp2[0]["global_step"] == ddp[0]["global_step"]
     for name, p in ddp[0]["final"].items():
         torch.testing.assert_close(fsdp2[0]["final"][name], p, rtol=1e-4, atol=2e-5, msg=f"FSDP2 vs DDP: {name}")
+
+
+NAN_ON_RANK_1 = ['--trainer.callbacks+={"class_path": "rank_probe.NaNOnRank", "init_args": {"rank": 1, "batch": 1}}']
+
+
+def test_nonfinite_loss_on_one_rank_skips_the_update_on_every_rank(tmp_path):
+    ranks = run_fit([*METHODS["rm"], *NAN_ON_RANK_1, "--model.nonfinite", "skip"], tmp_path, "ddp")
+    assert [r["skipped_updates"] for r in ranks] == [1, 1]
+    assert_ranks_in_sync(ranks)
+
+
+def test_nonfinite_loss_on_one_rank_stops_every_rank(tmp_path):
+    out = run_fit([*METHODS["rm"], *NAN_ON_RANK_1], tmp_path, "ddp", timeout=240, expect_failure=True)
+    assert "RewardModel: non-finite loss" in out and "at step 1" in out
