@@ -136,3 +136,33 @@ def test_quantized_weights_without_adapter_are_refused(tiny_folder):
 def test_quantizing_a_code_built_model_is_refused(tiny_spec):
     with pytest.raises(ValueError, match="built from code: save it first"):
         load_model(dataclasses.replace(tiny_spec, quantization="4bit"))
+
+
+def test_qlora_gradients_match_a_dequantized_twin(tiny_folder):
+    """Adapter gradients flow through the 4-bit base layers as through their dequantized fp32 copies
+    (bitsandbytes warns that its CPU gemv kernel has no autograd kernel: this checks the gradients anyway)."""
+    import copy
+
+    import bitsandbytes as bnb
+
+    torch.set_num_threads(1)
+    quantized = load_model({"name": tiny_folder, "quantization": "4bit", "lora": LORA})
+    for name, p in quantized.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)  # non-zero, so every adapter's gradient depends on later layers
+    twin = copy.deepcopy(quantized)
+    for module in list(twin.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, bnb.nn.Linear4bit):
+                weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).float()
+                plain = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False).requires_grad_(False)
+                plain.weight.data.copy_(weight)
+                setattr(module, child_name, plain)
+    ids = torch.randint(3, 200, (2, 12))
+    for net in (quantized, twin):
+        net(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
+    grads = {n: p.grad for n, p in twin.named_parameters() if p.grad is not None}
+    assert len(grads) == sum(p.grad is not None for p in quantized.parameters()) > 0
+    for name, p in quantized.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, grads[name], rtol=0.05, atol=0.05 * grads[name].abs().max().item())
