@@ -134,7 +134,7 @@ class LitRLHFModule(L.LightningModule):
         if getattr(spec, "quantization", None) is not None:
             raise ValueError(
                 f"{type(self).__name__}: {spec.quantization} (bitsandbytes) weights cannot be sharded by {strategy} "
-                f"here; use strategy: ddp (QLoRA fits a 7B policy on one GPU per process) or full-precision weights"
+                f"here; use strategy: ddp (one quantized copy per process) or full-precision weights"
             )
 
     def param_groups(self) -> list[Any]:

