@@ -4,7 +4,8 @@
         [--steps 300] [--ft-steps 600] [--out runs/frontier]
     python benchmarks/dpo_frontier.py --report-only --out runs/frontier   # re-aggregate OUT/seed*/frontier.json
 
-A programmatic "sentiment" task (methods.md §5.3): prompts are four random letters from "xyzqw" and ':', replies are
+A programmatic stand-in for the DPO paper's controlled-sentiment task (Rafailov et al. 2023, "Direct Preference
+Optimization", §6.1 and App. C.1): prompts are four random letters from "xyzqw" and ':', replies are
 strings over "abcdefgh"; gold reward r(y) = (#'a' − #'h') / |y| ∈ [−1, 1]. The pipeline is the DPO paper's, once
 per seed (every random draw depends on the seed):
 1. SFT of a tiny Llama on uniformly random replies (the reference policy π_ref, gold reward ≈ 0);

@@ -2,7 +2,8 @@
 EOS fraction, value loss, policy loss, approx. KL, clip fraction, entropy, first-minibatch ratio, seconds of
 generation + update) and the greedy gold accuracy on 200 validation problems before and after.
 
-The start policy is the one ``ppo_benchmark.py gold --folder F`` trains (``F/policy``). Examples (RESULTS.md):
+The start policy is the one ``ppo_benchmark.py gold --folder F`` trains (``F/policy``). Examples
+(benchmarks/results/ppo.md):
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/ppo_diagnose.py F/policy --iters 30 --lr 3e-5 --lam 1.0
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/ppo_diagnose.py F/policy --iters 30 --lr 3e-5 --value-lr 1e-3

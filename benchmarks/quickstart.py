@@ -3,7 +3,7 @@
     python benchmarks/quickstart.py [--seeds 0 1 2]
 
 Runs ``lit-rlhf fit --config configs/quickstart.yaml`` once per seed (one CPU thread, W&B offline) and
-prints a Markdown table row per seed plus the command, for ``benchmarks/RESULTS.md``.
+prints a Markdown table row per seed plus the command, for ``benchmarks/results/sft.md``.
 """
 
 from __future__ import annotations

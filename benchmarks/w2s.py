@@ -2,8 +2,9 @@
 
     python benchmarks/w2s.py [--seeds 0 1 2] [--out benchmarks/w2s]
 
-* synthetic: ``configs/w2s_synthetic.yaml`` (methods.md §1.9; weak = logistic regression on a noisy partial
-  view, strong = linear probe on salient features; 10,000 + 10,000 training examples, 5,000 test);
+* synthetic: ``configs/w2s_synthetic.yaml`` (a concept salient to the strong model, Burns et al. 2023 §5.2;
+  weak = logistic regression on a noisy partial view, strong = linear probe on salient features; 10,000 + 10,000
+  training examples, 5,000 test);
 * sentiment, linear probe: human-rated movie-review snippets (gold = sign of the human rating), weak = logistic
   regression on VADER scores, strong = linear probe on frozen all-MiniLM-L6-v2 mean-pooled features
   (2,000 + 2,000 training snippets, 1,000 test; reference recipe Adam 1e-3, cosine, batch 32, 2 epochs,

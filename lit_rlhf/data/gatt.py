@@ -1,4 +1,4 @@
-"""Ghost Attention (GAtt) training data (Llama 2 §3.3, methods.md §4.4).
+"""Ghost Attention (GAtt) training data (Touvron et al. 2023, Llama 2, §3.3).
 
 Given dialogues (user turns) and instructions that should hold for a whole dialogue:
 

@@ -1,4 +1,4 @@
-"""Sampling temperature for best-of-K (Llama 2 §3.2.2, Fig. 8: the best temperature depends on K)."""
+"""Sampling temperature for best-of-K (Llama 2 §3.2.3, Fig. 8: the best temperature depends on K)."""
 
 from __future__ import annotations
 

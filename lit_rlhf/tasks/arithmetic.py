@@ -1,4 +1,4 @@
-"""Multi-step arithmetic chains whose every step is machine-checkable (methods.md §3.5).
+"""Multi-step arithmetic chains whose every step is machine-checkable (Lightman et al. 2023 §3, in miniature).
 
 A problem is a start value and a chain of ``(op, operand)`` steps applied **left to right**. The prompt
 and the correct completion are short strings for a character-level model::

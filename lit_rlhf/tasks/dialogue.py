@@ -1,4 +1,4 @@
-"""Dialogues with a standing, machine-checkable instruction (Ghost Attention miniature, methods.md §4.4–4.5).
+"""Dialogues with a standing, machine-checkable instruction (Ghost Attention miniature, Llama 2 §3.3).
 
 A dialogue is a system instruction and ``n`` user turns, each one word. The ideal reply is the word,
 transformed by every instruction in force::

@@ -1,7 +1,9 @@
 """A synthetic weak-to-strong setting where the strong model's features make the concept salient.
 
-The CPU miniature of ``methods.md`` §1.9: ``x ~ N(0, I_32)``, gold ``y = 1[u > 0]`` with
-``u = w*·x / ‖w*‖``. Each example carries three precomputed feature *views* (in the row as lists):
+A CPU miniature of the saliency argument of Burns et al. 2023 ("Weak-to-Strong Generalization", §5.2: weak-to-
+strong generalization works best when the concept is salient in the strong model's representations):
+``x ~ N(0, I_32)``, gold ``y = 1[u > 0]`` with ``u = w*·x / ‖w*‖``. Each example carries three precomputed
+feature *views* (in the row as lists):
 
 * ``weak_view``: a noisy nonlinear partial view, ``ReLU(x[:8] P) + ε`` (``P`` 8×16, ``ε ~ N(0, noise²)``);
   a logistic regression on it reaches ~0.62 gold accuracy;

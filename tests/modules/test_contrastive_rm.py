@@ -128,7 +128,8 @@ def _val_feature_stats(rm, dm):
 
 
 def test_contrastive_rm_learns_and_keeps_chosen_and_rejected_features_apart(tiny_spec, tmp_path):
-    """The methods.md miniature asks for a lower chosen/rejected cosine than a vanilla RM. On this tiny backbone
+    """Secrets of RLHF II (Wang et al. 2024, §3.1) shows, by t-SNE, less overlap of chosen and rejected features
+    with SimCSE, i.e. a lower chosen/rejected cosine than a vanilla RM. On this tiny backbone
     trained from scratch that does not hold: the vanilla RM collapses all pooled features onto the reward
     direction (top principal component ≈ 99% of the variance), which makes chosen and rejected *anti*-aligned
     (cosine ≈ −0.77 for seed 0; −0.57…−0.86 over seeds 0–2), while SimCSE spreads the features (top PC ≈ 20%)
