@@ -19,8 +19,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import yaml
@@ -42,7 +43,7 @@ class LitRLHFCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         """A config's ``w2s:`` section is read by ``lit-rlhf w2s`` only: accepted here and ignored (it is in
         neither ``--help`` nor the printed or saved config)."""
-        parser.add_argument("--w2s", type=Optional[dict], default=None, help=argparse.SUPPRESS)
+        parser.add_argument("--w2s", type=dict | None, default=None, help=argparse.SUPPRESS)
 
     def parse_arguments(self, parser, args) -> None:
         """A config built in code (a dict or Namespace, e.g. by ``lit-rlhf strength``) parses without
@@ -153,14 +154,14 @@ class StrengthCLI(FitConfigCLI):
         parser.add_argument("--members", type=int, default=5, help="ensemble size M (paper: 10)")
         parser.add_argument("--output", type=str, required=True,
                             help="jsonl to write (the training pairs + strength_mean / strength_std columns)")
-        parser.add_argument("--plot", type=Optional[str], default=None, help="PNG of the strength distribution")
+        parser.add_argument("--plot", type=str | None, default=None, help="PNG of the strength distribution")
 
 
 def strength_main(argv: list[str]) -> None:
     """``lit-rlhf strength``: see :data:`FIT_PIPELINES`."""
     from lit_rlhf.eval.strength import plot_strength, preference_strength, strength_statistics, write_with_strength
 
-    cli = StrengthCLI.parse("strength", FIT_PIPELINES["strength"][1], argv)
+    cli = StrengthCLI.parse("strength", FIT_PIPELINES["strength"].description, argv)
     config, datamodules = cli.fit_config(), []
 
     def build(member: int):
@@ -184,12 +185,12 @@ class W2SCLI(FitConfigCLI):
         from lit_rlhf.eval.w2s import W2SSettings
 
         parser.add_argument("--w2s", type=W2SSettings, default=W2SSettings(), help="settings of the pipeline")
-        parser.add_argument("--chain", type=Union[str, dict], nargs="+", default=None,
+        parser.add_argument("--chain", type=str | dict, nargs="+", default=None,
                             help="intermediate models for bootstrapping (overrides w2s.chain)")
         parser.add_argument("--losses", type=str, nargs="+", default=None,
                             help="xent, product, logconf[:repo|linear][:weak_prior|median] (overrides w2s.losses)")
         parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (overrides w2s.seeds)")
-        parser.add_argument("--output", type=Optional[str], default=None, help="output folder (overrides w2s.output)")
+        parser.add_argument("--output", type=str | None, default=None, help="output folder (overrides w2s.output)")
 
 
 def w2s_learner(name: str | dict, role: str, settings, config: dict[str, Any]):
@@ -219,7 +220,7 @@ def w2s_main(argv: list[str]) -> None:
 
     from lit_rlhf.eval.w2s import W2SSettings, run_w2s
 
-    cli = W2SCLI.parse("w2s", FIT_PIPELINES["w2s"][1], argv)
+    cli = W2SCLI.parse("w2s", FIT_PIPELINES["w2s"].description, argv)
     settings = W2SSettings(**cli.config.w2s.as_dict())
     for key in ("chain", "losses", "seeds", "output"):
         if cli.config[key] is not None:
@@ -243,15 +244,30 @@ def w2s_main(argv: list[str]) -> None:
     print(f"wrote {Path(settings.output) / 'summary.json'} ({time.perf_counter() - clock:.0f} s)")
 
 
-FIT_PIPELINES: dict[str, tuple[Callable[[list[str]], None], str, str]] = {
-    "strength": (
+@dataclass(frozen=True)
+class FitPipeline:
+    """A pipeline over a ``fit`` config.
+
+    Args:
+        run: runs it on the command line after its name.
+        description: its ``--help`` text.
+        help: its line in ``lit-rlhf --help``.
+    """
+
+    run: Callable[[list[str]], None]
+    description: str
+    help: str
+
+
+FIT_PIPELINES: dict[str, FitPipeline] = {
+    "strength": FitPipeline(
         strength_main,
         "Preference strength (Secrets of RLHF II): train an ensemble of reward models on a preference config, "
         "write every training pair with strength_mean/strength_std columns, and plot the distribution. The other "
         "arguments (--config, --model.*, --data.*, --trainer.*) are those of `lit-rlhf fit`.",
         "preference strength of every pair from an ensemble of reward models",
     ),
-    "w2s": (
+    "w2s": FitPipeline(
         w2s_main,
         "Weak-to-strong generalization (Burns et al. 2023): train the weak model on ground truth, write its soft "
         "labels on a held-out split (jsonl), train the strong student on them with each loss, train the strong "
@@ -283,7 +299,7 @@ def command_parser() -> ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subcommands(required=True, dest="command")
     lines = {**TRAINER_COMMANDS, **{name: p.help for name, p in PIPELINES.items()},
-             **{name: line for name, (_, _, line) in FIT_PIPELINES.items()}}
+             **{name: p.help for name, p in FIT_PIPELINES.items()}}
     for name, line in lines.items():
         commands.add_subcommand(name, ArgumentParser(prog=f"lit-rlhf {name}", description=line), help=line)
     return parser
@@ -336,7 +352,7 @@ def main(args: list[str] | None = None) -> None:
         if command in PIPELINES:
             PIPELINES[command].run(command, argv[1:])
         elif command in FIT_PIPELINES:
-            FIT_PIPELINES[command][0](argv[1:])
+            FIT_PIPELINES[command].run(argv[1:])
         elif command in TRAINER_COMMANDS or (command or "").startswith("-") and command not in ("-h", "--help"):
             make_cli(None if args is None else argv)
         else:

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -81,7 +81,7 @@ def assets(models: bool = True, data: bool = True, dry_run: bool = False) -> Non
 
 def pairs(
     output: str,
-    task: Task = lazy_instance(Sentiment),
+    task: Task = lazy_instance(Sentiment),  # noqa: B008 (jsonargparse's lazy default)
     policy: str = "lit-rlhf:tiny-llama",
     split: Literal["train", "val", "test"] = "train",
     prompts: int = 1000,
@@ -139,17 +139,17 @@ def pairs(
 
 def best_of_n(
     output: str,
-    policy: Optional[str] = None,
-    candidates: Optional[str] = None,
-    task: Task = lazy_instance(Arithmetic),
+    policy: str | None = None,
+    candidates: str | None = None,
+    task: Task = lazy_instance(Arithmetic),  # noqa: B008 (jsonargparse's lazy default)
     split: Literal["train", "val", "test"] = "test",
     problems: int = 200,
     data_seed: int = 0,
-    prm: Optional[str] = None,
-    orm: Optional[str] = None,
+    prm: str | None = None,
+    orm: str | None = None,
     aggregate: list[Literal["product", "min", "last"]] = ["product", "min"],  # noqa: B006 (jsonargparse default)
     n: list[int] = [1, 4, 16, 64],  # noqa: B006
-    pool: Optional[int] = None,
+    pool: int | None = None,
     trials: int = 100,
     seed: int = 0,
     temperature: float = 1.0,
@@ -211,12 +211,12 @@ def best_of_n(
 
 def rs_temperature(
     policy: str,
-    task: Task = lazy_instance(Arithmetic),
-    reward_model: Optional[str] = None,
+    task: Task = lazy_instance(Arithmetic),  # noqa: B008 (jsonargparse's lazy default)
+    reward_model: str | None = None,
     split: Literal["train", "val", "test"] = "val",
     prompts: int = 64,
     k: int = 8,
-    n: Optional[int] = None,
+    n: int | None = None,
     temperatures: list[float] = [0.6, 0.8, 1.0, 1.2, 1.4],  # noqa: B006
     max_new_tokens: int = 64,
     seed: int = 0,
@@ -260,7 +260,7 @@ def rs_temperature(
     return best
 
 
-def load_policy_source(policy: str):
+def load_policy_source(policy: str) -> tuple[Any, torch.nn.Module]:
     """Tokenizer and causal LM of ``--policy``: a ``.ckpt``, a run folder (a folder without a Hugging Face
     ``config.json``: its newest ``.ckpt``), a Hugging Face folder or a model name."""
     from lit_rlhf.cli import load_policy
@@ -296,6 +296,7 @@ class Pipeline:
     flags: dict[str, list[str]] = field(default_factory=dict)
 
     def parser(self, name: str) -> ArgumentParser:
+        """The command's parser: ``--config``, ``--print_config`` and the function's arguments."""
         doc = (inspect.getdoc(self.function) or "").split("\nArgs:")[0].strip()
         parser = ArgumentParser(prog=f"lit-rlhf {name}", description=doc)
         parser.add_argument("-c", "--config", action=ActionConfigFile, help="Path to a configuration file (YAML).")
@@ -307,8 +308,7 @@ class Pipeline:
         hints = typing.get_type_hints(self.function)
         out = set()
         for name, hint in hints.items():
-            args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is typing.Union else [hint]
-            if any(typing.get_origin(a) is list for a in args):
+            if any(typing.get_origin(a) is list for a in (*typing.get_args(hint), hint)):
                 out.add(f"--{name}")
         return out
 
@@ -358,10 +358,12 @@ def translate_argv(command: str, argv: list[str], pipeline: Pipeline, options: s
     the later ones win as they did), ``pipeline.flags`` and hyphenated option names (``--max-new-tokens``).
     """
     lists = pipeline.list_options()
+    rewritten = {*pipeline.flags, *pipeline.renamed, *lists, "--task", "--task-args"}
     tokens = []
-    for token in argv:  # "--opt=value" -> "--opt", "value" (dotted options are left to jsonargparse)
+    for token in argv:  # "--opt=value" -> "--opt", "value" for the options rewritten here
         name, eq, value = token.partition("=")
-        tokens += [name, value] if eq and name.startswith("--") and "." not in name else [token]
+        hyphenated = "-" in name[2:] and "--" + name[2:].replace("-", "_") in options
+        tokens += [name, value] if eq and (name in rewritten or hyphenated) else [token]
     out: list[str] = []
     task_args: list[str] = []
     renamed: dict[str, str] = {}
