@@ -126,19 +126,18 @@ class FitConfigCLI(LitRLHFCLI):
 
     @classmethod
     def parse(cls, name: str, description: str, argv: list[str]) -> FitConfigCLI:
+        """Parse ``lit-rlhf <name> <argv>`` (the same LightningCLI arguments as :func:`make_cli`'s)."""
         return cls(LitRLHFModule, RowDataModule, subclass_mode_model=True, subclass_mode_data=True,
                    auto_configure_optimizers=False, save_config_callback=None, args=argv, run=False,
                    parser_kwargs={"prog": f"lit-rlhf {name}", "description": description})
 
 
-def with_overrides(config: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a ``fit`` config with ``seed_everything`` (``seed=``) and ``<section>.init_args`` / trainer
-    values replaced: ``with_overrides(c, seed=1, data={"seed": 1}, trainer={"logger": False})``."""
+def with_overrides(config: dict[str, Any], seed: int, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a ``fit`` config with ``seed_everything`` and ``<section>.init_args`` (``trainer``: its values)
+    replaced: ``with_overrides(c, 1, data={"seed": 1}, trainer={"logger": False})``."""
     out = copy.deepcopy(config)
+    out["seed_everything"] = seed
     for key, values in sections.items():
-        if key == "seed":
-            out["seed_everything"] = values
-            continue
         target = out.setdefault(key, {})
         if key != "trainer":
             target = target.setdefault("init_args", {})
@@ -165,7 +164,7 @@ def strength_main(argv: list[str]) -> None:
     config, datamodules = cli.fit_config(), []
 
     def build(member: int):
-        run = make_cli(with_overrides(config, seed=member, data={"seed": member}), run=False, save_config=False)
+        run = make_cli(with_overrides(config, member, data={"seed": member}), run=False, save_config=False)
         datamodules.append(run.datamodule)
         return run.model, run.datamodule, run.trainer
 
@@ -206,7 +205,7 @@ def w2s_learner(name: str | dict, role: str, settings, config: dict[str, Any]):
         base, options = parse_loss(loss)
         model = {"model": name, "loss": base, **extra,
                  **{"confidence_schedule" if k == "schedule" else k: v for k, v in options.items()}}
-        run = make_cli(with_overrides(config, seed=seed, model=model, data={"seed": seed},
+        run = make_cli(with_overrides(config, seed, model=model, data={"seed": seed},
                                       trainer={"logger": False, "enable_checkpointing": False, "limit_val_batches": 0}),
                        run=False, save_config=False)
         return run.model, run.datamodule, run.trainer
