@@ -68,7 +68,8 @@ COMMANDS = ["fit", "validate", "test", "predict", "export", "assets", "pairs", "
 
 
 def test_top_level_help_lists_every_command():
-    out = subprocess.run([sys.executable, "-m", "lit_rlhf", "--help"], capture_output=True, text=True, cwd=ROOT, check=False)
+    out = subprocess.run([sys.executable, "-m", "lit_rlhf", "--help"], capture_output=True, text=True, cwd=ROOT,
+                         check=False)
     assert out.returncode == 0, out.stderr
     listed = {line.split()[0] for line in out.stdout.splitlines() if re.match(r"    \S", line)}  # one per command
     assert listed == set(COMMANDS)

@@ -120,7 +120,8 @@ def test_pairs_from_a_config_label_every_pair_by_the_gold_reward(run_folder, tmp
     assert 0 < len(rows) <= 3 * 3  # at most K(K-1)/2 = 3 pairs per prompt
     assert {r["prompt"] for r in rows} <= set(prompts)
     for r in rows:
-        assert r["gold_reward_chosen"] == sum(map(ord, r["chosen"])) > sum(map(ord, r["rejected"])) == r["gold_reward_rejected"]
+        chosen, rejected = sum(map(ord, r["chosen"])), sum(map(ord, r["rejected"]))
+        assert r["gold_reward_chosen"] == chosen > rejected == r["gold_reward_rejected"]
     assert f"wrote {out}: {len(rows)} pairs from 3 prompts x 3 samples" in capsys.readouterr().out
 
 
@@ -218,7 +219,8 @@ def test_fit_ends_a_data_error_with_the_located_line_only(tmp_path):
     bad = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "1+2=", "completion": "3"}, {"prompt": "2+2="}])
     argv = [sys.executable, "-m", "lit_rlhf", "fit", "--model=SFT", f"--model.model={json.dumps(TINY_MODEL)}",
             "--data=SFTDataModule", f"--data.train={bad}", "--trainer.max_steps=1", "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu"]
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.accelerator=cpu"]
     env = {**os.environ, "LIT_RLHF_DEBUG": "", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
     assert done.returncode == 2, done.stderr
