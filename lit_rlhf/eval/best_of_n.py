@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from lit_rlhf.data.schemas import DataError
 from lit_rlhf.data.tokenize import Encoder
 from lit_rlhf.eval.verify import Aggregate, score_outcomes, score_steps, solution_scores
 from lit_rlhf.rollout.generation import SamplingConfig, generate_texts
@@ -253,11 +254,13 @@ def load_candidates(path: str | Path) -> tuple[list[str], list[list[str]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not JSON ({err})") from None
+                raise DataError(where, None, f"invalid JSON: {err.msg} (column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(where, None, f"expected an object, got {type(row).__name__}")
             if not isinstance(row.get("prompt"), str):
-                raise ValueError(f"{where}: field 'prompt' must be a string")
+                raise DataError(where, "prompt", "must be a string")
             if not isinstance(row.get("completions"), list) or not all(isinstance(c, str) for c in row["completions"]):
-                raise ValueError(f"{where}: field 'completions' must be a list of strings")
+                raise DataError(where, "completions", "must be a list of strings")
             prompts.append(row["prompt"])
             candidates.append(row["completions"])
     return prompts, candidates

