@@ -30,6 +30,7 @@ from torch import nn
 from lit_rlhf.losses import gae, kl_penalty, masked_mean, ppo_policy_loss, ppo_value_loss, whiten
 from lit_rlhf.losses.ppo import KLKind
 from lit_rlhf.models import HeadModel, ModelLike, ModelSpec, hidden_size, load_model, selected_logits, token_logps
+from lit_rlhf.models.checkpoint import portable_spec
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, RunningMoments, SamplingConfig, generate, kl_controller, response_mask
 from lit_rlhf.rollout.rewards import RewardFn, load_reward_head, reward_source, score_completions
@@ -344,6 +345,13 @@ class PPO(PolicyModule):
     # ------------------------------------------------------------------ state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
+        hparams = checkpoint.get("hyper_parameters")
+        if hparams is not None:  # the critic's own spec (``model`` may now name the root network); absolute paths
+            if self.value_model is not None and hparams.get("value_init") is None:
+                hparams["value_model"] = portable_spec(hparams.get("value_model") or self.spec).to_dict()
+            for key in ("reward_model", "value_init"):
+                if hparams.get(key):
+                    hparams[key] = str(Path(hparams[key]).expanduser().absolute())
         checkpoint["ppo_state"] = {
             "kl_ctl": self.kl_ctl.state_dict(), "reward_stats": self.reward_stats.state_dict(),
             "rng": self._rng, "buffer": self.buffer.state_dict(),

@@ -93,7 +93,9 @@ def test_gatt_data_is_a_task_source_for_the_sft_datamodule():
 
 
 def test_a_policy_can_sample_the_replies(tiny_spec):
-    gatt = GAttData(Dialogue(min_turns=2, max_turns=2), policy=tiny_spec, sampling={"max_new_tokens": 3})
+    from lit_rlhf.rollout import ChatReplier
+
+    gatt = GAttData(Dialogue(min_turns=2, max_turns=2), replier=ChatReplier(tiny_spec, sampling={"max_new_tokens": 3}))
     records = list(gatt.records("sft", "train", 4, 0))
     assert len(records) == 4
     assert all(isinstance(m["content"], str) for _, r in records for m in r["messages"])
