@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import torch
 
 from lit_rlhf.data import GAttData, SFTDataModule, build_gatt
 from lit_rlhf.tasks import Dialogue
@@ -99,3 +100,25 @@ def test_a_policy_can_sample_the_replies(tiny_spec):
     records = list(gatt.records("sft", "train", 4, 0))
     assert len(records) == 4
     assert all(isinstance(m["content"], str) for _, r in records for m in r["messages"])
+
+
+def test_a_policy_replier_is_configured_by_class_path():
+    from jsonargparse import ArgumentParser
+
+    from conftest import TINY
+    from lit_rlhf.models import ModelSpec
+    from lit_rlhf.rollout import ChatReplier
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(GAttData, "gatt")
+    replier = {"class_path": "lit_rlhf.rollout.ChatReplier",
+               "init_args": {"model": {"name": "lit-rlhf:tiny-llama", "config": TINY}, "sampling": {"max_new_tokens": 3}}}
+    config = parser.parse_object({"gatt": {"task": {"class_path": "lit_rlhf.tasks.Dialogue",
+                                                    "init_args": {"min_turns": 1, "max_turns": 1}},
+                                           "replier": replier}})
+    gatt = parser.instantiate_classes(config).gatt
+    chat = gatt.replier()
+    assert isinstance(chat, ChatReplier) and chat.model == ModelSpec(config=TINY)  # loaded at the first call
+    assert chat.sampling.max_new_tokens == 3
+    records = list(gatt.records("sft", "train", 2, 0))
+    assert len(records) == 2 and isinstance(chat.model, torch.nn.Module)
