@@ -49,6 +49,9 @@ class LitRLHFModule(L.LightningModule):
             ``skipped_updates`` and warned). Decided over all ranks, so ranks stay in step.
     """
 
+    path_hparams: tuple[str, ...] = ()
+    """Hyperparameters that name local files or folders: checkpoints record them as absolute paths."""
+
     def __init__(
         self,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -200,13 +203,14 @@ class LitRLHFModule(L.LightningModule):
         checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
         if self.provenance:
             checkpoint[PROVENANCE_KEY] = self.provenance
+        hparams = checkpoint.get("hyper_parameters", {})
+        for key in self.path_hparams:
+            if isinstance(hparams.get(key), str):
+                hparams[key] = str(Path(hparams[key]).expanduser().absolute())
         spec = self.network_spec()
         if spec is None:
             return
         record = checkpoint[NETWORK_KEY] = network_record(spec, self.model)
-        hparams = checkpoint.get("hyper_parameters")
-        if hparams is None:
-            return
         if "model" in hparams and ModelSpec.of(hparams["model"]) != ModelSpec.of(dict(record["spec"])):
             hparams["model"] = record["spec"]
         if hparams.get("init_from") is not None:

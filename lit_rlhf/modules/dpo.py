@@ -52,6 +52,8 @@ class DPO(PolicyModule):
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
+    path_hparams = ("reference_cache",)
+
     def __init__(
         self,
         model: ModelLike = "lit-rlhf:tiny-llama",

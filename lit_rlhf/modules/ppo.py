@@ -91,6 +91,8 @@ class PPO(PolicyModule):
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
+    path_hparams = ("reward_model", "value_init")
+
     def __init__(
         self,
         model: ModelLike = "lit-rlhf:tiny-llama",
@@ -345,13 +347,9 @@ class PPO(PolicyModule):
     # ------------------------------------------------------------------ state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        hparams = checkpoint.get("hyper_parameters")
-        if hparams is not None:  # the critic's own spec (``model`` may now name the root network); absolute paths
-            if self.value_model is not None and hparams.get("value_init") is None:
-                hparams["value_model"] = portable_spec(hparams.get("value_model") or self.spec).to_dict()
-            for key in ("reward_model", "value_init"):
-                if hparams.get(key):
-                    hparams[key] = str(Path(hparams[key]).expanduser().absolute())
+        hparams = checkpoint.get("hyper_parameters", {})
+        if self.value_model is not None and hparams.get("value_init") is None:  # not the ``model`` it may now name
+            hparams["value_model"] = portable_spec(hparams.get("value_model") or self.spec).to_dict()
         checkpoint["ppo_state"] = {
             "kl_ctl": self.kl_ctl.state_dict(), "reward_stats": self.reward_stats.state_dict(),
             "rng": self._rng, "buffer": self.buffer.state_dict(),

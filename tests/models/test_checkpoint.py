@@ -84,8 +84,9 @@ def test_dpo_run_loads_and_exports_after_its_sft_run_is_gone(tiny_spec, tmp_path
     sft_run = fit_run(SFT(model=spec, optimizer=adamw, gold_eval_batches=0), sft_data(tmp_path), tmp_path / "sft", 3)
     sft_ckpt = resolve_checkpoint(sft_run)
     assert Path(sft_ckpt).parent.name == "checkpoints" and Path(sft_ckpt).parents[2].name == "lit-rlhf"
-    dpo = DPO(model=spec, init_from=str(sft_run), reference="lora_disabled" if lora else "copy", beta=0.5,
-              optimizer=adamw)
+    monkeypatch.chdir(tmp_path)
+    dpo = DPO(model=spec, init_from="sft", reference="lora_disabled" if lora else "copy", beta=0.5,
+              reference_cache="cache", optimizer=adamw)  # paths relative to the working directory
     dm = pair_data(tmp_path)
     dpo_run = fit_run(dpo, dm, tmp_path / "dpo", 2)
     batch = dm.collator()(dm.dataset("val").items)
@@ -97,6 +98,7 @@ def test_dpo_run_loads_and_exports_after_its_sft_run_is_gone(tiny_spec, tmp_path
 
     ckpt = torch.load(resolve_checkpoint(dpo_run), map_location="cpu", weights_only=True)
     assert ckpt[PROVENANCE_KEY]["init_from"] == sft_ckpt and ckpt["hyper_parameters"]["init_from"] is None
+    assert ckpt["hyper_parameters"]["reference_cache"] == str(tmp_path / "cache")
     assert ckpt[NETWORK_KEY]["spec"]["lora"] == (dataclasses.asdict(spec.lora) if lora else None)
     shutil.rmtree(sft_run)
     (tmp_path / "elsewhere").mkdir()
@@ -160,3 +162,22 @@ def test_head_loaders_refuse_the_wrong_network(tiny_spec, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(classifier.state_dict().values(), orm.model.state_dict().values()))
     with pytest.raises(ValueError, match="not a scalar reward model"):
         load_reward_head(tmp_path / "orm.ckpt")
+
+
+def test_ppo_checkpoint_loads_without_its_init_run(tiny_spec, tmp_path, monkeypatch):
+    from lit_rlhf.modules import PPO
+
+    sft_run = fit_run(SFT(model=tiny_spec, gold_eval_batches=0), sft_data(tmp_path), tmp_path / "sft", 1)
+    ppo = PPO(model=tiny_spec, init_from=str(sft_run), sampling={"max_new_tokens": 4, "temperature": 0.7})
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(ppo)
+    trainer.save_checkpoint(tmp_path / "ppo.ckpt")
+    hparams = torch.load(tmp_path / "ppo.ckpt", weights_only=True)["hyper_parameters"]
+    assert hparams["init_from"] is None and hparams["value_model"]["name"] == tiny_spec.name  # the critic's own spec
+    shutil.rmtree(sft_run)
+    monkeypatch.chdir(tmp_path)
+    loaded = load_module("ppo.ckpt")
+    assert type(loaded) is PPO
+    expected = ppo.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())  # policy, reference and critic
