@@ -196,7 +196,8 @@ def load_head_model(path: str | Path) -> tuple[HeadModel, Any]:
                 raise ValueError(f"{file}: a {type(module).__name__} checkpoint holds no head model")
             return module.model, module.tokenizer
         if record.get("head") is None:
-            raise ValueError(f"{file}: a {ckpt.get(CLASS_KEY, 'policy')} checkpoint holds a causal LM, not a head model")
+            raise ValueError(f"{file}: a {ckpt.get(CLASS_KEY, 'policy')} checkpoint holds a causal LM, "
+                             f"not a head model")
         tokenizer, model = build_network(record)
         _load_weights(model, ckpt, file)
         return model, tokenizer

@@ -192,8 +192,8 @@ class LitRLHFModule(L.LightningModule):
 
     def network_spec(self) -> ModelSpec | None:
         """The spec whose plain build has the structure of ``self.model`` (``None``: the module has no such spec)."""
-        spec = getattr(self, "spec", None)
-        return spec if isinstance(spec, ModelSpec) and isinstance(getattr(self, "model", None), torch.nn.Module) else None
+        spec, model = getattr(self, "spec", None), getattr(self, "model", None)
+        return spec if isinstance(spec, ModelSpec) and isinstance(model, torch.nn.Module) else None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make the checkpoint self-contained: record the class and the network, and point the ``model``

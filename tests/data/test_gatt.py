@@ -103,16 +103,17 @@ def test_a_policy_can_sample_the_replies(tiny_spec):
 
 
 def test_a_policy_replier_is_configured_by_class_path():
+    from conftest import TINY
     from jsonargparse import ArgumentParser
 
-    from conftest import TINY
     from lit_rlhf.models import ModelSpec
     from lit_rlhf.rollout import ChatReplier
 
     parser = ArgumentParser()
     parser.add_class_arguments(GAttData, "gatt")
     replier = {"class_path": "lit_rlhf.rollout.ChatReplier",
-               "init_args": {"model": {"name": "lit-rlhf:tiny-llama", "config": TINY}, "sampling": {"max_new_tokens": 3}}}
+               "init_args": {"model": {"name": "lit-rlhf:tiny-llama", "config": TINY},
+                             "sampling": {"max_new_tokens": 3}}}
     config = parser.parse_object({"gatt": {"task": {"class_path": "lit_rlhf.tasks.Dialogue",
                                                     "init_args": {"min_turns": 1, "max_turns": 1}},
                                            "replier": replier}})

@@ -58,7 +58,7 @@ def test_resolve_checkpoint_accepts_files_and_run_folders_and_says_what_is_missi
         assert resolve_checkpoint(path) == str(new)  # the newest file under any level of the run folder
     assert resolve_checkpoint(old) == str(old)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"empty: no \.ckpt file under this folder .*lit-rlhf/<run id>/checkpoints"):
+    with pytest.raises(FileNotFoundError, match=r"empty: no \.ckpt file under this folder .*lit-rlhf/<run id>/"):
         resolve_checkpoint(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="missing.ckpt: no such checkpoint file or run folder"):
         resolve_checkpoint(tmp_path / "missing.ckpt")
