@@ -181,3 +181,17 @@ def test_ppo_checkpoint_loads_without_its_init_run(tiny_spec, tmp_path, monkeypa
     expected = ppo.state_dict()
     assert loaded.state_dict().keys() == expected.keys()
     assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())  # policy, reference and critic
+
+
+def test_checkpoints_written_before_the_network_record_still_load(tiny_spec, tmp_path):
+    from lit_rlhf.models.checkpoint import build_policy
+
+    sft = SFT(model=tiny_spec, gold_eval_batches=0)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(sft)
+    trainer.save_checkpoint(tmp_path / "sft.ckpt")
+    ckpt = torch.load(tmp_path / "sft.ckpt", weights_only=True)
+    del ckpt[NETWORK_KEY]  # an older file: only the hyperparameters say how the network was built
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    _, net = build_policy(tiny_spec, tmp_path / "old.ckpt")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), sft.model.state_dict().values()))
