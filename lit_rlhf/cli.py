@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
 import os
 import sys
 import time
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -33,6 +31,7 @@ import lit_rlhf.eval  # noqa: F401
 import lit_rlhf.modules  # noqa: F401
 import lit_rlhf.tasks  # noqa: F401
 from lit_rlhf.data import DataError, RowDataModule
+from lit_rlhf.models.checkpoint import load_module, load_policy  # noqa: F401  (also imported from here)
 from lit_rlhf.modules import LitRLHFModule
 from lit_rlhf.pipelines import PIPELINES, CommandError
 
@@ -75,27 +74,6 @@ def find_last_checkpoint(trainer) -> str | None:
     folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
     found = {f for folder in folders if folder.is_dir() for f in folder.rglob("last*.ckpt") if f.is_file()}
     return str(max(found, key=lambda f: f.stat().st_mtime)) if found else None
-
-
-def load_module(ckpt_path: str | Path) -> LitRLHFModule:
-    """Rebuild the module that wrote a Lightning checkpoint (its class is recorded in the file)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    class_path = ckpt.get("lit_rlhf_class")
-    if class_path is None:
-        raise ValueError(f"{ckpt_path}: not a lit_rlhf checkpoint (no 'lit_rlhf_class' entry)")
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-
-
-def load_policy(policy: str) -> tuple[Any, torch.nn.Module]:
-    """Tokenizer and causal LM from a lit_rlhf checkpoint (``.ckpt``, LoRA merged) or a model name / HF folder."""
-    from lit_rlhf.models import ModelSpec
-    from lit_rlhf.modules.base import build_policy
-
-    if str(policy).endswith(".ckpt"):
-        return build_policy(ModelSpec(), policy)
-    return build_policy(ModelSpec.of(policy))
 
 
 # --------------------------------------------------------------------------------------------

@@ -50,8 +50,7 @@ def export(ckpt: str, out_dir: str, merge_lora: bool = True) -> Path:
         out_dir: folder to write; loadable with AutoModel*.from_pretrained, vLLM or TRL.
         merge_lora: merge a LoRA adapter into the weights (false: save the adapter).
     """
-    from lit_rlhf.cli import load_module
-    from lit_rlhf.modules.base import resolve_checkpoint
+    from lit_rlhf.models.checkpoint import load_module, resolve_checkpoint
 
     path = resolve_checkpoint(ckpt)
     module = load_module(path)
@@ -184,9 +183,9 @@ def best_of_n(
         max_new_tokens: tokens sampled per candidate.
         batch_size: sequences per generation / scoring batch.
     """
-    from lit_rlhf.cli import load_module
     from lit_rlhf.eval.best_of_n import best_of_n as run_best_of_n
     from lit_rlhf.eval.best_of_n import load_candidates, sample_candidates
+    from lit_rlhf.models.checkpoint import load_module
     from lit_rlhf.rollout.generation import SamplingConfig
 
     if (policy is None) == (candidates is None):
@@ -263,8 +262,7 @@ def rs_temperature(
 def load_policy_source(policy: str) -> tuple[Any, torch.nn.Module]:
     """Tokenizer and causal LM of ``--policy``: a ``.ckpt``, a run folder (a folder without a Hugging Face
     ``config.json``: its newest ``.ckpt``), a Hugging Face folder or a model name."""
-    from lit_rlhf.cli import load_policy
-    from lit_rlhf.modules.base import resolve_checkpoint
+    from lit_rlhf.models.checkpoint import load_policy, resolve_checkpoint
 
     path = Path(policy).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():

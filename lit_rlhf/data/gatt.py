@@ -3,8 +3,8 @@
 Given dialogues (user turns) and instructions that should hold for a whole dialogue:
 
 1. draw a random combination of instructions per dialogue (:func:`~lit_rlhf.tasks.base.combine_instructions`);
-2. attach it to **every** user message and sample the assistant replies turn by turn with a replier (a
-   policy, :class:`~lit_rlhf.rollout.generation.ChatReplier`, or a task's reference replier);
+2. attach it to **every** user message and sample the assistant replies turn by turn with a replier (any
+   callable, e.g. a policy as :class:`~lit_rlhf.rollout.generation.ChatReplier`, or a task's reference replier);
 3. emit training samples that keep the instruction only in the first turn (the system message; shortened
    with probability ``short_prob``) and end at a chosen turn: read with ``train_on="last_assistant"``
    (the default of :class:`~lit_rlhf.data.SFTDataModule`), the loss is zero on every earlier turn,
@@ -94,13 +94,14 @@ class GAttData(Task):
     reward are the task's own).
 
     The task must provide ``dialogues(split, n, seed)`` (objects with ``turns``), ``instructions`` and,
-    unless ``policy`` is given, a reference replier ``reply(dialogues) -> replies``
+    unless ``replier`` is given, a reference replier ``reply(dialogues) -> replies``
     (e.g. :class:`~lit_rlhf.tasks.Dialogue`).
 
     Args:
         task: the dialogue task.
-        policy: a model (name or spec) that samples the replies instead of the task's reference replier.
-        sampling: its decoding settings.
+        replier: samples the replies instead of the task's reference replier: any callable
+            ``(dialogues) -> replies``, e.g. a policy as :class:`~lit_rlhf.rollout.generation.ChatReplier`
+            (in YAML: ``class_path: lit_rlhf.rollout.ChatReplier`` with ``init_args: {model: <name>, sampling: ...}``).
         max_combine: most instruction categories combined per dialogue.
         short_prob: probability of a shortened system message.
         cuts: see :func:`build_gatt`.
@@ -110,31 +111,21 @@ class GAttData(Task):
     def __init__(
         self,
         task: Task,
-        policy: Any = None,
-        sampling: Any = None,
+        replier: Replier | None = None,
         max_combine: int = 2,
         short_prob: float = 0.5,
         cuts: Cuts = "all",
         join: str = "\n",
     ) -> None:
-        missing = [a for a in ("dialogues", "instructions", *(() if policy else ("reply",))) if not hasattr(task, a)]
+        missing = [a for a in ("dialogues", "instructions", *(() if replier else ("reply",))) if not hasattr(task, a)]
         if missing:
             raise ValueError(f"GAtt needs a dialogue task; task '{task.name}' has no {missing}")
-        self.task, self.policy, self.sampling = task, policy, sampling
+        self.task = task
         self.max_combine, self.short_prob, self.cuts, self.join = max_combine, short_prob, cuts, join
         self.name, self.kinds = f"gatt:{task.name}", task.kinds
-        self._replier: Replier | None = None
+        self._replier: Replier = replier if replier is not None else task.reply  # type: ignore[attr-defined]
 
     def replier(self) -> Replier:
-        if self._replier is None:
-            if self.policy is None:
-                self._replier = self.task.reply  # type: ignore[attr-defined]
-            else:
-                from lit_rlhf.models import load_model, load_tokenizer
-                from lit_rlhf.rollout.generation import ChatReplier
-
-                tokenizer = load_tokenizer(self.policy)
-                self._replier = ChatReplier(load_model(self.policy, tokenizer=tokenizer), tokenizer, self.sampling)
         return self._replier
 
     def records(self, kind: Kind, split: Split, n: int, seed: int = 0) -> Iterator[Record]:

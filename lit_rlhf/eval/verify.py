@@ -14,23 +14,10 @@ import torch
 from lit_rlhf.data.collate import Collator
 from lit_rlhf.data.schemas import StepRow, WeakLabelRow
 from lit_rlhf.data.tokenize import Encoder
+from lit_rlhf.losses.classification import correct_probability, first_wrong_step  # noqa: F401  (public here too)
 
 Aggregate = Literal["product", "min", "last"]
 AGGREGATES: tuple[str, ...] = ("product", "min", "last")
-
-
-def correct_probability(logits: torch.Tensor, neutral_is_correct: bool = True) -> torch.Tensor:
-    """``P(step correct)`` from step-class logits ``(..., C)`` → ``(...)``.
-
-    2 classes (0 wrong, 1 correct): ``p_1``. 3 classes (0 negative, 1 neutral, 2 positive): ``p_2``, plus
-    ``p_1`` when a neutral step counts as correct (the paper's default).
-    """
-    probs = logits.float().softmax(-1)
-    if probs.shape[-1] == 2:
-        return probs[..., 1]
-    if probs.shape[-1] == 3:
-        return probs[..., 2] + (probs[..., 1] if neutral_is_correct else 0.0)
-    raise ValueError(f"step logits need 2 or 3 classes, got {probs.shape[-1]}")
 
 
 def solution_scores(step_probs: torch.Tensor, step_mask: torch.Tensor, aggregate: Aggregate = "product") -> torch.Tensor:
@@ -55,12 +42,6 @@ def solution_scores(step_probs: torch.Tensor, step_mask: torch.Tensor, aggregate
     else:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     return torch.where(has_steps, score, 0.0)
-
-
-def first_wrong_step(step_probs: torch.Tensor, step_mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Index of the first step with ``P(correct) < threshold``; ``-1`` when none is. Shapes ``(B, S)`` → ``(B,)``."""
-    wrong = step_mask.bool() & (step_probs < threshold)
-    return torch.where(wrong.any(-1), wrong.long().argmax(-1), -1)
 
 
 def _device(module: torch.nn.Module) -> torch.device:

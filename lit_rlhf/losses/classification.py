@@ -1,4 +1,4 @@
-"""Classification losses on soft targets."""
+"""Classification losses on soft targets, and the reading of step-classifier outputs (process supervision)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,26 @@ def step_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1
     logp = torch.log_softmax(logits.float(), dim=-1)
     token = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
     return token.sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def correct_probability(logits: torch.Tensor, neutral_is_correct: bool = True) -> torch.Tensor:
+    """``P(step correct)`` from step-class logits ``(..., C)`` → ``(...)``.
+
+    2 classes (0 wrong, 1 correct): ``p_1``. 3 classes (0 negative, 1 neutral, 2 positive): ``p_2``, plus
+    ``p_1`` when a neutral step counts as correct (the paper's default).
+    """
+    probs = logits.float().softmax(-1)
+    if probs.shape[-1] == 2:
+        return probs[..., 1]
+    if probs.shape[-1] == 3:
+        return probs[..., 2] + (probs[..., 1] if neutral_is_correct else 0.0)
+    raise ValueError(f"step logits need 2 or 3 classes, got {probs.shape[-1]}")
+
+
+def first_wrong_step(step_probs: torch.Tensor, step_mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Index of the first step with ``P(correct) < threshold``; ``-1`` when none is. Shapes ``(B, S)`` → ``(B,)``."""
+    wrong = step_mask.bool() & (step_probs < threshold)
+    return torch.where(wrong.any(-1), wrong.long().argmax(-1), -1)
 
 
 def confidence_weight(step_frac: float, aux_coef: float = 0.5, warmup_frac: float = 0.1, schedule: str = "repo") -> float:

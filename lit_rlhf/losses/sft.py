@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from lit_rlhf.models.logprobs import completion_logps
+import torch.nn.functional as F
 
 
 def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -19,5 +18,7 @@ def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: tor
     Returns:
         ``(nll_sum (B,), num_tokens (B,))``; the token-mean loss is ``nll_sum.sum() / num_tokens.sum()``.
     """
-    logps, num_tokens = completion_logps(logits, input_ids, completion_mask)
-    return -logps, num_tokens
+    mask = completion_mask[:, 1:].to(torch.float32)
+    targets = input_ids[:, 1:].clamp(min=0)  # any id where masked
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")  # (B, T-1)
+    return (nll * mask).sum(-1), mask.sum(-1)

@@ -71,14 +71,17 @@ class HeadModel(nn.Module):
         out = self.head(feats.to(self.head.weight.dtype)).float()
         return out.squeeze(-1) if self.squeeze else out
 
+    def meta(self) -> dict[str, Any]:
+        """The head's shape and reading (``HeadModel(backbone, **meta)`` rebuilds it on the same backbone)."""
+        return {"num_outputs": self.head.out_features, "pooling": self.pooling, "squeeze": self.squeeze,
+                "bias": self.head.bias is not None}
+
     def save_pretrained(self, folder: str | Path) -> None:
-        """Backbone as a HF folder + ``head.pt`` + ``head.json``."""
+        """Backbone as a HF folder + ``head.pt`` + ``head.json`` (:meth:`meta`)."""
         folder = Path(folder)
         self.backbone.save_pretrained(folder)
         torch.save(self.head.state_dict(), folder / "head.pt")
-        meta = {"num_outputs": self.head.out_features, "pooling": self.pooling, "squeeze": self.squeeze,
-                "bias": self.head.bias is not None}
-        (folder / "head.json").write_text(json.dumps(meta))
+        (folder / "head.json").write_text(json.dumps(self.meta()))
 
 
 def _head(model: ModelLike, tokenizer, **kwargs) -> HeadModel:

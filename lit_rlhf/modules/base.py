@@ -13,8 +13,9 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
 
-from lit_rlhf.models import (
-    ModelLike, ModelSpec, apply_lora, load_model, load_tokenizer, sequence_logps, trainable_parameters,
+from lit_rlhf.models import ModelLike, ModelSpec, sequence_logps, trainable_parameters
+from lit_rlhf.models.checkpoint import (  # noqa: F401  (build_policy, resolve_checkpoint: also imported from here)
+    CLASS_KEY, NETWORK_KEY, PROVENANCE_KEY, build_policy, network_record, rebuild_policy, resolve_checkpoint,
 )
 from lit_rlhf.models.sharding import block_classes, is_sharded, shard_children
 from lit_rlhf.modules.rng import TrainingRNG
@@ -48,6 +49,9 @@ class LitRLHFModule(L.LightningModule):
             ``skipped_updates`` and warned). Decided over all ranks, so ranks stay in step.
     """
 
+    path_hparams: tuple[str, ...] = ()
+    """Hyperparameters that name local files or folders: checkpoints record them as absolute paths."""
+
     def __init__(
         self,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -65,6 +69,7 @@ class LitRLHFModule(L.LightningModule):
         self._train_sums: dict[str, torch.Tensor] = {}
         self._train_steps = 0
         self.training_rng = TrainingRNG()
+        self.provenance: dict[str, Any] = {}  # where the run started (kept in checkpoints, never read to load them)
 
     def log_train(self, metrics: dict[str, torch.Tensor], batch_size: int, prog_bar: tuple[str, ...] = ("train/loss",)) -> None:
         """Log training metrics as their means over the logging interval, once per interval.
@@ -183,10 +188,33 @@ class LitRLHFModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Subclasses with their own state call this first (``super().on_load_checkpoint``)."""
         self.training_rng.load_state_dict(checkpoint.get("training_rng"))
+        self.provenance = dict(checkpoint.get(PROVENANCE_KEY) or self.provenance)
+
+    def network_spec(self) -> ModelSpec | None:
+        """The spec whose plain build has the structure of ``self.model`` (``None``: the module has no such spec)."""
+        spec, model = getattr(self, "spec", None), getattr(self, "model", None)
+        return spec if isinstance(spec, ModelSpec) and isinstance(model, torch.nn.Module) else None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make the checkpoint self-contained: record the class and the network, and point the ``model``
+        hyperparameter at that network (``init_from`` then reads nothing), so ``load_from_checkpoint`` rebuilds
+        the module from this file alone; where the run started is kept under :data:`PROVENANCE_KEY`."""
         checkpoint["training_rng"] = self.training_rng.state_dict(self.device)
-        checkpoint["lit_rlhf_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        if self.provenance:
+            checkpoint[PROVENANCE_KEY] = self.provenance
+        hparams = checkpoint.get("hyper_parameters", {})
+        for key in self.path_hparams:
+            if isinstance(hparams.get(key), str):
+                hparams[key] = str(Path(hparams[key]).expanduser().absolute())
+        spec = self.network_spec()
+        if spec is None:
+            return
+        record = checkpoint[NETWORK_KEY] = network_record(spec, self.model)
+        if "model" in hparams and ModelSpec.of(hparams["model"]) != ModelSpec.of(dict(record["spec"])):
+            hparams["model"] = record["spec"]
+        if hparams.get("init_from") is not None:
+            hparams["init_from"] = None  # the weights it gave are in the state dict
 
     def check_finite(self, loss: torch.Tensor, name: str = "loss") -> bool:
         """``True`` if ``loss`` is finite on every rank; otherwise stop (raise) or mark this update skipped.
@@ -233,52 +261,16 @@ class LitRLHFModule(L.LightningModule):
         return True
 
 
-def resolve_checkpoint(path: str | Path) -> str:
-    """A checkpoint file, or the newest ``*.ckpt`` under a folder (e.g. an earlier run's ``default_root_dir``)."""
-    found = Path(path).expanduser()
-    if found.is_dir():
-        ckpts = sorted(found.rglob("*.ckpt"), key=lambda f: f.stat().st_mtime)
-        if not ckpts:
-            raise FileNotFoundError(f"init_from={path}: no .ckpt file under this folder")
-        return str(ckpts[-1])
-    if not found.is_file():
-        raise FileNotFoundError(f"init_from={path}: no such checkpoint file or folder")
-    return str(found)
-
-
-def build_policy(spec: ModelSpec, init_from: str | None = None) -> tuple[Any, torch.nn.Module]:
-    """Tokenizer and causal LM of a policy: from ``spec``, or from the weights of a lit_rlhf checkpoint.
-
-    With ``init_from`` (a ``.ckpt`` file, or a folder: its newest ``.ckpt``), the network is rebuilt exactly as the checkpoint's module built it (its own
-    ``model`` and ``init_from`` hyperparameters, recursively), its weights are loaded, a LoRA adapter it
-    trained is merged, and ``spec.lora`` (if any) wraps the result in a fresh adapter; ``spec``'s name and
-    config are not used.
-    """
-    if init_from is None:
-        tokenizer = load_tokenizer(spec)
-        return tokenizer, load_model(spec, "causal_lm", tokenizer)
-    ckpt = torch.load(resolve_checkpoint(init_from), map_location="cpu", weights_only=True)
-    saved = (ckpt.get("hyper_parameters") or {}).get("model")
-    if saved is None or "state_dict" not in ckpt:
-        raise ValueError(f"init_from={init_from}: not a checkpoint of a lit_rlhf policy module (SFT, DPO, ...)")
-    tokenizer, net = build_policy(ModelSpec.of(saved), ckpt["hyper_parameters"].get("init_from"))
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    net.load_state_dict(state)
-    if hasattr(net, "merge_and_unload"):
-        net = net.merge_and_unload()
-    if spec.lora is not None:
-        net = apply_lora(net, spec, "CAUSAL_LM")
-    return tokenizer, net
-
-
 class PolicyModule(LitRLHFModule):
     """A method that trains a causal LM (``self.model``) with its tokenizer (``self.tokenizer``).
 
     Args:
         model: model name or :class:`~lit_rlhf.models.ModelSpec`.
         sampling: decoding settings for evaluation samples.
-        init_from: start from the policy weights of a lit_rlhf checkpoint (e.g. an SFT run's ``.ckpt``;
-            see :func:`build_policy`). An exported Hugging Face folder is simply ``model: <folder>``.
+        init_from: start from the policy weights of a lit_rlhf checkpoint (e.g. an SFT run's ``.ckpt``, or its run
+            folder: the newest ``.ckpt``; see :func:`~lit_rlhf.models.checkpoint.rebuild_policy`). Read once, when
+            the module is built: its checkpoints hold the network without it. An exported Hugging Face folder is
+            simply ``model: <folder>``.
     """
 
     def __init__(
@@ -291,7 +283,14 @@ class PolicyModule(LitRLHFModule):
         super().__init__(**kwargs)
         self.spec = ModelSpec.of(model)
         self.sampling = SamplingConfig.of(sampling)
-        self.tokenizer, self.model = build_policy(self.spec, init_from)
+        built = rebuild_policy(self.spec, init_from)
+        self.tokenizer, self.model, self.architecture = built.tokenizer, built.model, built.architecture
+        if built.init_from is not None:
+            self.provenance = {"init_from": built.init_from, "model": self.spec.to_dict()}
+
+    def network_spec(self) -> ModelSpec:
+        """The root model this policy was built from, with its own LoRA adapter."""
+        return self.architecture
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, T, V)``."""

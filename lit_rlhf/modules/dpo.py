@@ -52,6 +52,8 @@ class DPO(PolicyModule):
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
+    path_hparams = ("reference_cache",)
+
     def __init__(
         self,
         model: ModelLike = "lit-rlhf:tiny-llama",
@@ -207,16 +209,16 @@ class DPO(PolicyModule):
             self.precompute_reference(("test",))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
+        super().on_save_checkpoint(checkpoint)  # the frozen copy (ref_model.*) stays: loading never reads init_from
         checkpoint["dpo_reference_fingerprint"] = self.reference_fingerprint
-        for key in [k for k in checkpoint["state_dict"] if k.startswith("ref_model.")]:
-            del checkpoint["state_dict"][key]  # rebuilt from the starting policy, not saved
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self.reference_fingerprint = checkpoint.get("dpo_reference_fingerprint")
-        if self.ref_model is not None:
-            checkpoint["state_dict"].update({f"ref_model.{k}": v for k, v in self.ref_model.state_dict().items()})
+        state = checkpoint["state_dict"]
+        if self.ref_model is not None and not any(k.startswith("ref_model.") for k in state):
+            # written before checkpoints kept the copy: the one just rebuilt from init_from
+            state.update({f"ref_model.{k}": v for k, v in self.ref_model.state_dict().items()})
 
     # -- training -----------------------------------------------------------------------------
     def pair_losses(

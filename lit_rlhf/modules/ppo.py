@@ -30,6 +30,7 @@ from torch import nn
 from lit_rlhf.losses import gae, kl_penalty, masked_mean, ppo_policy_loss, ppo_value_loss, whiten
 from lit_rlhf.losses.ppo import KLKind
 from lit_rlhf.models import HeadModel, ModelLike, ModelSpec, hidden_size, load_model, selected_logits, token_logps
+from lit_rlhf.models.checkpoint import portable_spec
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, RunningMoments, SamplingConfig, generate, kl_controller, response_mask
 from lit_rlhf.rollout.rewards import RewardFn, load_reward_head, reward_source, score_completions
@@ -89,6 +90,8 @@ class PPO(PolicyModule):
         gradient_clip_val: global gradient-norm clip (set here: Lightning refuses it under manual optimisation).
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
+
+    path_hparams = ("reward_model", "value_init")
 
     def __init__(
         self,
@@ -344,6 +347,9 @@ class PPO(PolicyModule):
     # ------------------------------------------------------------------ state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
+        hparams = checkpoint.get("hyper_parameters", {})
+        if self.value_model is not None and hparams.get("value_init") is None:  # not the ``model`` it may now name
+            hparams["value_model"] = portable_spec(hparams.get("value_model") or self.spec).to_dict()
         checkpoint["ppo_state"] = {
             "kl_ctl": self.kl_ctl.state_dict(), "reward_stats": self.reward_stats.state_dict(),
             "rng": self._rng, "buffer": self.buffer.state_dict(),

@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 import torch
 
-from lit_rlhf.eval.verify import correct_probability, first_wrong_step
-from lit_rlhf.losses.classification import step_loss
+from lit_rlhf.losses.classification import correct_probability, first_wrong_step, step_loss
 from lit_rlhf.models import ModelLike, ModelSpec, load_tokenizer, token_classifier
 from lit_rlhf.modules.base import LitRLHFModule
 

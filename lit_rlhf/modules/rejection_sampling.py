@@ -36,6 +36,8 @@ class RejectionSampling(PolicyModule):
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
+    path_hparams = ("reward_model",)
+
     def __init__(
         self,
         model: ModelLike = "lit-rlhf:tiny-llama",

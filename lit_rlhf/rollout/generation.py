@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lit_rlhf.data.collate import pad
+from lit_rlhf.models import ModelLike, load_model, load_tokenizer
 
 
 @dataclass
@@ -123,20 +124,25 @@ class ChatReplier:
     samples one assistant reply per dialogue.
 
     Args:
-        model: a causal LM.
-        tokenizer: its tokenizer (with a chat template).
+        model: a causal LM, or a model name / spec (loaded with its tokenizer at the first call).
+        tokenizer: its tokenizer (with a chat template); ``None`` with a name or spec.
         sampling: decoding settings (default greedy, 64 new tokens).
         batch_size: dialogues per ``generate`` call.
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Any, sampling: "SamplingConfig | dict[str, Any] | None" = None,
-                 batch_size: int = 64) -> None:
+    def __init__(self, model: "nn.Module | ModelLike", tokenizer: Any = None,
+                 sampling: "SamplingConfig | dict[str, Any] | None" = None, batch_size: int = 64) -> None:
+        if isinstance(model, nn.Module) and tokenizer is None:
+            raise ValueError("ChatReplier: a model given as a network needs its tokenizer")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.sampling = SamplingConfig.of(sampling)
 
     def __call__(self, dialogues: list[list[dict[str, str]]]) -> list[str]:
         from lit_rlhf.data.tokenize import Encoder
 
+        if not isinstance(self.model, nn.Module):
+            self.tokenizer = self.tokenizer or load_tokenizer(self.model)
+            self.model = load_model(self.model, tokenizer=self.tokenizer)
         encoder = Encoder(self.tokenizer)
         ids = [encoder.prompt_ids(d) for d in dialogues]
         return generate_texts(self.model, self.tokenizer, ids, self.sampling, self.batch_size)

@@ -1,12 +1,12 @@
 """Reward sources for PPO and rejection sampling: ``(prompts, completions) -> Tensor (B,)``.
 
 A reward source is any Python callable with that signature (a task's gold reward, a remote scorer),
-or a trained reward model loaded from a ``RewardModel`` checkpoint or exported folder.
+or a trained reward model loaded from a ``RewardModel`` checkpoint, run folder or exported folder
+(:func:`~lit_rlhf.models.checkpoint.load_reward_head`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,49 +15,10 @@ import torch
 
 from lit_rlhf.data.collate import pad
 from lit_rlhf.data.tokenize import Encoder
+from lit_rlhf.models.checkpoint import load_reward_head
 from lit_rlhf.models.heads import HeadModel
 
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
-
-
-def load_reward_head(path: str | Path) -> tuple[HeadModel, Any]:
-    """A scalar reward model as ``(HeadModel (B,) at the last real token, tokenizer)``.
-
-    Args:
-        path: a ``RewardModel`` Lightning checkpoint (``.ckpt``), a folder written by
-            ``HeadModel.save_pretrained`` (``head.json``), or a Hugging Face sequence-classification folder
-            with one label and a bias-free ``score`` layer (what ``RewardModel.export`` writes).
-    """
-    from lit_rlhf.models import load_tokenizer
-
-    path = Path(path)
-    if path.suffix == ".ckpt":
-        from lit_rlhf.cli import load_module
-
-        module = load_module(path)
-        if not isinstance(getattr(module, "model", None), HeadModel):
-            raise ValueError(f"{path}: a {type(module).__name__} checkpoint is not a scalar reward model")
-        return module.model, module.tokenizer
-    if not path.is_dir():
-        raise FileNotFoundError(f"reward model {str(path)!r}: no such checkpoint or folder")
-    tokenizer = load_tokenizer(str(path))
-    if (path / "head.json").exists():
-        from transformers import AutoModel
-
-        meta = json.loads((path / "head.json").read_text())
-        model = HeadModel(AutoModel.from_pretrained(path), meta["num_outputs"], meta["pooling"], meta["squeeze"],
-                          bias=meta["bias"])
-        model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu", weights_only=True))
-        return model, tokenizer
-    from transformers import AutoModelForSequenceClassification
-
-    hf = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    score = getattr(hf, "score", None)
-    if not isinstance(score, torch.nn.Linear) or score.bias is not None or score.out_features != 1:
-        raise ValueError(f"{path}: expected a one-label sequence classifier with a bias-free 'score' layer")
-    model = HeadModel(getattr(hf, hf.base_model_prefix), 1, "last", squeeze=True, bias=False)
-    model.head.weight.data.copy_(score.weight.data)
-    return model, tokenizer
 
 
 class ModelReward(torch.nn.Module):

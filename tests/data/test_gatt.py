@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import torch
 
 from lit_rlhf.data import GAttData, SFTDataModule, build_gatt
 from lit_rlhf.tasks import Dialogue
@@ -93,7 +94,32 @@ def test_gatt_data_is_a_task_source_for_the_sft_datamodule():
 
 
 def test_a_policy_can_sample_the_replies(tiny_spec):
-    gatt = GAttData(Dialogue(min_turns=2, max_turns=2), policy=tiny_spec, sampling={"max_new_tokens": 3})
+    from lit_rlhf.rollout import ChatReplier
+
+    gatt = GAttData(Dialogue(min_turns=2, max_turns=2), replier=ChatReplier(tiny_spec, sampling={"max_new_tokens": 3}))
     records = list(gatt.records("sft", "train", 4, 0))
     assert len(records) == 4
     assert all(isinstance(m["content"], str) for _, r in records for m in r["messages"])
+
+
+def test_a_policy_replier_is_configured_by_class_path():
+    from conftest import TINY
+    from jsonargparse import ArgumentParser
+
+    from lit_rlhf.models import ModelSpec
+    from lit_rlhf.rollout import ChatReplier
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(GAttData, "gatt")
+    replier = {"class_path": "lit_rlhf.rollout.ChatReplier",
+               "init_args": {"model": {"name": "lit-rlhf:tiny-llama", "config": TINY},
+                             "sampling": {"max_new_tokens": 3}}}
+    config = parser.parse_object({"gatt": {"task": {"class_path": "lit_rlhf.tasks.Dialogue",
+                                                    "init_args": {"min_turns": 1, "max_turns": 1}},
+                                           "replier": replier}})
+    gatt = parser.instantiate_classes(config).gatt
+    chat = gatt.replier()
+    assert isinstance(chat, ChatReplier) and chat.model == ModelSpec(config=TINY)  # loaded at the first call
+    assert chat.sampling.max_new_tokens == 3
+    records = list(gatt.records("sft", "train", 2, 0))
+    assert len(records) == 2 and isinstance(chat.model, torch.nn.Module)

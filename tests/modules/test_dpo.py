@@ -107,7 +107,7 @@ def test_rpo_adds_the_chosen_nll(tiny_spec, tmp_path, tok):
     assert torch.allclose(rpo["loss"], plain["loss"] + 0.5 * (-plain["logps_chosen"].sum() / lengths), atol=1e-5)
 
 
-def test_checkpoint_holds_no_reference_and_init_from_sft(tiny_spec, tmp_path):
+def test_init_from_sft_and_the_checkpoint_keeps_the_reference(tiny_spec, tmp_path):
     sft = SFT(model=tiny_spec)
     dm = _data(tmp_path, n=32)
     trainer = _trainer(tmp_path, 2, limit_val_batches=0)
@@ -121,7 +121,12 @@ def test_checkpoint_holds_no_reference_and_init_from_sft(tiny_spec, tmp_path):
     trainer.fit(module, datamodule=dm)
     trainer.save_checkpoint(tmp_path / "dpo.ckpt")
     ckpt = torch.load(tmp_path / "dpo.ckpt", weights_only=True)
-    assert not any(k.startswith("ref_model.") for k in ckpt["state_dict"])
+    ref = {k[len("ref_model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("ref_model.")}
+    assert ref.keys() == sft.model.state_dict().keys()  # self-contained: the reference is not rebuilt from init_from
+    assert all(torch.equal(v, sft.model.state_dict()[k]) for k, v in ref.items())
+    assert ckpt["hyper_parameters"]["init_from"] is None
+    assert ckpt["lit_rlhf_provenance"]["init_from"] == str(tmp_path / "sft.ckpt")
+    (tmp_path / "sft.ckpt").unlink()
     loaded = DPO.load_from_checkpoint(tmp_path / "dpo.ckpt", weights_only=True)
     assert all(torch.equal(p, q) for p, q in zip(loaded.model.parameters(), module.model.parameters()))
     assert all(torch.equal(p, q) for p, q in zip(loaded.ref_model.parameters(), sft.model.parameters()))
@@ -175,7 +180,7 @@ def test_init_from_lora_sft_merges_it_into_the_reference(tiny_spec, tmp_path):
 
 
 def test_init_from_errors(tiny_spec, tmp_path):
-    from lit_rlhf.modules.base import build_policy, resolve_checkpoint
+    from lit_rlhf.models.checkpoint import build_policy, resolve_checkpoint
 
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         resolve_checkpoint(tmp_path / "missing.ckpt")
