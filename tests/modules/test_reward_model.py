@@ -25,7 +25,7 @@ def test_batch_layout_and_rewards(tiny_spec):
     rm = RewardModel(model=tiny_spec)
     batch = _batch(rm.tokenizer, PAIRS)
     assert batch["input_ids"].shape[0] == 4
-    out = rm.step(batch)
+    out = rm.score_pairs(batch)
     manual = rm(batch["input_ids"], batch["attention_mask"])
     assert torch.allclose(out["chosen"], manual[:2]) and torch.allclose(out["rejected"], manual[2:])
     expected = torch.nn.functional.softplus(-(manual[:2] - manual[2:]))
@@ -69,7 +69,7 @@ def test_unknown_rating_and_missing_strength_are_errors(tiny_spec):
 def test_label_smoothing_and_soft_label_column(tiny_spec):
     rm = RewardModel(model=tiny_spec, label_smoothing=0.2)
     batch = _batch(rm.tokenizer, PAIRS, soft_label=[0.6, None])
-    out = rm.step(batch)
+    out = rm.score_pairs(batch)
     d = out["chosen"] - out["rejected"]
     sp = torch.nn.functional.softplus
     expected = torch.stack([0.6 * sp(-d[0]) + 0.4 * sp(d[0]), 0.8 * sp(-d[1]) + 0.2 * sp(d[1])])
@@ -80,7 +80,7 @@ def test_centering_adds_the_penalty(tiny_spec):
     torch.manual_seed(0)
     rm = RewardModel(model=tiny_spec, center_rewards=0.5)
     batch = _batch(rm.tokenizer, PAIRS)
-    out = rm.step(batch)
+    out = rm.score_pairs(batch)
     c, r = out["chosen"], out["rejected"]
     expected = torch.nn.functional.softplus(-(c - r)) + 0.5 * (c + r) ** 2
     assert torch.allclose(out["losses"], expected, atol=1e-6)
