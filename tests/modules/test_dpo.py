@@ -111,6 +111,14 @@ def test_rpo_adds_the_chosen_nll(tiny_spec, tmp_path, tok):
     assert rpo.metrics["loss"] == rpo.loss.detach() and torch.allclose(plain.metrics["logps/chosen"], logps[:8].mean())
 
 
+def test_metric_names_are_trls(tiny_spec, tmp_path):
+    module = _dpo(tiny_spec, tmp_path)
+    names = {split: [module.metric_name(split, k) for k in ("loss", "rewards/margins", "logps/chosen")]
+             for split in ("train", "val")}
+    assert names == {"train": ["train/loss", "rewards/margins", "logps/chosen"],
+                     "val": ["val/loss", "val/rewards/margins", "val/logps/chosen"]}
+
+
 def test_checkpoint_holds_no_reference_and_init_from_sft(tiny_spec, tmp_path):
     sft = SFT(model=tiny_spec)
     dm = _data(tmp_path, n=32)

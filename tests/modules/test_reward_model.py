@@ -138,3 +138,21 @@ def test_validation_reports_gold_agreement_and_per_rating_accuracy(tiny_spec, tm
     assert metrics["val/gold_agreement"] == pytest.approx((wins == gold).float().mean().item())
     assert metrics["val/accuracy/better"] == pytest.approx(wins[0::2].mean().item())
     assert metrics["val/accuracy/slightly better"] == pytest.approx(wins[1::2].mean().item())
+
+
+def test_evaluation_adds_accuracy_per_rating_and_gold_agreement_over_their_own_pairs(tiny_spec):
+    rm = RewardModel(model=tiny_spec, margin="none")
+    pairs = PAIRS + [("3-1=", "2", "1"), ("4/2=", "2", "3")]
+    batch = _batch(rm.tokenizer, pairs, rating=["better", None, "better", "slightly better"])
+    batch["gold_label"] = torch.tensor([1.0, float("nan"), 0.0, 1.0])
+    correct = (rm.score_pairs(batch)["chosen"] > rm.score_pairs(batch)["rejected"]).float()
+    out = rm.step(batch, "val")
+    assert out.counts == {"gold_agreement": 3, "accuracy/better": 2, "accuracy/slightly better": 1}
+    gold = torch.tensor([1.0, 0.0, 1.0])
+    assert out.metrics["gold_agreement"].item() == pytest.approx((correct[[0, 2, 3]] == gold).float().mean().item())
+    assert out.metrics["accuracy/better"].item() == pytest.approx(correct[[0, 2]].mean().item())
+    assert out.metrics["accuracy/slightly better"].item() == correct[3].item()
+    assert out.metrics["accuracy"].item() == pytest.approx(correct.mean().item()) and out.batch_size == 4
+    train = rm.step(batch, "train")
+    assert set(train.metrics) == {"loss", "accuracy", "margin", "mean_reward"} and not train.counts
+    torch.testing.assert_close(train.loss, out.loss)
