@@ -26,9 +26,9 @@ class WeakToStrong(OutcomeRewardModel):
     (Lightning's ``accumulate_grad_batches`` would split the quantile and is refused for ``logconf``).
 
     Logged, per split prefix: ``loss``, ``accuracy`` (vs gold), ``weak_accuracy`` (student argmax vs weak
-    argmax = student–supervisor agreement), ``agreement/weak_right`` and ``agreement/weak_wrong``
-    (agreement on the examples the supervisor got right / wrong; the paper's imitation analysis),
-    and ``confidence_weight`` for ``logconf``.
+    argmax = student–supervisor agreement); in validation/test also ``agreement/weak_right`` and
+    ``agreement/weak_wrong`` (agreement on the examples the supervisor got right / wrong; the paper's imitation
+    analysis); in training ``confidence_weight`` for ``logconf``.
 
     Args:
         model: backbone name or spec.
