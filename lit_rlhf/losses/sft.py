@@ -11,7 +11,9 @@ NLLReduction = Literal["none", "sum", "token_mean", "sequence_mean"]
 NLL_REDUCTIONS: tuple[str, ...] = get_args(NLLReduction)
 
 
-def completion_nll(logps: torch.Tensor, num_tokens: torch.Tensor, reduction: NLLReduction = "token_mean") -> torch.Tensor:
+def completion_nll(
+    logps: torch.Tensor, num_tokens: torch.Tensor, reduction: NLLReduction = "token_mean"
+) -> torch.Tensor:
     """Negative log-likelihood of completions from their summed token log-probs.
 
     With ``s_b = Σ_t m_bt log π(x_bt | x_b,<t)`` (``logps``) and ``n_b = Σ_t m_bt`` (``num_tokens``), ``m`` the
@@ -42,7 +44,9 @@ def completion_nll(logps: torch.Tensor, num_tokens: torch.Tensor, reduction: NLL
     raise ValueError(f"unknown NLL reduction {reduction!r}; expected one of {list(NLL_REDUCTIONS)}")
 
 
-def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sft_loss(
+    logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Negative log-likelihood of the completion tokens, per example, from a causal LM's logits.
 
     ``L_b = −Σ_t m_bt log π(x_bt | x_b,<t)`` with ``m`` the completion mask; reduce it with

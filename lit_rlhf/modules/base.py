@@ -293,7 +293,8 @@ class StepModule(LitRLHFModule):
             return
         for key, value in out.metrics.items():
             name = self.metric_name(split, key)
-            self.log(name, value, prog_bar=name in shown, batch_size=out.counts.get(key, out.batch_size), sync_dist=True)
+            size = out.counts.get(key, out.batch_size)
+            self.log(name, value, prog_bar=name in shown, batch_size=size, sync_dist=True)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.step(batch, "train")

@@ -159,7 +159,9 @@ class RewardModel(StepModule):
             "mean_reward": torch.cat([out["chosen"], out["rejected"]]).mean(),
         }
 
-    def subset_accuracies(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, int]]:
+    def subset_accuracies(
+        self, batch: dict[str, Any], out: dict[str, torch.Tensor]
+    ) -> dict[str, tuple[torch.Tensor, int]]:
         """``{key: (mean, pairs)}``: accuracy per rating level (``accuracy/<rating>``) and, where rows carry a
         ``gold_label`` (1: chosen is truly better, 0: rejected is; e.g. known-noisy data), ``gold_agreement``."""
         correct = (out["chosen"] > out["rejected"]).float()
@@ -168,8 +170,9 @@ class RewardModel(StepModule):
             subsets["gold_agreement"] = (correct == batch["gold_label"]).float(), ~torch.isnan(batch["gold_label"])
         ratings = batch.get("rating") or []
         for rating in sorted({str(r) for r in ratings if r is not None}):
-            subsets[f"accuracy/{rating}"] = correct, torch.tensor([str(r) == rating for r in ratings], device=correct.device)
-        return {key: (values[where].mean(), int(where.sum())) for key, (values, where) in subsets.items() if where.any()}
+            where = torch.tensor([str(r) == rating for r in ratings], device=correct.device)
+            subsets[f"accuracy/{rating}"] = correct, where
+        return {key: (values[at].mean(), int(at.sum())) for key, (values, at) in subsets.items() if at.any()}
 
     def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
         """Mean Bradley–Terry loss of a ``[chosen; rejected]`` batch and its :meth:`stats`; in evaluation also

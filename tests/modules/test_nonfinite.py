@@ -46,7 +46,7 @@ class Snapshots(L.Callback):
 
 def _fit(module: Toy, steps: int = 4) -> Snapshots:
     torch.manual_seed(0)
-    data = DataLoader(TensorDataset(torch.randn(16, 3), torch.arange(16) // 4), batch_size=4)  # (x, batch index)
+    data = DataLoader(TensorDataset(torch.randn(16, 3), torch.arange(16) // 4), batch_size=4)  # x, batch index
     snaps = Snapshots()
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, log_every_n_steps=1, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[snaps])

@@ -64,7 +64,7 @@ def test_unknown_rating_and_missing_strength_are_errors(tiny_spec):
         rm.margins(_batch(rm.tokenizer, PAIRS, rating=["better", "meh"]), 2)
     with pytest.raises(ValueError, match="strength"):
         RewardModel(model=tiny_spec, margin="adaptive").margins(_batch(rm.tokenizer, PAIRS), 2)
-    with pytest.raises(ValueError, match=r"margin must be one of \['none', 'column', 'rating', 'adaptive'\], got 'colum'"):
+    with pytest.raises(ValueError, match=r"margin must be one of \['none', 'column', 'rating', 'adaptive'\], got"):
         RewardModel(model=tiny_spec, margin="colum")
 
 
