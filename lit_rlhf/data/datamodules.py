@@ -9,6 +9,7 @@ The tokenizer is, by default, the one of the LightningModule being trained (``tr
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any, Literal
 
@@ -39,8 +40,10 @@ class ListDataset(Dataset):
         return self.items[i]
 
 
-class RowDataModule(L.LightningDataModule):
+class RowDataModule(L.LightningDataModule, ABC):
     """Base data module: reads, validates, encodes and batches one kind of row.
+
+    A subclass names its row ``kind`` (the schema sources are read into) and implements :meth:`encode`.
 
     Args:
         train: training source: a local ``.jsonl``/``.json``/``.parquet``/``.csv`` file or a Hugging Face
@@ -136,9 +139,9 @@ class RowDataModule(L.LightningDataModule):
     def encoder(self) -> Encoder:
         return Encoder(self.resolve_tokenizer(), self.max_length, self.truncation)
 
+    @abstractmethod
     def encode(self, row: Row, encoder: Encoder) -> dict[str, Any]:
         """One row -> a dict of token lists (raise :class:`TooLong` to filter it)."""
-        raise NotImplementedError
 
     def dataset(self, split: str) -> ListDataset:
         """Encoded split; filtered rows are counted in ``self.filtered[split]`` and reported (with the

@@ -9,10 +9,11 @@ from lit_rlhf.losses.dpo import DPO_LOSS_TYPES, dpo_loss
 from lit_rlhf.losses.meta import meta_difference_loss
 from lit_rlhf.losses.ppo import gae, kl_penalty, masked_mean, masked_var, ppo_policy_loss, ppo_value_loss, whiten
 from lit_rlhf.losses.reward import LLAMA2_MARGINS, bradley_terry_loss, reward_centering_penalty
-from lit_rlhf.losses.sft import sft_loss
+from lit_rlhf.losses.sft import NLL_REDUCTIONS, completion_nll, sft_loss
 
 __all__ = [
-    "DPO_LOSS_TYPES", "LLAMA2_MARGINS", "W2S_LOSSES", "bradley_terry_loss", "confidence_weight", "dpo_loss", "gae",
+    "DPO_LOSS_TYPES", "LLAMA2_MARGINS", "NLL_REDUCTIONS", "W2S_LOSSES", "bradley_terry_loss", "completion_nll",
+    "confidence_weight", "dpo_loss", "gae",
     "hardened_predictions", "kl_penalty", "logconf_loss", "masked_mean", "masked_var", "meta_difference_loss",
     "ppo_policy_loss", "ppo_value_loss", "product_loss", "reward_centering_penalty", "sft_loss", "simcse_loss",
     "sinkhorn", "step_loss", "swav_loss", "weak_to_strong_loss", "whiten", "xent_loss",

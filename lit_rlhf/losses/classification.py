@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 
@@ -147,11 +149,12 @@ def product_loss(logits: torch.Tensor, soft_labels: torch.Tensor, alpha: float =
     return xent_loss(logits, torch.softmax(log_target, -1))
 
 
-W2S_LOSSES = ("xent", "logconf", "product")
+W2SLoss = Literal["xent", "logconf", "product"]
+W2S_LOSSES: tuple[str, ...] = get_args(W2SLoss)
 
 
 def weak_to_strong_loss(
-    name: str,
+    name: W2SLoss,
     logits: torch.Tensor,
     soft_labels: torch.Tensor,
     step_frac: float = 0.0,

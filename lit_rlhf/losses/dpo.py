@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
 DPOLossType = Literal["sigmoid", "hinge", "ipo", "robust"]
-DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo", "robust")
+DPO_LOSS_TYPES: tuple[str, ...] = get_args(DPOLossType)
 
 
 def dpo_loss(

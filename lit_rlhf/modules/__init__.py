@@ -1,6 +1,6 @@
 """One LightningModule per method."""
 
-from lit_rlhf.modules.base import LitRLHFModule, PolicyModule
+from lit_rlhf.modules.base import LitRLHFModule, PolicyModule, StepModule, StepOutput
 from lit_rlhf.modules.contrastive_rm import ContrastiveRM
 from lit_rlhf.modules.dpo import DPO
 from lit_rlhf.modules.meta_rm import MetaRM
@@ -14,5 +14,5 @@ from lit_rlhf.modules.weak_to_strong import WeakToStrong
 
 __all__ = [
     "DPO", "PPO", "ContrastiveRM", "LitRLHFModule", "MetaRM", "OutcomeRewardModel", "PolicyModule", "ProcessRewardModel",
-    "RejectionSampling", "RewardModel", "SFT", "WeakToStrong",
+    "RejectionSampling", "RewardModel", "SFT", "StepModule", "StepOutput", "WeakToStrong",
 ]

@@ -1,11 +1,11 @@
-"""Shared plumbing of every method module: optimizer injection, LR schedule, export, hparams."""
+"""Shared plumbing of every method module: optimizer injection, LR schedule, export, hparams, the step template."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import lightning as L
 import torch
@@ -22,6 +22,33 @@ from lit_rlhf.modules.rng import TrainingRNG
 from lit_rlhf.rollout.generation import SamplingConfig, generate
 
 Schedule = Literal["constant", "linear", "cosine"]
+NonFinite = Literal["stop", "skip"]
+StepSplit = Literal["train", "val", "test"]
+
+
+@dataclasses.dataclass
+class StepOutput:
+    """What a method's :meth:`StepModule.step` gives for one batch.
+
+    Attributes:
+        loss: the scalar to minimise (with its graph while training).
+        metrics: detached scalars by short name (``loss``, ``accuracy``, ``rewards/chosen``, ...), each a mean over
+            the batch; the logged name is :meth:`StepModule.metric_name` of the split and this key.
+        batch_size: examples in the batch (pairs for preference data), the weight of the epoch means.
+        counts: evaluation only: for a metric that is a mean over part of the batch (e.g. the pairs with a gold
+            label), the number of examples it is over, its weight in the epoch mean.
+    """
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+    batch_size: int
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def add_subset_means(self, means: dict[str, tuple[torch.Tensor, int]]) -> StepOutput:
+        """Add metrics over part of the batch, ``{key: (mean, number of examples it is over)}``; returns ``self``."""
+        for key, (value, count) in means.items():
+            self.metrics[key], self.counts[key] = value, count
+        return self
 
 
 def schedule_factor(step: int, total: int, warmup: int, schedule: Schedule, min_ratio: float) -> float:
@@ -58,11 +85,11 @@ class LitRLHFModule(L.LightningModule):
         warmup: float = 0.0,
         schedule: Schedule = "constant",
         min_lr_ratio: float = 0.0,
-        nonfinite: Literal["stop", "skip"] = "stop",
+        nonfinite: NonFinite = "stop",
     ) -> None:
         super().__init__()
-        if nonfinite not in ("stop", "skip"):
-            raise ValueError(f"nonfinite must be 'stop' or 'skip', got {nonfinite!r}")
+        if nonfinite not in get_args(NonFinite):
+            raise ValueError(f"nonfinite must be one of {list(get_args(NonFinite))}, got {nonfinite!r}")
         self.optimizer_factory = optimizer
         self.warmup, self.schedule, self.min_lr_ratio = warmup, schedule, min_lr_ratio
         self.nonfinite, self.skipped_updates, self._skip_update = nonfinite, 0, False
@@ -259,6 +286,55 @@ class LitRLHFModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val, "norm")
         optimizer.step()
         return True
+
+
+class StepModule(LitRLHFModule):
+    """A method trained by automatic optimisation: it defines :meth:`step`; this class makes Lightning's
+    ``training_step``, ``validation_step`` and ``test_step`` of it, with the finite check and the logging in one place.
+
+    Training metrics go through :meth:`~LitRLHFModule.log_train` (means over the logging interval); validation and
+    test metrics are logged per batch and averaged over the epoch by Lightning (weighted by the batch size, or by
+    ``StepOutput.counts``), synchronised over ranks. Logged names are :meth:`metric_name` (``<split>/<key>``).
+    Methods with their own loop (manual optimisation) override ``training_step`` and may still use :meth:`step` and
+    :meth:`log_step`. (These hooks are not on :class:`LitRLHFModule`: a ``validation_step`` there would switch on
+    Lightning's validation loop for methods that have none, e.g. PPO.)
+    """
+
+    progress_bar_metrics: ClassVar[tuple[str, ...]] = ("loss",)  # keys of StepOutput.metrics shown in the bar
+
+    def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
+        """Loss and metrics of one batch of ``split`` (``train``, ``val`` or ``test``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define step(batch, split) -> StepOutput")
+
+    def metric_name(self, split: StepSplit, key: str) -> str:
+        """The logged name of metric ``key`` in ``split``: ``<split>/<key>``."""
+        return f"{split}/{key}"
+
+    def log_step(self, out: StepOutput, split: StepSplit) -> None:
+        """Log ``out.metrics`` under :meth:`metric_name` (see the class docstring for how each split averages)."""
+        shown = tuple(self.metric_name(split, key) for key in self.progress_bar_metrics)
+        if split == "train":
+            if out.counts:
+                raise ValueError(f"{type(self).__name__}.step: StepOutput.counts ({sorted(out.counts)}) are for "
+                                 f"evaluation metrics; training metrics are means over the whole batch")
+            self.log_train({self.metric_name(split, k): v for k, v in out.metrics.items()}, out.batch_size, shown)
+            return
+        for key, value in out.metrics.items():
+            name = self.metric_name(split, key)
+            size = out.counts.get(key, out.batch_size)
+            self.log(name, value, prog_bar=name in shown, batch_size=size, sync_dist=True)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.step(batch, "train")
+        self.check_finite(out.loss)
+        self.log_step(out, "train")
+        return out.loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.log_step(self.step(batch, "val"), "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.log_step(self.step(batch, "test"), "test")
 
 
 class PolicyModule(LitRLHFModule):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,10 @@ from torch import nn
 from lit_rlhf.losses.contrastive import simcse_loss, swav_loss
 from lit_rlhf.models.loading import hidden_size
 from lit_rlhf.modules.reward_model import RewardModel
+
+
+Contrastive = Literal["simcse", "swav"]
+ContrastOn = Literal["pairs", "differences"]
 
 
 class EmbeddingDropout:
@@ -46,8 +50,8 @@ class ContrastiveRM(RewardModel):
 
     def __init__(
         self,
-        contrastive: Literal["simcse", "swav"] = "simcse",
-        contrast_on: Literal["pairs", "differences"] = "pairs",
+        contrastive: Contrastive = "simcse",
+        contrast_on: ContrastOn = "pairs",
         beta: float = 1.0,
         temperature: float = 0.05,
         num_prototypes: int = 20,
@@ -55,8 +59,9 @@ class ContrastiveRM(RewardModel):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if contrastive not in ("simcse", "swav") or contrast_on not in ("pairs", "differences"):
-            raise ValueError(f"contrastive must be simcse|swav and contrast_on pairs|differences, got {contrastive!r}, {contrast_on!r}")
+        if contrastive not in get_args(Contrastive) or contrast_on not in get_args(ContrastOn):
+            raise ValueError(f"contrastive must be one of {list(get_args(Contrastive))} and contrast_on one of "
+                             f"{list(get_args(ContrastOn))}, got {contrastive!r}, {contrast_on!r}")
         self.contrastive, self.contrast_on, self.beta, self.temperature = contrastive, contrast_on, beta, temperature
         h = hidden_size(self.model.backbone)
         self.prototypes = nn.Parameter(torch.randn(num_prototypes, h) / h**0.5) if contrastive == "swav" else None
@@ -75,10 +80,10 @@ class ContrastiveRM(RewardModel):
             return simcse_loss(h1, h2, self.temperature)
         return swav_loss(h1, h2, self.prototypes, self.temperature)
 
-    def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """:meth:`RewardModel.step` plus, in training, ``β ×`` the contrastive term of each pair (the mean of
+    def score_pairs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """:meth:`RewardModel.score_pairs` plus, in training, ``β ×`` the contrastive term of each pair (the mean of
         its two samples' terms) in ``losses`` and the detached batch mean in ``contrastive``."""
-        out = super().step(batch)
+        out = super().score_pairs(batch)
         if not self.training:
             return out
         second, _ = self.features_and_rewards(batch)
@@ -88,8 +93,8 @@ class ContrastiveRM(RewardModel):
         out["contrastive"] = per_sample.detach().mean()
         return out
 
-    def stats(self, prefix: str, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        stats = super().stats(prefix, out)
+    def stats(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        stats = super().stats(out)
         if "contrastive" in out:
-            stats[f"{prefix}/contrastive_loss"] = out["contrastive"]
+            stats["contrastive_loss"] = out["contrastive"]
         return stats

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lit_rlhf.losses import dpo_loss
+from lit_rlhf.losses import completion_nll, dpo_loss
 from lit_rlhf.losses.dpo import DPO_LOSS_TYPES, DPOLossType
 from lit_rlhf.models import ModelLike, packed_sequence_logps, sequence_logps
 from lit_rlhf.models.assets import cache_dir
 from lit_rlhf.models.reference import ReferenceCache, batched_logps, items_fingerprint, weights_fingerprint
-from lit_rlhf.modules.base import PolicyModule, resolve_checkpoint
+from lit_rlhf.modules.base import PolicyModule, StepModule, StepOutput, StepSplit, resolve_checkpoint
 from lit_rlhf.rollout.generation import SamplingConfig
 
 Reference = Literal["copy", "lora_disabled", "precomputed", "none"]
@@ -21,7 +21,7 @@ REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 PAIR_FIELDS = ("chosen_input_ids", "chosen_completion_mask", "rejected_input_ids", "rejected_completion_mask")
 
 
-class DPO(PolicyModule):
+class DPO(StepModule, PolicyModule):
     """Preference optimisation of a policy against a frozen reference (the starting policy).
 
     One forward over the ``[chosen; rejected]`` batch of :class:`~lit_rlhf.data.PreferenceDataModule`;
@@ -72,8 +72,8 @@ class DPO(PolicyModule):
         if loss_type not in DPO_LOSS_TYPES or beta <= 0 or rpo_alpha < 0:
             raise ValueError(f"need loss_type in {list(DPO_LOSS_TYPES)}, beta > 0 and rpo_alpha >= 0; got "
                              f"{loss_type!r}, {beta}, {rpo_alpha}")
-        if reference not in ("copy", "lora_disabled", "precomputed", "none"):
-            raise ValueError(f"reference must be 'copy', 'lora_disabled', 'precomputed' or 'none', got {reference!r}")
+        if reference not in get_args(Reference):
+            raise ValueError(f"reference must be one of {list(get_args(Reference))}, got {reference!r}")
         init_from = resolve_checkpoint(init_from) if init_from else None  # recorded as the file it is
         super().__init__(model=model, sampling=sampling, init_from=init_from, **kwargs)
         self.record_hparams()
@@ -229,36 +229,28 @@ class DPO(PolicyModule):
         Override this to make a new preference method (see the README's SimPO)."""
         return dpo_loss(pc, pr, rc, rr, self.beta, self.loss_type, self.label_smoothing, lc, lr)
 
-    def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Loss and detached statistics of a ``[chosen; rejected]`` batch (one policy forward)."""
+    def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
+        """Loss and :meth:`stats` of a ``[chosen; rejected]`` batch (one policy forward); the loss is the mean of
+        :meth:`pair_losses` plus ``rpo_alpha`` × the token-mean NLL of the chosen completions."""
         policy, lengths = self.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
         reference = self.batch_reference_logps(batch)
         (pc, pr), (rc, rr), (lc, lr) = policy.chunk(2), reference.chunk(2), lengths.chunk(2)
         losses, chosen, rejected = self.pair_losses(pc, pr, rc, rr, lc, lr)
         loss = losses.mean()
         if self.rpo_alpha:
-            loss = loss + self.rpo_alpha * (-pc.sum() / lc.sum().clamp(min=1))
-        return {"loss": loss, "chosen": chosen, "rejected": rejected, "logps_chosen": pc.detach(),
-                "logps_rejected": pr.detach()}
+            loss = loss + self.rpo_alpha * completion_nll(pc, lc, "token_mean")
+        out = {"chosen": chosen, "rejected": rejected, "logps_chosen": pc.detach(), "logps_rejected": pr.detach()}
+        return StepOutput(loss, {"loss": loss.detach(), **self.stats(out)}, len(chosen))
 
-    @staticmethod
-    def stats(out: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-        """``rewards/*`` and ``logps/*`` means (``prefix`` e.g. ``val/``)."""
+    def stats(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``rewards/*`` and ``logps/*`` batch means from the implicit rewards and policy log-probs of the pairs."""
         margins = out["chosen"] - out["rejected"]
         return {
-            f"{prefix}rewards/chosen": out["chosen"].mean(), f"{prefix}rewards/rejected": out["rejected"].mean(),
-            f"{prefix}rewards/margins": margins.mean(), f"{prefix}rewards/accuracies": (margins > 0).float().mean(),
-            f"{prefix}logps/chosen": out["logps_chosen"].mean(), f"{prefix}logps/rejected": out["logps_rejected"].mean(),
+            "rewards/chosen": out["chosen"].mean(), "rewards/rejected": out["rejected"].mean(),
+            "rewards/margins": margins.mean(), "rewards/accuracies": (margins > 0).float().mean(),
+            "logps/chosen": out["logps_chosen"].mean(), "logps/rejected": out["logps_rejected"].mean(),
         }
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        out = self.step(batch)
-        self.check_finite(out["loss"])
-        self.log_train({"train/loss": out["loss"], **self.stats(out)}, len(out["chosen"]))
-        return out["loss"]
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.step(batch)
-        n = len(out["chosen"])
-        self.log("val/loss", out["loss"], prog_bar=True, batch_size=n, sync_dist=True)
-        self.log_dict(self.stats(out, "val/"), batch_size=n, sync_dist=True)
+    def metric_name(self, split: StepSplit, key: str) -> str:
+        """TRL's names: ``train/loss`` but unprefixed ``rewards/*`` and ``logps/*`` in training; ``val/<key>`` etc."""
+        return key if split == "train" and key != "loss" else super().metric_name(split, key)

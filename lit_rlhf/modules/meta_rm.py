@@ -34,6 +34,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lit_rlhf.losses.meta import meta_difference_loss
+from lit_rlhf.modules.base import StepOutput
 from lit_rlhf.modules.reward_model import RewardModel
 
 Params = dict[str, torch.Tensor]
@@ -134,17 +135,16 @@ class MetaRM(RewardModel):
                 fast[name] = p + (step if self.second_order else step.detach())
         return j.detach(), fast
 
-    def meta_loss(self, batch: dict[str, Any], shifted: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss to back-propagate into θ: mean Bradley–Terry loss of ``batch`` at θ'.
-
-        Returns the loss and :meth:`step`'s dict (at θ') with ``meta_J`` (at θ) and ``meta_J_after`` (at θ') added.
-        """
+    def meta_loss(self, batch: dict[str, Any], shifted: dict[str, Any]) -> StepOutput:
+        """The reward model's training :meth:`step` of ``batch`` at θ' (its loss, the mean Bradley–Terry loss, is
+        what is back-propagated into θ), with the metrics ``meta_J`` (at θ) and ``meta_J_after`` (at θ') added."""
         j_before, fast = self.meta_step(shifted)
         with self.parameters_as(fast):
-            out = self.step(batch)
+            out = self.step(batch, "train")
         with torch.no_grad():
             j_after = self.shifted_objective(shifted, {n: p.detach() for n, p in fast.items()})
-        return out["losses"].mean(), {**out, "meta_J": j_before, "meta_J_after": j_after}
+        out.metrics.update(meta_J=j_before, meta_J_after=j_after)
+        return out
 
     # -- training -----------------------------------------------------------------------------
     def next_shifted_batch(self) -> dict[str, Any]:
@@ -194,10 +194,10 @@ class MetaRM(RewardModel):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
         shifted = self.next_shifted_batch()
-        loss, out = self.meta_loss(batch, shifted)
+        out = self.meta_loss(batch, shifted)
         optimizer.zero_grad()
-        if self.check_finite(loss):
-            self.manual_backward(loss)
+        if self.check_finite(out.loss):
+            self.manual_backward(out.loss)
             self._sync_gradients()
             if self.gradient_clip_val:
                 self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
@@ -205,6 +205,5 @@ class MetaRM(RewardModel):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        stats = {**self.stats("train", out), "train/meta_J": out["meta_J"], "train/meta_J_after": out["meta_J_after"]}
-        self.log_train(stats, len(out["chosen"]), prog_bar=("train/loss", "train/accuracy"))
-        return loss.detach()
+        self.log_step(out, "train")
+        return out.loss.detach()

@@ -9,10 +9,10 @@ import torch
 from lit_rlhf.losses.classification import xent_loss
 from lit_rlhf.models import ModelLike, ModelSpec, load_tokenizer, sequence_classifier
 from lit_rlhf.models.heads import Pooling
-from lit_rlhf.modules.base import LitRLHFModule
+from lit_rlhf.modules.base import StepModule, StepOutput, StepSplit
 
 
-class OutcomeRewardModel(LitRLHFModule):
+class OutcomeRewardModel(StepModule):
     """Correctness classifier on complete solutions (Cobbe et al.; the ORM of "Let's Verify").
 
     Trained on :class:`~lit_rlhf.data.WeakLabelDataModule` rows ``{text, label}`` (label 1 = the final
@@ -24,6 +24,8 @@ class OutcomeRewardModel(LitRLHFModule):
         pooling: ``last`` token (default, as the ORM reads the final token) or ``mean``.
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
+
+    progress_bar_metrics = ("loss", "accuracy")
 
     def __init__(self, model: ModelLike = "lit-rlhf:tiny-llama", pooling: Pooling = "last", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -41,18 +43,9 @@ class OutcomeRewardModel(LitRLHFModule):
         """``P(correct)`` per solution, ``(B,)``."""
         return self(input_ids, attention_mask).softmax(-1)[:, 1]
 
-    def step(self, batch: dict[str, Any], prefix: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
+        """Mean soft-target cross-entropy and argmax accuracy of a batch."""
         logits = self(batch["input_ids"], batch["attention_mask"])
         loss = xent_loss(logits, batch["soft_label"]).mean()
         accuracy = (logits.argmax(-1) == batch["label"]).float().mean()
-        return loss, {f"{prefix}/loss": loss.detach(), f"{prefix}/accuracy": accuracy}
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, stats = self.step(batch, "train")
-        self.check_finite(loss)
-        self.log_train(stats, len(batch["label"]), prog_bar=("train/loss", "train/accuracy"))
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        _, stats = self.step(batch, "val")
-        self.log_dict(stats, prog_bar=True, batch_size=len(batch["label"]), sync_dist=True)
+        return StepOutput(loss, {"loss": loss.detach(), "accuracy": accuracy}, len(batch["label"]))

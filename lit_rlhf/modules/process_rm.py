@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
 from lit_rlhf.losses.classification import correct_probability, first_wrong_step, step_loss
 from lit_rlhf.models import ModelLike, ModelSpec, load_tokenizer, token_classifier
-from lit_rlhf.modules.base import LitRLHFModule
+from lit_rlhf.modules.base import StepModule, StepOutput, StepSplit
+
+NumClasses = Literal[2, 3]
 
 
-class ProcessRewardModel(LitRLHFModule):
+class ProcessRewardModel(StepModule):
     """Per-step correctness classifier read at the last token of each step.
 
     Trained on :class:`~lit_rlhf.data.StepLabelDataModule` batches (``labels`` = a class id on each
@@ -31,18 +33,20 @@ class ProcessRewardModel(LitRLHFModule):
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
+    progress_bar_metrics = ("loss", "step_accuracy")
+
     def __init__(
         self,
         model: ModelLike = "lit-rlhf:tiny-llama",
-        num_classes: Literal[2, 3] = 2,
+        num_classes: NumClasses = 2,
         step_separator: str = "\n",
         neutral_is_correct: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.record_hparams()
-        if num_classes not in (2, 3):
-            raise ValueError(f"num_classes must be 2 or 3, got {num_classes}")
+        if num_classes not in get_args(NumClasses):
+            raise ValueError(f"num_classes must be one of {list(get_args(NumClasses))}, got {num_classes}")
         self.num_classes, self.step_separator, self.neutral_is_correct = num_classes, step_separator, neutral_is_correct
         self.spec = ModelSpec.of(model)
         self.tokenizer = load_tokenizer(self.spec)
@@ -64,7 +68,8 @@ class ProcessRewardModel(LitRLHFModule):
             if theirs != getattr(self, name):
                 raise ValueError(f"ProcessRewardModel.{name}={getattr(self, name)!r} but the data module uses {theirs!r}")
 
-    def step(self, batch: dict[str, Any], prefix: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
+        """Step loss averaged over the batch's labelled steps, step accuracy and first-error accuracy."""
         logits, labels = self(batch["input_ids"], batch["attention_mask"]), batch["labels"]
         mask = labels != -100
         steps = mask.sum(-1)
@@ -72,15 +77,5 @@ class ProcessRewardModel(LitRLHFModule):
         step_accuracy = (logits.argmax(-1) == labels)[mask].float().mean()
         predicted = first_wrong_step(correct_probability(logits.detach(), self.neutral_is_correct), mask)
         first_error_accuracy = (predicted == first_wrong_step((labels != 0).float(), mask))[steps > 0].float().mean()
-        return loss, {f"{prefix}/loss": loss.detach(), f"{prefix}/step_accuracy": step_accuracy,
-                      f"{prefix}/first_error_accuracy": first_error_accuracy}
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, stats = self.step(batch, "train")
-        self.check_finite(loss)
-        self.log_train(stats, len(batch["input_ids"]), prog_bar=("train/loss", "train/step_accuracy"))
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        _, stats = self.step(batch, "val")
-        self.log_dict(stats, prog_bar=True, batch_size=len(batch["input_ids"]), sync_dist=True)
+        metrics = {"loss": loss.detach(), "step_accuracy": step_accuracy, "first_error_accuracy": first_error_accuracy}
+        return StepOutput(loss, metrics, len(batch["input_ids"]))

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 
 from lit_rlhf.data.collate import Collator
+from lit_rlhf.losses import completion_nll
 from lit_rlhf.models import ModelLike
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout.generation import SamplingConfig, generate, response_mask
@@ -97,7 +98,7 @@ class RejectionSampling(PolicyModule):
             mb = collate([{k: e[k] for k in ("input_ids", "completion_mask")} for e in examples])
             mb = {k: v.to(self.device) for k, v in mb.items()}
             logps, n = self.policy_logps(mb["input_ids"], mb["attention_mask"], mb["completion_mask"])
-            loss = -logps.sum() / n.sum().clamp(min=1)
+            loss = completion_nll(logps, n, "token_mean")
             self.manual_step(loss, optimizer, self.gradient_clip_val)
             if scheduler is not None:  # manual optimisation: Lightning does not step it
                 scheduler.step()

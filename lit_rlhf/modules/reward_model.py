@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import copy
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
 from lit_rlhf.losses import LLAMA2_MARGINS, bradley_terry_loss, reward_centering_penalty
 from lit_rlhf.models import ModelLike, ModelSpec, load_tokenizer, scalar_head_model
 from lit_rlhf.models.heads import Pooling
-from lit_rlhf.modules.base import LitRLHFModule
+from lit_rlhf.modules.base import StepModule, StepOutput, StepSplit
 
 MarginSource = Literal["none", "column", "rating", "adaptive"]
 
 
-class RewardModel(LitRLHFModule):
+class RewardModel(StepModule):
     """Scalar reward model trained on preference pairs with the Bradley–Terry loss.
 
     One forward pass over ``[chosen; rejected]`` (the :class:`~lit_rlhf.data.PreferenceDataModule`
@@ -40,6 +39,8 @@ class RewardModel(LitRLHFModule):
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
+    progress_bar_metrics = ("loss", "accuracy")
+
     def __init__(
         self,
         model: ModelLike = "lit-rlhf:tiny-llama",
@@ -53,6 +54,8 @@ class RewardModel(LitRLHFModule):
         center_rewards: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        if margin not in get_args(MarginSource):
+            raise ValueError(f"margin must be one of {list(get_args(MarginSource))}, got {margin!r}")
         super().__init__(**kwargs)
         self.record_hparams()
         self.spec = ModelSpec.of(model)
@@ -66,7 +69,6 @@ class RewardModel(LitRLHFModule):
         self.margin_source, self.margin_scale, self.clip_margin = margin, margin_scale, clip_margin
         self.label_smoothing, self.center_rewards = label_smoothing, center_rewards
         self.use_soft_label_column = use_soft_label_column
-        self._val: dict[str, list[torch.Tensor]] = defaultdict(list)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rewards ``(N,)``."""
@@ -128,7 +130,7 @@ class RewardModel(LitRLHFModule):
         margin = torch.nan_to_num(margin.float(), nan=0.0)
         return margin.clamp(min=0) if self.clip_margin else margin
 
-    def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def score_pairs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Per-pair losses ``(B,)``, rewards and features for a batch of ``2B`` sequences (chosen first).
 
         Returns a dict with ``losses``, ``chosen`` / ``rejected`` (detached rewards) and ``features``
@@ -147,40 +149,34 @@ class RewardModel(LitRLHFModule):
             losses = losses + self.center_rewards * reward_centering_penalty(chosen, rejected)
         return {"losses": losses, "chosen": chosen.detach(), "rejected": rejected.detach(), "features": features}
 
-    def stats(self, prefix: str, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Scalar metrics of a step (subclasses add theirs)."""
+    def stats(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Batch means of :meth:`score_pairs`' output by metric key (subclasses add theirs)."""
         diff = out["chosen"] - out["rejected"]
         return {
-            f"{prefix}/loss": out["losses"].detach().mean(),
-            f"{prefix}/accuracy": (diff > 0).float().mean(),
-            f"{prefix}/margin": diff.mean(),
-            f"{prefix}/mean_reward": torch.cat([out["chosen"], out["rejected"]]).mean(),
+            "loss": out["losses"].detach().mean(),
+            "accuracy": (diff > 0).float().mean(),
+            "margin": diff.mean(),
+            "mean_reward": torch.cat([out["chosen"], out["rejected"]]).mean(),
         }
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        out = self.step(batch)
-        loss = out["losses"].mean()
-        self.check_finite(loss)
-        self.log_train(self.stats("train", out), len(out["chosen"]), prog_bar=("train/loss", "train/accuracy"))
-        return loss
+    def subset_accuracies(
+        self, batch: dict[str, Any], out: dict[str, torch.Tensor]
+    ) -> dict[str, tuple[torch.Tensor, int]]:
+        """``{key: (mean, pairs)}``: accuracy per rating level (``accuracy/<rating>``) and, where rows carry a
+        ``gold_label`` (1: chosen is truly better, 0: rejected is; e.g. known-noisy data), ``gold_agreement``."""
+        correct = (out["chosen"] > out["rejected"]).float()
+        subsets = {}
+        if "gold_label" in batch:
+            subsets["gold_agreement"] = (correct == batch["gold_label"]).float(), ~torch.isnan(batch["gold_label"])
+        ratings = batch.get("rating") or []
+        for rating in sorted({str(r) for r in ratings if r is not None}):
+            where = torch.tensor([str(r) == rating for r in ratings], device=correct.device)
+            subsets[f"accuracy/{rating}"] = correct, where
+        return {key: (values[at].mean(), int(at.sum())) for key, (values, at) in subsets.items() if at.any()}
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.step(batch)
-        val = self.stats("val", out)
-        self.log_dict({k: val.pop(k) for k in ("val/loss", "val/accuracy")}, prog_bar=True,
-                      batch_size=len(out["chosen"]), sync_dist=True)
-        self.log_dict(val, batch_size=len(out["chosen"]), sync_dist=True)
-        if "gold_label" in batch:  # 1 = chosen is truly better, 0 = rejected is (e.g. known-noisy data)
-            gold = batch["gold_label"]
-            known = ~torch.isnan(gold)
-            if known.any():
-                agree = ((out["chosen"] > out["rejected"]).float() == gold)[known].float()
-                self.log("val/gold_agreement", agree.mean(), batch_size=int(known.sum()), sync_dist=True)
-        for rating, correct in zip(batch.get("rating") or [], (out["chosen"] > out["rejected"]).tolist()):
-            if rating is not None:
-                self._val[str(rating)].append(torch.tensor(float(correct)))
-
-    def on_validation_epoch_end(self) -> None:
-        for rating, values in self._val.items():
-            self.log(f"val/accuracy/{rating}", torch.stack(values).mean(), sync_dist=True)
-        self._val.clear()
+    def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
+        """Mean Bradley–Terry loss of a ``[chosen; rejected]`` batch and its :meth:`stats`; in evaluation also
+        :meth:`subset_accuracies`."""
+        out = self.score_pairs(batch)
+        step = StepOutput(out["losses"].mean(), self.stats(out), len(out["chosen"]))
+        return step if split == "train" else step.add_subset_means(self.subset_accuracies(batch, out))

@@ -7,12 +7,11 @@ from typing import Any, Literal
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from lit_rlhf.losses.classification import W2S_LOSSES, confidence_weight, weak_to_strong_loss
+from lit_rlhf.losses.classification import W2S_LOSSES, W2SLoss, confidence_weight, weak_to_strong_loss
 from lit_rlhf.models import ModelLike
 from lit_rlhf.models.heads import Pooling
+from lit_rlhf.modules.base import StepOutput, StepSplit
 from lit_rlhf.modules.outcome_rm import OutcomeRewardModel
-
-W2SLoss = Literal["xent", "logconf", "product"]
 
 
 class WeakToStrong(OutcomeRewardModel):
@@ -27,9 +26,9 @@ class WeakToStrong(OutcomeRewardModel):
     (Lightning's ``accumulate_grad_batches`` would split the quantile and is refused for ``logconf``).
 
     Logged, per split prefix: ``loss``, ``accuracy`` (vs gold), ``weak_accuracy`` (student argmax vs weak
-    argmax = student–supervisor agreement), ``agreement/weak_right`` and ``agreement/weak_wrong``
-    (agreement on the examples the supervisor got right / wrong; the paper's imitation analysis),
-    and ``confidence_weight`` for ``logconf``.
+    argmax = student–supervisor agreement); in validation/test also ``agreement/weak_right`` and
+    ``agreement/weak_wrong`` (agreement on the examples the supervisor got right / wrong; the paper's imitation
+    analysis); in training ``confidence_weight`` for ``logconf``.
 
     Args:
         model: backbone name or spec.
@@ -120,22 +119,18 @@ class WeakToStrong(OutcomeRewardModel):
         weight = confidence_weight(frac, self.aux_coef, self.warmup_frac, self.confidence_schedule)
         return loss.mean(), {"confidence_weight": torch.tensor(weight)}
 
-    def step(self, batch: dict[str, Any], prefix: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss and whole-batch statistics; the per-subset agreements are kept in ``self.agreement``."""
+    def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
+        """Loss and agreement metrics of a batch: in training the whole-batch ones (``accuracy``, ``weak_accuracy``)
+        and the loss's own (``confidence_weight``); in evaluation also the per-subset agreements, each over its
+        own examples (:func:`classifier_agreement`)."""
         logits = self.logits(batch["input_ids"], batch["attention_mask"])
         loss, extra = self.loss(logits, batch["soft_label"])
-        self.agreement = classifier_agreement(logits, batch["soft_label"], batch["gold_label"])
-        stats = {"loss": loss.detach(), **{k: v for k, (v, n) in self.agreement.items() if n == len(logits)}, **extra}
-        return loss, {f"{prefix}/{k}": v for k, v in stats.items()}
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, prefix: str = "val") -> None:
-        loss, _ = self.step(batch, prefix)
-        self.log(f"{prefix}/loss", loss, batch_size=len(batch["gold_label"]), sync_dist=True)
-        for key, (value, count) in self.agreement.items():  # each a mean over its own examples
-            self.log(f"{prefix}/{key}", value, batch_size=count, sync_dist=True, prog_bar=key == "accuracy")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx, prefix="test")
+        agreement = classifier_agreement(logits, batch["soft_label"], batch["gold_label"])
+        out = StepOutput(loss, {"loss": loss.detach()}, len(logits))
+        if split != "train":
+            return out.add_subset_means(agreement)
+        out.metrics.update({k: agreement[k][0] for k in ("accuracy", "weak_accuracy")}, **extra)
+        return out
 
 
 def classifier_agreement(

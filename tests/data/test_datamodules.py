@@ -270,3 +270,14 @@ def test_eval_prompts_of_a_task_are_its_problems():
     assert prompts == [p.prompt for p in task.problems("val", 5, seed=1)]
     assert all(p.endswith("=") and Arithmetic.solve(p) >= 0 for p in prompts)
     assert dm.eval_prompts("train", limit=3) == [p.prompt for p in task.problems("train", 3, seed=0)]
+
+
+def test_a_data_module_must_define_encode():
+    from lit_rlhf.data import RowDataModule
+
+    class NoEncode(RowDataModule):
+        kind = "sft"
+
+    with pytest.raises(TypeError, match="abstract method.*encode"):
+        NoEncode()
+    assert SFTDataModule(task=Arithmetic()).kind == "sft"  # the concrete ones define it

@@ -1,4 +1,4 @@
-"""SFT loss: hand-computed NLL; prompt and padding positions carry neither loss nor gradient."""
+"""SFT loss: hand-computed NLL; prompt and padding positions carry neither loss nor gradient; the reductions."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from lit_rlhf.losses import NLL_REDUCTIONS, completion_nll
 from lit_rlhf.losses.sft import sft_loss
 
 
@@ -91,3 +92,36 @@ def test_gradient_flows_only_through_completion_predicting_positions():
     p = torch.softmax(logits.detach()[0, 2], -1)
     onehot = torch.nn.functional.one_hot(ids[0, 3], logits.shape[-1]).float()
     torch.testing.assert_close(logits.grad[0, 2], (p - onehot) / 5)
+
+
+def test_completion_nll_reductions_by_hand():
+    # two completions: 3 tokens with log-prob sum -6 (2 nats a token), 1 token with -1
+    logps, n = torch.tensor([-6.0, -1.0]), torch.tensor([3.0, 1.0])
+    assert completion_nll(logps, n, "none").tolist() == [6.0, 1.0]
+    assert completion_nll(logps, n, "sum").item() == 7.0
+    assert completion_nll(logps, n, "token_mean").item() == pytest.approx(7 / 4)  # every token weighs the same
+    assert completion_nll(logps, n, "sequence_mean").item() == pytest.approx((2 + 1) / 2)  # every example
+    assert completion_nll(logps, n).item() == pytest.approx(7 / 4)  # default: token mean (SFT, RPO)
+    assert set(NLL_REDUCTIONS) == {"none", "sum", "token_mean", "sequence_mean"}
+
+
+def test_completion_nll_without_tokens_is_zero_not_nan():
+    logps, n = torch.zeros(2), torch.zeros(2)
+    assert completion_nll(logps, n, "token_mean").item() == 0.0
+    assert completion_nll(logps, n, "sequence_mean").item() == 0.0
+
+
+def test_completion_nll_unknown_reduction_is_named():
+    with pytest.raises(ValueError, match="unknown NLL reduction 'mean'.*token_mean"):
+        completion_nll(torch.zeros(1), torch.ones(1), "mean")
+
+
+def test_sft_loss_composes_with_completion_nll_and_the_models_log_probs():
+    from lit_rlhf.models.logprobs import completion_logps
+
+    logits, ids, mask = _example()
+    nll, n = sft_loss(logits, ids, mask)
+    logps, lengths = completion_logps(logits, ids, mask)
+    torch.testing.assert_close(nll, completion_nll(logps, lengths, "none"))
+    torch.testing.assert_close(n, lengths)
+    torch.testing.assert_close(completion_nll(-nll, n, "token_mean"), nll.sum() / n.sum())

@@ -31,7 +31,7 @@ def test_eval_step_is_the_reward_model_step(tiny_spec):
     rm = RewardModel(model=tiny_spec).eval()
     rm.load_state_dict({k: v for k, v in crm.state_dict().items() if k != "prototypes"})
     batch = _batch(crm.tokenizer, PAIRS)
-    out, ref = crm.step(batch), rm.step(batch)
+    out, ref = crm.score_pairs(batch), rm.score_pairs(batch)
     assert "contrastive" not in out
     assert torch.equal(out["losses"], ref["losses"]) and torch.equal(out["chosen"], ref["chosen"])
 
@@ -41,9 +41,9 @@ def test_beta_zero_without_dropout_is_the_reward_model_loss(tiny_spec):
     rm = RewardModel(model=tiny_spec).train()
     rm.load_state_dict(crm.state_dict())
     batch = _batch(crm.tokenizer, PAIRS)
-    out = crm.step(batch)
+    out = crm.score_pairs(batch)
     assert out["contrastive"] > 0  # computed (and logged) even with β = 0
-    assert torch.allclose(out["losses"], rm.step(batch)["losses"], atol=1e-6)
+    assert torch.allclose(out["losses"], rm.score_pairs(batch)["losses"], atol=1e-6)
 
 
 def test_view_dropout_makes_two_different_views(tiny_spec):
@@ -61,7 +61,7 @@ def test_step_is_bt_plus_beta_times_contrastive(tiny_spec, contrastive, on):
     crm = ContrastiveRM(model=tiny_spec, contrastive=contrastive, contrast_on=on, beta=0.7, temperature=0.1)
     batch = _batch(crm.tokenizer, PAIRS)
     torch.manual_seed(123)
-    out = crm.step(batch)
+    out = crm.score_pairs(batch)
     torch.manual_seed(123)  # replay the same two dropout masks
     f1, r1 = crm.features_and_rewards(batch)
     f2, _ = crm.features_and_rewards(batch)
@@ -83,7 +83,7 @@ def test_every_parameter_gets_a_gradient(tiny_spec, contrastive, on):
     assert (crm.prototypes is not None) == (contrastive == "swav")
     if contrastive == "swav":
         assert crm.prototypes.shape == (5, 32) and any(p is crm.prototypes for p in crm.trainable_parameters())
-    crm.step(_batch(crm.tokenizer, PAIRS))["losses"].mean().backward()
+    crm.score_pairs(_batch(crm.tokenizer, PAIRS))["losses"].mean().backward()
     missing = [n for n, p in crm.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, missing
 

@@ -101,10 +101,22 @@ def test_rpo_adds_the_chosen_nll(tiny_spec, tmp_path, tok):
     dm = _data(tmp_path, n=16)
     dm.tokenizer = tok
     batch = _batch(dm, "train")
-    plain = _dpo(tiny_spec, tmp_path).step(batch)
-    rpo = _dpo(tiny_spec, tmp_path, rpo_alpha=0.5).step(batch)
-    lengths = batch["completion_mask"][:8, 1:].sum()
-    assert torch.allclose(rpo["loss"], plain["loss"] + 0.5 * (-plain["logps_chosen"].sum() / lengths), atol=1e-5)
+    plain_module = _dpo(tiny_spec, tmp_path)
+    plain = plain_module.step(batch, "train")
+    rpo = _dpo(tiny_spec, tmp_path, rpo_alpha=0.5).step(batch, "train")
+    with torch.no_grad():
+        logps = plain_module.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])[0]
+    chosen_nll = -logps[:8].sum() / batch["completion_mask"][:8, 1:].sum()  # token mean over the chosen completions
+    assert torch.allclose(rpo.loss, plain.loss + 0.5 * chosen_nll, atol=1e-5)
+    assert rpo.metrics["loss"] == rpo.loss.detach() and torch.allclose(plain.metrics["logps/chosen"], logps[:8].mean())
+
+
+def test_metric_names_are_trls(tiny_spec, tmp_path):
+    module = _dpo(tiny_spec, tmp_path)
+    names = {split: [module.metric_name(split, k) for k in ("loss", "rewards/margins", "logps/chosen")]
+             for split in ("train", "val")}
+    assert names == {"train": ["train/loss", "rewards/margins", "logps/chosen"],
+                     "val": ["val/loss", "val/rewards/margins", "val/logps/chosen"]}
 
 
 def test_init_from_sft_and_the_checkpoint_keeps_the_reference(tiny_spec, tmp_path):
@@ -150,12 +162,12 @@ def test_readme_simpo_example(tiny_spec, tmp_path, tok):
     dm = _data(tmp_path, n=16)
     dm.tokenizer = tok
     batch = _batch(dm, "train")
-    out = module.step(batch)
+    out = module.step(batch, "train")
     with torch.no_grad():
         logps, lengths = module.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
     (pc, pr), (lc, lr) = logps.chunk(2), lengths.chunk(2)
     margin = 2.0 * pc / lc - 2.0 * pr / lr - 0.5
-    assert torch.allclose(out["loss"], torch.log1p(torch.exp(-margin)).mean(), atol=1e-5)
+    assert torch.allclose(out.loss, torch.log1p(torch.exp(-margin)).mean(), atol=1e-5)
 
 
 def test_init_from_lora_sft_merges_it_into_the_reference(tiny_spec, tmp_path):

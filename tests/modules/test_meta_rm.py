@@ -93,7 +93,8 @@ def test_first_order_gradient_is_the_bt_gradient_at_theta_prime(tiny_spec):
     eta = 0.5
     m = MetaRM(model=tiny_spec, meta_lr=eta)
     pb, sb = pref_batch(m.tokenizer), shifted_batch(m.tokenizer)
-    loss, out = m.meta_loss(pb, sb)
+    out = m.meta_loss(pb, sb)
+    loss = out.loss
     loss.backward()
     got = flat(p.grad for p in m.meta_parameters().values())
 
@@ -114,7 +115,7 @@ def test_first_order_gradient_is_the_bt_gradient_at_theta_prime(tiny_spec):
     assert loss.item() == pytest.approx(at_prime.item(), abs=1e-6)
     assert torch.allclose(got, expected, atol=1e-6, rtol=1e-5)
     assert (got - at_theta).norm() > 0.05 * at_theta.norm()  # the meta step changed the gradient
-    assert out["meta_J_after"] > out["meta_J"]
+    assert out.metrics["meta_J_after"] > out.metrics["meta_J"]
 
 
 def test_second_order_matches_finite_differences_and_differs_from_first_order():
@@ -125,7 +126,7 @@ def test_second_order_matches_finite_differences_and_differs_from_first_order():
         torch.manual_seed(0)
         m = MetaRM(model=spec, meta_lr=0.2, second_order=second).double()
         pb, sb = pref_batch(m.tokenizer), shifted_batch(m.tokenizer)
-        loss, _ = m.meta_loss(pb, sb)
+        loss = m.meta_loss(pb, sb).loss
         loss.backward()
         grads[second], losses[second] = flat(p.grad for p in m.meta_parameters().values()), loss.item()
     assert losses[False] == losses[True]  # same forward value L(θ + η∇J(θ))
@@ -139,7 +140,7 @@ def test_second_order_matches_finite_differences_and_differs_from_first_order():
             sizes = [p.numel() for p in params]
             for p, dv in zip(params, v.split(sizes)):
                 p.add_(eps * dv.view_as(p))
-        value = m.meta_loss(pb, sb)[0].item()
+        value = m.meta_loss(pb, sb).loss.item()
         with torch.no_grad():
             for p, dv in zip(params, v.split(sizes)):
                 p.sub_(eps * dv.view_as(p))

@@ -7,26 +7,31 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_rlhf.modules.base import LitRLHFModule
+from lit_rlhf.modules.base import StepModule, StepOutput
 
 NAN_AT = 1  # the batch whose loss is NaN
 
 
-class Toy(LitRLHFModule):
+class Toy(StepModule):
+    """Automatic optimisation through the step template; ``manual=True``: its own loop with ``manual_step``."""
+
     def __init__(self, manual: bool = False, **kwargs) -> None:
         super().__init__(optimizer=lambda p: torch.optim.AdamW(p, lr=0.1), **kwargs)
         self.automatic_optimization = not manual
         self.layer = torch.nn.Linear(3, 1)
 
-    def training_step(self, batch, batch_idx):
-        loss = (self.layer(batch[0]) - 1).pow(2).mean()
-        if batch_idx == NAN_AT:
+    def step(self, batch, split):
+        x, index = batch
+        loss = (self.layer(x) - 1).pow(2).mean()
+        if int(index[0]) == NAN_AT:
             loss = loss * float("nan")
-        if not self.automatic_optimization:
-            self.manual_step(loss, self.optimizers())
-            return None
-        self.check_finite(loss)
-        return loss
+        return StepOutput(loss, {"loss": loss.detach()}, len(x))
+
+    def training_step(self, batch, batch_idx):
+        if self.automatic_optimization:
+            return super().training_step(batch, batch_idx)
+        self.manual_step(self.step(batch, "train").loss, self.optimizers())
+        return None
 
 
 class Snapshots(L.Callback):
@@ -41,9 +46,9 @@ class Snapshots(L.Callback):
 
 def _fit(module: Toy, steps: int = 4) -> Snapshots:
     torch.manual_seed(0)
-    data = DataLoader(TensorDataset(torch.randn(16, 3)), batch_size=4)
+    data = DataLoader(TensorDataset(torch.randn(16, 3), torch.arange(16) // 4), batch_size=4)  # x, batch index
     snaps = Snapshots()
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, log_every_n_steps=1, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[snaps])
     trainer.fit(module, data)
     return snaps

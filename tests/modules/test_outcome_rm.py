@@ -41,8 +41,9 @@ def test_orm_loss_is_soft_target_cross_entropy(tiny_spec):
     dm = WeakLabelDataModule(task=Arithmetic(), task_sizes={"train": 8, "val": 4, "test": 4}, tokenizer=None)
     dm.tokenizer = orm.tokenizer
     batch = dm.collator()(dm.dataset("train").items)
-    loss, stats = orm.step(batch, "train")
+    out = orm.step(batch, "train")
+    loss, stats = out.loss, out.metrics
     logits = orm(batch["input_ids"], batch["attention_mask"])
     expected = torch.nn.functional.cross_entropy(logits, batch["label"])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert stats["train/accuracy"].item() == pytest.approx((logits.argmax(-1) == batch["label"]).float().mean().item())
+    assert stats["accuracy"].item() == pytest.approx((logits.argmax(-1) == batch["label"]).float().mean().item())

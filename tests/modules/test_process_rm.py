@@ -51,12 +51,13 @@ def test_step_loss_and_metrics_of_a_batch(tiny_spec, tmp_path):
     dm = StepLabelDataModule(train=write_jsonl(tmp_path / "t.jsonl", _step_rows(8, 2)), supervise="all")
     dm.tokenizer = prm.tokenizer
     batch = dm.collator()(dm.dataset("train").items)
-    loss, stats = prm.step(batch, "train")
+    out = prm.step(batch, "train")
+    loss, stats = out.loss, out.metrics
     logits, labels = prm(batch["input_ids"], batch["attention_mask"]), batch["labels"]
     expected = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)  # mean over every labelled step
     mask = labels != -100
-    assert stats["train/step_accuracy"].item() == pytest.approx((logits.argmax(-1) == labels)[mask].float().mean().item())
+    assert stats["step_accuracy"].item() == pytest.approx((logits.argmax(-1) == labels)[mask].float().mean().item())
 
 
 def test_score_steps_reads_the_training_positions(tiny_spec, tmp_path):

@@ -25,7 +25,7 @@ def test_batch_layout_and_rewards(tiny_spec):
     rm = RewardModel(model=tiny_spec)
     batch = _batch(rm.tokenizer, PAIRS)
     assert batch["input_ids"].shape[0] == 4
-    out = rm.step(batch)
+    out = rm.score_pairs(batch)
     manual = rm(batch["input_ids"], batch["attention_mask"])
     assert torch.allclose(out["chosen"], manual[:2]) and torch.allclose(out["rejected"], manual[2:])
     expected = torch.nn.functional.softplus(-(manual[:2] - manual[2:]))
@@ -64,12 +64,14 @@ def test_unknown_rating_and_missing_strength_are_errors(tiny_spec):
         rm.margins(_batch(rm.tokenizer, PAIRS, rating=["better", "meh"]), 2)
     with pytest.raises(ValueError, match="strength"):
         RewardModel(model=tiny_spec, margin="adaptive").margins(_batch(rm.tokenizer, PAIRS), 2)
+    with pytest.raises(ValueError, match=r"margin must be one of \['none', 'column', 'rating', 'adaptive'\], got"):
+        RewardModel(model=tiny_spec, margin="colum")
 
 
 def test_label_smoothing_and_soft_label_column(tiny_spec):
     rm = RewardModel(model=tiny_spec, label_smoothing=0.2)
     batch = _batch(rm.tokenizer, PAIRS, soft_label=[0.6, None])
-    out = rm.step(batch)
+    out = rm.score_pairs(batch)
     d = out["chosen"] - out["rejected"]
     sp = torch.nn.functional.softplus
     expected = torch.stack([0.6 * sp(-d[0]) + 0.4 * sp(d[0]), 0.8 * sp(-d[1]) + 0.2 * sp(d[1])])
@@ -80,7 +82,7 @@ def test_centering_adds_the_penalty(tiny_spec):
     torch.manual_seed(0)
     rm = RewardModel(model=tiny_spec, center_rewards=0.5)
     batch = _batch(rm.tokenizer, PAIRS)
-    out = rm.step(batch)
+    out = rm.score_pairs(batch)
     c, r = out["chosen"], out["rejected"]
     expected = torch.nn.functional.softplus(-(c - r)) + 0.5 * (c + r) ** 2
     assert torch.allclose(out["losses"], expected, atol=1e-6)
@@ -138,3 +140,21 @@ def test_validation_reports_gold_agreement_and_per_rating_accuracy(tiny_spec, tm
     assert metrics["val/gold_agreement"] == pytest.approx((wins == gold).float().mean().item())
     assert metrics["val/accuracy/better"] == pytest.approx(wins[0::2].mean().item())
     assert metrics["val/accuracy/slightly better"] == pytest.approx(wins[1::2].mean().item())
+
+
+def test_evaluation_adds_accuracy_per_rating_and_gold_agreement_over_their_own_pairs(tiny_spec):
+    rm = RewardModel(model=tiny_spec, margin="none")
+    pairs = PAIRS + [("3-1=", "2", "1"), ("4/2=", "2", "3")]
+    batch = _batch(rm.tokenizer, pairs, rating=["better", None, "better", "slightly better"])
+    batch["gold_label"] = torch.tensor([1.0, float("nan"), 0.0, 1.0])
+    correct = (rm.score_pairs(batch)["chosen"] > rm.score_pairs(batch)["rejected"]).float()
+    out = rm.step(batch, "val")
+    assert out.counts == {"gold_agreement": 3, "accuracy/better": 2, "accuracy/slightly better": 1}
+    gold = torch.tensor([1.0, 0.0, 1.0])
+    assert out.metrics["gold_agreement"].item() == pytest.approx((correct[[0, 2, 3]] == gold).float().mean().item())
+    assert out.metrics["accuracy/better"].item() == pytest.approx(correct[[0, 2]].mean().item())
+    assert out.metrics["accuracy/slightly better"].item() == correct[3].item()
+    assert out.metrics["accuracy"].item() == pytest.approx(correct.mean().item()) and out.batch_size == 4
+    train = rm.step(batch, "train")
+    assert set(train.metrics) == {"loss", "accuracy", "margin", "mean_reward"} and not train.counts
+    torch.testing.assert_close(train.loss, out.loss)

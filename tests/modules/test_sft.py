@@ -3,6 +3,7 @@
 import lightning as L
 import pytest
 import torch
+from conftest import quiet_trainer, write_jsonl
 
 from lit_rlhf.data import SFTDataModule
 from lit_rlhf.eval import GoldEval
@@ -88,3 +89,17 @@ def test_training_metrics_are_means_over_the_logging_interval(tiny_spec, tmp_pat
     assert logged[0] is None and logged[1] is None  # nothing handed to Lightning before the first log step
     assert logged[2].item() == pytest.approx(sum(losses[:3]) / 3, rel=1e-5)
     assert logged[5].item() == pytest.approx(sum(losses[3:6]) / 3, rel=1e-5)
+
+
+def test_evaluation_loss_is_the_token_mean_of_the_whole_split(tiny_spec, tmp_path):
+    rows = [{"prompt": f"{i}+{i}=", "completion": "x" * (1 + 3 * i)} for i in range(6)]  # 2..17 completion tokens
+    module = SFT(model=tiny_spec)
+    dm = SFTDataModule(train=write_jsonl(tmp_path / "t.jsonl", rows), test=write_jsonl(tmp_path / "t.jsonl", rows),
+                       batch_size=4, max_length=64)
+    logged = quiet_trainer(tmp_path).test(module, datamodule=dm, verbose=False)[0]
+    assert set(logged) == {"test/loss", "test/perplexity"}  # no task: no gold reward
+    module.eval()
+    with torch.no_grad():
+        nll, tokens = module.loss(dm.collator()(dm.dataset("test").items))  # the whole split in one batch
+    assert logged["test/loss"] == pytest.approx((nll / tokens).item(), rel=1e-5)
+    assert logged["test/perplexity"] == pytest.approx(torch.exp(nll / tokens).item(), rel=1e-5)
