@@ -75,3 +75,22 @@ def test_checkpoint_round_trip_keeps_subclass_settings(tiny_spec, tmp_path):
     trainer.save_checkpoint(path)
     loaded = SimPO.load_from_checkpoint(path, weights_only=True)
     assert loaded.simpo_gamma == 0.3 and loaded.reference == "none" and loaded.loss_type == ["simpo"]
+
+
+def test_readme_subclass_example_gets_its_defaults_through_the_cli(tmp_path, monkeypatch):
+    """The README's extension example, run as written: its signature defaults reach the CLI."""
+    import re
+    import sys
+    import types
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    code = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "class MarginSimPO" in block)
+    package = types.ModuleType("readme_example")
+    exec(compile(code, "README.md", "exec"), package.__dict__)
+    monkeypatch.setitem(sys.modules, "readme_example", package)
+    module = _cli(tmp_path, "--model=readme_example.MarginSimPO").model
+    assert (module.beta, module.gamma, module.delta, module.reference, module.ref_model) == (2.0, 1.0, 0.01, "none", None)
+    trainer = quiet_trainer(tmp_path, max_steps=2)
+    trainer.fit(module, datamodule=_data(tmp_path, n=32))
+    assert trainer.global_step == 2
