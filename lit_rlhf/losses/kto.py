@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
-def kto_reference_point(kl_policy_logps: torch.Tensor, kl_ref_logps: torch.Tensor) -> torch.Tensor:
+def kto_reference_point(
+    kl_policy_logps: torch.Tensor, kl_ref_logps: torch.Tensor, gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
     """KTO's reference point ``z₀ = max(0, mean_i [log π(y'_i|x_i) − log π_ref(y'_i|x_i)])``, detached (§4.1).
 
     Args:
         kl_policy_logps: ``(B,)`` policy log-probs of mismatched pairs ``(x_i, y'_i)`` (a completion of another
             prompt of the batch), summed over completion tokens.
         kl_ref_logps: ``(B,)`` the reference's log-probs of the same pairs.
+        gather: under data parallelism, a function stacking a tensor from every rank (e.g. Lightning's
+            ``all_gather``): the per-rank means are averaged before clamping.
     Returns:
-        a scalar tensor ≥ 0 (no gradient). Under data parallelism average the means of every rank before clamping.
+        a scalar tensor ≥ 0 (no gradient).
     """
-    return (kl_policy_logps.float() - kl_ref_logps.float()).mean().detach().clamp(min=0)
+    mean = (kl_policy_logps.float() - kl_ref_logps.float()).mean().detach()
+    if gather is not None:
+        mean = gather(mean).mean()
+    return mean.clamp(min=0)
 
 
 def kto_loss(

@@ -94,7 +94,7 @@ class LitRLHFModule(L.LightningModule):
         self.warmup, self.schedule, self.min_lr_ratio = warmup, schedule, min_lr_ratio
         self.nonfinite, self.skipped_updates, self._skip_update = nonfinite, 0, False
         self._train_sums: dict[str, torch.Tensor] = {}
-        self._train_steps = 0
+        self._train_counts: dict[str, int] = {}  # steps that gave each key (a method may omit a key in a step)
         self.training_rng = TrainingRNG()
         self.provenance: dict[str, Any] = {}  # where the run started (kept in checkpoints, never read to load them)
 
@@ -103,16 +103,17 @@ class LitRLHFModule(L.LightningModule):
 
         ``self.log`` costs about a millisecond per call on CPU (more than a tiny model's step), so the
         values are summed every step and handed to Lightning only at the steps it writes logs
-        (``Trainer(log_every_n_steps=...)``).
+        (``Trainer(log_every_n_steps=...)``). A key missing from some steps is averaged over the steps that
+        gave it.
         """
         for key, value in metrics.items():
             self._train_sums[key] = self._train_sums.get(key, 0.0) + value.detach().float()
-        self._train_steps += 1
+            self._train_counts[key] = self._train_counts.get(key, 0) + 1
         connector = getattr(self._trainer, "_logger_connector", None)
         if connector is not None and not connector.should_update_logs:
             return
-        means = {key: value / self._train_steps for key, value in self._train_sums.items()}
-        self._train_sums, self._train_steps = {}, 0
+        means = {key: value / self._train_counts[key] for key, value in self._train_sums.items()}
+        self._train_sums, self._train_counts = {}, {}
         shown = {k: v for k, v in means.items() if k in prog_bar}
         # sync_dist: the logged values are means over ranks (one all-reduce per logging step, not per step)
         if shown:
