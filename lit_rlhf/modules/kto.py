@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_rlhf.losses import kto_loss, kto_reference_point, kto_weight_bounds
+from lit_rlhf.modules.base import StepOutput, StepSplit
 from lit_rlhf.modules.dpo import DPO, Reference
 
 
@@ -20,8 +21,7 @@ class KTO(DPO):
     At fit start the class-imbalance rule (§4.2, ``λ_D n_D / (λ_U n_U)`` in ``[1, 4/3]``) is checked on the
     training rows and a warning gives the ``desirable_weight`` range that satisfies it.
     Logs ``train/loss``, ``kl`` (z₀), ``rewards/chosen`` (desirable), ``rewards/rejected`` (undesirable),
-    ``rewards/margins``, ``logps/chosen|rejected`` (TRL's names; class metrics only from batches holding that
-    class).
+    ``rewards/margins``, ``logps/chosen|rejected`` (TRL's names; each class mean weighted by its rows).
 
     Args:
         beta: β.
@@ -63,8 +63,9 @@ class KTO(DPO):
         logps = self.reference_logps(input_ids, attention_mask, mask)
         return torch.zeros(len(input_ids), device=self.device) if logps is None else logps
 
-    def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Loss and detached statistics of a batch of labelled completions and their mismatched pairs."""
+    def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
+        """Loss, ``kl`` (z₀) and the class means of ``rewards/*`` and ``logps/*`` (weighted by the rows of each
+        class; 0 rows: no weight) of a batch of labelled completions and their mismatched pairs."""
         logps, _ = self.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
         reference = self._reference(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
         kl_args = (batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_completion_mask"])
@@ -76,28 +77,13 @@ class KTO(DPO):
         desirable = torch.as_tensor(batch["label"], dtype=torch.bool, device=logps.device)
         losses, rewards = kto_loss(logps, reference, desirable, z0, self.beta, self.desirable_weight,
                                    self.undesirable_weight)
-        return {"loss": losses.mean(), "rewards": rewards, "desirable": desirable, "logps": logps.detach(), "kl": z0}
-
-    @staticmethod
-    def stats(out: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-        """``kl`` and the class means of ``rewards/*`` and ``logps/*`` present in the batch."""
-        stats = {f"{prefix}kl": out["kl"]}
-        for name, rows in (("chosen", out["desirable"]), ("rejected", ~out["desirable"])):
-            if rows.any():
-                stats[f"{prefix}rewards/{name}"] = out["rewards"][rows].mean()
-                stats[f"{prefix}logps/{name}"] = out["logps"][rows].mean()
-        if out["desirable"].any() and (~out["desirable"]).any():
-            stats[f"{prefix}rewards/margins"] = stats[f"{prefix}rewards/chosen"] - stats[f"{prefix}rewards/rejected"]
-        return stats
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        out = self.step(batch)
-        self.check_finite(out["loss"])
-        self.log_train({"train/loss": out["loss"], **self.stats(out)}, len(out["rewards"]))
-        return out["loss"]
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.step(batch)
-        n = len(out["rewards"])
-        self.log("val/loss", out["loss"], prog_bar=True, batch_size=n, sync_dist=True)
-        self.log_dict(self.stats(out, "val/"), batch_size=n, sync_dist=True)
+        loss = losses.mean()
+        out = StepOutput(loss, {"loss": loss.detach(), "kl": z0}, len(losses))
+        means = {}
+        for name, rows in (("chosen", desirable), ("rejected", ~desirable)):
+            n = int(rows.sum())
+            means[f"rewards/{name}"] = (rewards[rows].mean() if n else rewards.new_zeros(()), n)
+            means[f"logps/{name}"] = (logps.detach()[rows].mean() if n else rewards.new_zeros(()), n)
+        both = bool(desirable.any() and (~desirable).any())
+        means["rewards/margins"] = (means["rewards/chosen"][0] - means["rewards/rejected"][0], len(losses) if both else 0)
+        return out.add_subset_means(means)

@@ -44,7 +44,7 @@ def test_step_uses_the_mismatched_pairs_for_the_reference_point(tiny_spec, tmp_p
         for p in module.ref_model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     batch = dm.collator()(dm.dataset("train").items[:6])
-    out = module.step(batch)
+    out = module.step(batch, "train")
     kl_args = (batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_completion_mask"])
     args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
     with torch.no_grad():
@@ -52,9 +52,9 @@ def test_step_uses_the_mismatched_pairs_for_the_reference_point(tiny_spec, tmp_p
                                  module.sequence_logps(module.ref_model, *kl_args)[0])
         policy = module.sequence_logps(module.model, *args)[0]
         ref = module.sequence_logps(module.ref_model, *args)[0]
-    assert float(z0) > 0 and torch.allclose(out["kl"], z0)
+    assert float(z0) > 0 and torch.allclose(out.metrics["kl"], z0)
     expected, _ = kto_loss(policy, ref, torch.tensor(batch["label"]), z0, 0.5)
-    assert torch.allclose(out["loss"], expected.mean(), atol=1e-6)
+    assert torch.allclose(out.loss, expected.mean(), atol=1e-6)
 
 
 def test_imbalance_warning_names_the_weight_range(tiny_spec, tmp_path):
