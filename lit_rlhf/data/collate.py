@@ -75,3 +75,38 @@ class Collator:
             else:
                 batch[key] = values
         return batch
+
+
+def mismatched_pairs(features: list[dict[str, Any]], max_length: int) -> list[dict[str, list[int]]]:
+    """Each row's prompt with the next row's completion (cyclically): the mismatched ``(x_i, y_{i+1})`` pairs
+    whose log-ratios estimate KTO's reference point (Ethayarajh et al. 2024, §4.1). Cut to ``max_length``
+    at the end. A batch of one row (a split's last, short batch) pairs the row with itself.
+
+    Args:
+        features: encoded rows with ``input_ids``, ``completion_mask`` and ``prompt_ids``.
+    Returns:
+        one ``{"input_ids", "completion_mask"}`` per row.
+    """
+    out = []
+    for i, row in enumerate(features):
+        other = features[(i + 1) % len(features)]
+        start = other["completion_mask"].index(1) if 1 in other["completion_mask"] else len(other["input_ids"])
+        completion = other["input_ids"][start:]
+        prompt = row["prompt_ids"]
+        ids = (prompt + completion)[:max_length]
+        out.append({"input_ids": ids, "completion_mask": ([0] * len(prompt) + [1] * len(completion))[:max_length]})
+    return out
+
+
+class UnpairedCollator(Collator):
+    """:class:`Collator` plus ``kl_input_ids`` / ``kl_attention_mask`` / ``kl_completion_mask`` of the batch's
+    mismatched pairs (:func:`mismatched_pairs`)."""
+
+    def __init__(self, pad_id: int, max_length: int) -> None:
+        super().__init__(pad_id)
+        self.max_length = max_length
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self._collate(features)
+        kl = self._collate(mismatched_pairs(features, self.max_length))
+        return {**batch, **{f"kl_{k}": v for k, v in kl.items()}}

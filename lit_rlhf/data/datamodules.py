@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from lit_rlhf.data.collate import Collator
+from lit_rlhf.data.collate import Collator, UnpairedCollator
 from lit_rlhf.data.sampling import LengthGroupedBatchSampler, ResumableLoader
 from lit_rlhf.data.schemas import PromptRow, Row
 from lit_rlhf.data.strength import apply_strength_treatments
@@ -295,6 +295,35 @@ class PreferenceDataModule(RowDataModule):
 
     def lengths(self, items):
         return [max(len(x["chosen_input_ids"]), len(x["rejected_input_ids"])) for x in items]
+
+
+class UnpairedPreferenceDataModule(RowDataModule):
+    """Unpaired desirable / undesirable completions for KTO: TRL's ``prompt, completion, label`` rows, or any
+    preference file (each pair becomes a desirable and an undesirable row). Batches also carry the mismatched
+    prompt/completion pairs of KTO's reference point (``kl_*`` fields, see
+    :func:`~lit_rlhf.data.collate.mismatched_pairs`), so ``batch_size`` must be at least 2.
+    """
+
+    kind = "unpaired"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.batch_size < 2 or self.eval_batch_size < 2:
+            raise ValueError(f"{type(self).__name__}: batch_size and eval_batch_size must be >= 2 (KTO's reference "
+                             f"point pairs each prompt with another row's completion), got {self.batch_size}, "
+                             f"{self.eval_batch_size}")
+
+    def encode(self, row, encoder):
+        return encoder.unpaired(row)
+
+    def collator(self) -> UnpairedCollator:
+        return UnpairedCollator(self.resolve_tokenizer().pad_token_id, self.max_length)
+
+    def label_counts(self, split: str = "train") -> tuple[int, int]:
+        """``(desirable, undesirable)`` rows of ``split`` (after filtering)."""
+        items = self.dataset(split).items
+        desirable = sum(bool(x["label"]) for x in items)
+        return desirable, len(items) - desirable
 
 
 class PromptDataModule(RowDataModule):

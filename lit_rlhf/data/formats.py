@@ -2,7 +2,7 @@
 
 An adapter is a pure function ``(raw, where) -> list[Row]``. Nearly every adapter returns one row; a
 list lets one record expand to several (PRM800K branches). Adapters are registered in
-:data:`ADAPTERS` by kind (``sft``, ``preference``, ``step``, ``weak``, ``prompt``) and format name;
+:data:`ADAPTERS` by kind (``sft``, ``preference``, ``unpaired``, ``step``, ``weak``, ``prompt``) and format name;
 :func:`detect_format` picks one from the record's keys and :func:`to_rows` applies it.
 
 Columns an adapter does not read go into ``row.meta`` (never an error, never lost; UltraFeedback's
@@ -28,12 +28,14 @@ from lit_rlhf.data.schemas import (
     SFTRow,
     StepRow,
     Text,
+    UnpairedRow,
     WeakLabelRow,
     check_float,
     check_label,
     check_text,
     check_text_pair_differs,
     require,
+    shorten,
 )
 
 Adapter = Callable[[dict[str, Any], str], list[Row]]
@@ -286,6 +288,25 @@ def preference_ultrafeedback(raw: dict[str, Any], where: str) -> list[Row]:
 # --------------------------------------------------------------------------------------------
 
 
+def unpaired_trl(raw: dict[str, Any], where: str) -> list[Row]:
+    """TRL's unpaired preference format: ``prompt``, ``completion`` and a boolean ``label`` (desirable or not)."""
+    prompt = check_text(require(raw, "prompt", where), "prompt", where)
+    completion = check_text(require(raw, "completion", where), "completion", where)
+    label = require(raw, "label", where)
+    if isinstance(label, int) and not isinstance(label, bool) and label in (0, 1):
+        label = bool(label)
+    if not isinstance(label, bool):
+        raise DataError(where, "label", f"expected true/false (desirable or not), got {shorten(label)}")
+    return [UnpairedRow(prompt, completion, label, where, _extras(raw, ("prompt", "completion", "label")))]
+
+
+def unpaired_from_pairs(raw: dict[str, Any], where: str) -> list[Row]:
+    """A preference pair (any preference format) as two unpaired rows: chosen desirable, rejected undesirable."""
+    rows = ADAPTERS["preference"][detect_format("preference", raw, where)](raw, where)
+    return [UnpairedRow(r.prompt, completion, label, r.where, dict(r.meta))
+            for r in rows for completion, label in ((r.chosen, True), (r.rejected, False))]
+
+
 def step_trl(raw: dict[str, Any], where: str) -> list[Row]:
     """TRL stepwise: ``prompt``, ``completions`` (one string per step), ``labels`` (bool -> 1/-1, or -1/0/1)."""
     prompt = _string(require(raw, "prompt", where), "prompt", where)
@@ -479,6 +500,7 @@ def prompt_question(raw: dict[str, Any], where: str) -> list[Row]:
 ADAPTERS: dict[str, dict[str, Adapter]] = {
     "sft": {"prompt_completion": sft_prompt_completion, "messages": sft_messages, "alpaca": sft_alpaca},
     "preference": {"trl": preference_trl, "hh": preference_hh, "ultrafeedback": preference_ultrafeedback},
+    "unpaired": {"trl": unpaired_trl, "paired": unpaired_from_pairs},
     "step": {
         "trl": step_trl,
         "prm800k": step_prm800k,
@@ -517,6 +539,10 @@ DETECTION: dict[str, list[Rule]] = {
         Rule("trl", ("prompt", "chosen", "rejected")),
         Rule("hh", ("chosen", "rejected"), "HH-RLHF transcripts", lambda r: isinstance(r["chosen"], str)),
         Rule("trl", ("chosen", "rejected"), "dialogues with a shared prompt"),
+    ],
+    "unpaired": [
+        Rule("trl", ("prompt", "completion", "label")),
+        Rule("paired", ("chosen", "rejected"), "each pair split into a desirable and an undesirable row"),
     ],
     "step": [
         Rule("trl", ("prompt", "completions", "labels")),

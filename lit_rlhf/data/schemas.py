@@ -137,6 +137,17 @@ class PreferenceRow:
 
 
 @dataclass
+class UnpairedRow:
+    """One completion labelled desirable (``label=True``) or undesirable, with no partner (KTO's data)."""
+
+    prompt: Text
+    completion: Text
+    label: bool
+    where: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class StepRow:
     """A step-by-step solution. ``labels[i]`` ∈ {1 correct, 0 neutral, -1 wrong} or ``None`` (unlabelled)."""
 
@@ -168,10 +179,11 @@ class PromptRow:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-Row = Union[SFTRow, PreferenceRow, StepRow, WeakLabelRow, PromptRow]
+Row = Union[SFTRow, PreferenceRow, UnpairedRow, StepRow, WeakLabelRow, PromptRow]
 ROW_TYPES: dict[str, type] = {
     "sft": SFTRow,
     "preference": PreferenceRow,
+    "unpaired": UnpairedRow,
     "step": StepRow,
     "weak": WeakLabelRow,
     "prompt": PromptRow,

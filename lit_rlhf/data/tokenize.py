@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from lit_rlhf.data.schemas import DataError, Message, PreferenceRow, PromptRow, SFTRow, StepRow, Text, WeakLabelRow
+from lit_rlhf.data.schemas import (
+    DataError, Message, PreferenceRow, PromptRow, SFTRow, StepRow, Text, UnpairedRow, WeakLabelRow,
+)
 
 Truncation = Literal["drop", "truncate_prompt", "error"]
 TrainOn = Literal["all_assistant", "last_assistant"]
@@ -245,6 +247,12 @@ class Encoder:
             "gold_label": row.meta.get("gold_label"),
             "prompt_ids": prompt_ids, "prompt_text": render_prompt(self.tokenizer, row.prompt),
         }
+
+    def unpaired(self, row: UnpairedRow) -> dict[str, Any]:
+        """Prompt + completion (mask on the completion) and its label; ``prompt_ids`` for mismatched KL pairs."""
+        ids, mask, prompt_ids = self.pair(row.prompt, row.completion, row.where)
+        return {"input_ids": ids, "completion_mask": mask, "prompt_ids": prompt_ids, "label": row.label,
+                "prompt_text": render_prompt(self.tokenizer, row.prompt)}
 
     def prompt(self, row: PromptRow) -> dict[str, Any]:
         ids = self.limit(self.prompt_ids(row.prompt), row.where, "prompt", keep="end")

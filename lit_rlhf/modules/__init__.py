@@ -3,9 +3,11 @@
 from lit_rlhf.modules.base import LitRLHFModule, PolicyModule, StepModule, StepOutput
 from lit_rlhf.modules.contrastive_rm import ContrastiveRM
 from lit_rlhf.modules.dpo import DPO
+from lit_rlhf.modules.kto import KTO
 from lit_rlhf.modules.meta_rm import MetaRM
 from lit_rlhf.modules.ppo import PPO
 from lit_rlhf.modules.outcome_rm import OutcomeRewardModel
+from lit_rlhf.modules.preference import CPO, ORPO, SimPO
 from lit_rlhf.modules.process_rm import ProcessRewardModel
 from lit_rlhf.modules.rejection_sampling import RejectionSampling
 from lit_rlhf.modules.reward_model import RewardModel
@@ -13,6 +15,7 @@ from lit_rlhf.modules.sft import SFT
 from lit_rlhf.modules.weak_to_strong import WeakToStrong
 
 __all__ = [
-    "DPO", "PPO", "ContrastiveRM", "LitRLHFModule", "MetaRM", "OutcomeRewardModel", "PolicyModule", "ProcessRewardModel",
-    "RejectionSampling", "RewardModel", "SFT", "StepModule", "StepOutput", "WeakToStrong",
+    "CPO", "DPO", "KTO", "ORPO", "PPO", "ContrastiveRM", "LitRLHFModule", "MetaRM", "OutcomeRewardModel",
+    "PolicyModule", "ProcessRewardModel", "RejectionSampling", "RewardModel", "SFT", "SimPO", "StepModule", "StepOutput",
+    "WeakToStrong",
 ]

@@ -35,8 +35,9 @@ class StepOutput:
         metrics: detached scalars by short name (``loss``, ``accuracy``, ``rewards/chosen``, ...), each a mean over
             the batch; the logged name is :meth:`StepModule.metric_name` of the split and this key.
         batch_size: examples in the batch (pairs for preference data), the weight of the epoch means.
-        counts: evaluation only: for a metric that is a mean over part of the batch (e.g. the pairs with a gold
-            label), the number of examples it is over, its weight in the epoch mean.
+        counts: for a metric that is a mean over part of the batch (e.g. the pairs with a gold label), the number
+            of examples it is over, its weight in the epoch (or logging-interval) mean; 0 = none in this batch (give
+            a finite value, e.g. 0: it carries no weight).
     """
 
     loss: torch.Tensor
@@ -94,25 +95,34 @@ class LitRLHFModule(L.LightningModule):
         self.warmup, self.schedule, self.min_lr_ratio = warmup, schedule, min_lr_ratio
         self.nonfinite, self.skipped_updates, self._skip_update = nonfinite, 0, False
         self._train_sums: dict[str, torch.Tensor] = {}
-        self._train_steps = 0
+        self._train_counts: dict[str, int] = {}  # the weight summed for each key (see log_train)
         self.training_rng = TrainingRNG()
         self.provenance: dict[str, Any] = {}  # where the run started (kept in checkpoints, never read to load them)
 
-    def log_train(self, metrics: dict[str, torch.Tensor], batch_size: int, prog_bar: tuple[str, ...] = ("train/loss",)) -> None:
+    def log_train(
+        self, metrics: dict[str, torch.Tensor], batch_size: int, prog_bar: tuple[str, ...] = ("train/loss",),
+        counts: dict[str, int] | None = None,
+    ) -> None:
         """Log training metrics as their means over the logging interval, once per interval.
 
         ``self.log`` costs about a millisecond per call on CPU (more than a tiny model's step), so the
         values are summed every step and handed to Lightning only at the steps it writes logs
-        (``Trainer(log_every_n_steps=...)``).
+        (``Trainer(log_every_n_steps=...)``). Each step weighs 1, except a metric with a count (a mean over
+        part of the batch, see ``StepOutput.counts``), which weighs its count (0: this step has none of it; a
+        metric with no weight over the whole interval is logged as NaN, so every rank logs the same keys).
         """
+        counts = counts or {}
         for key, value in metrics.items():
-            self._train_sums[key] = self._train_sums.get(key, 0.0) + value.detach().float()
-        self._train_steps += 1
+            weight = counts.get(key, 1)
+            value = value.detach().float()
+            self._train_sums[key] = self._train_sums.get(key, 0.0) + (value * weight if weight else torch.zeros_like(value))
+            self._train_counts[key] = self._train_counts.get(key, 0) + weight
         connector = getattr(self._trainer, "_logger_connector", None)
         if connector is not None and not connector.should_update_logs:
             return
-        means = {key: value / self._train_steps for key, value in self._train_sums.items()}
-        self._train_sums, self._train_steps = {}, 0
+        means = {key: value / self._train_counts[key] if self._train_counts[key] else value * float("nan")
+                 for key, value in self._train_sums.items()}
+        self._train_sums, self._train_counts = {}, {}
         shown = {k: v for k, v in means.items() if k in prog_bar}
         # sync_dist: the logged values are means over ranks (one all-reduce per logging step, not per step)
         if shown:
@@ -314,10 +324,8 @@ class StepModule(LitRLHFModule):
         """Log ``out.metrics`` under :meth:`metric_name` (see the class docstring for how each split averages)."""
         shown = tuple(self.metric_name(split, key) for key in self.progress_bar_metrics)
         if split == "train":
-            if out.counts:
-                raise ValueError(f"{type(self).__name__}.step: StepOutput.counts ({sorted(out.counts)}) are for "
-                                 f"evaluation metrics; training metrics are means over the whole batch")
-            self.log_train({self.metric_name(split, k): v for k, v in out.metrics.items()}, out.batch_size, shown)
+            self.log_train({self.metric_name(split, k): v for k, v in out.metrics.items()}, out.batch_size, shown,
+                           {self.metric_name(split, k): n for k, n in out.counts.items()})
             return
         for key, value in out.metrics.items():
             name = self.metric_name(split, key)

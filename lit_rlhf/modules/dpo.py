@@ -1,4 +1,5 @@
-"""Direct Preference Optimization (DPO, cDPO, IPO, hinge, robust; optional RPO NLL term)."""
+"""Direct Preference Optimization and its offline relatives: every TRL 1.16 loss type by name, weighted
+combinations, the reference-free SimPO, ORPO and CPO, and an optional RPO NLL term."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lit_rlhf.losses import completion_nll, dpo_loss
-from lit_rlhf.losses.dpo import DPO_LOSS_TYPES, DPOLossType
+from lit_rlhf.losses.dpo import REFERENCE_FREE, DPOLossType
 from lit_rlhf.models import ModelLike, packed_sequence_logps, sequence_logps
 from lit_rlhf.models.assets import cache_dir
 from lit_rlhf.models.reference import ReferenceCache, batched_logps, items_fingerprint, weights_fingerprint
@@ -35,8 +36,15 @@ class DPO(StepModule, PolicyModule):
         init_from: start from the policy of a lit_rlhf checkpoint (e.g. SFT), a ``.ckpt`` file or a run folder
             (its newest ``.ckpt``); the reference is that policy. An exported HF folder is ``model: <folder>``.
         beta: β of the implicit KL constraint.
-        loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``) | ``hinge`` | ``ipo`` | ``robust``.
-        label_smoothing: ε for cDPO / robust.
+        loss_type: a name of :data:`~lit_rlhf.losses.dpo.DPO_LOSS_TYPES` — ``sigmoid`` (DPO; cDPO with
+            ``label_smoothing``), ``hinge``, ``ipo``, ``robust``, every other TRL 1.16 name (``exo_pair``,
+            ``nca_pair``, ``bco_pair``, ``sppo_hard``, ``aot``, ``aot_unpaired``, ``apo_zero``, ``apo_down``,
+            ``discopop``, ``sft``, ``sigmoid_norm``), ``simpo`` or ``orpo`` — or a list of names whose losses are
+            summed with ``loss_weights`` (formulas: :func:`~lit_rlhf.losses.dpo_loss`).
+        loss_weights: one weight per loss type (default 1 each).
+        label_smoothing: ε for cDPO / robust / EXO / AOT.
+        discopop_tau: DiscoPOP's τ.
+        simpo_gamma: SimPO's target margin γ.
         rpo_alpha: weight of the NLL of the chosen completions (RPO; token mean over the batch, as TRL).
         reference: ``copy`` (a frozen copy of the starting policy), ``lora_disabled`` (the LoRA policy
             with its adapter switched off: no second model), or ``precomputed`` (one no-grad pass of the
@@ -60,8 +68,11 @@ class DPO(StepModule, PolicyModule):
         sampling: SamplingConfig | None = None,
         init_from: str | None = None,
         beta: float = 0.1,
-        loss_type: DPOLossType = "sigmoid",
+        loss_type: DPOLossType | list[DPOLossType] = "sigmoid",
+        loss_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
+        discopop_tau: float = 0.05,
+        simpo_gamma: float = 0.5,
         rpo_alpha: float = 0.0,
         reference: Reference = "copy",
         reference_cache: str | None = None,
@@ -69,15 +80,21 @@ class DPO(StepModule, PolicyModule):
         padding_free: bool = True,
         **kwargs: Any,
     ) -> None:
-        if loss_type not in DPO_LOSS_TYPES or beta <= 0 or rpo_alpha < 0:
-            raise ValueError(f"need loss_type in {list(DPO_LOSS_TYPES)}, beta > 0 and rpo_alpha >= 0; got "
-                             f"{loss_type!r}, {beta}, {rpo_alpha}")
+        types = [loss_type] if isinstance(loss_type, str) else list(loss_type)
+        zero = torch.zeros(1)
+        # validates names, weights, β and ε once, before any model is built
+        dpo_loss(zero, zero, zero, zero, beta, types, label_smoothing, zero + 1, zero + 1, loss_weights)
+        if rpo_alpha < 0:
+            raise ValueError(f"rpo_alpha must be >= 0, got {rpo_alpha}")
         if reference not in get_args(Reference):
             raise ValueError(f"reference must be one of {list(get_args(Reference))}, got {reference!r}")
+        if set(types) <= REFERENCE_FREE and reference != "none":
+            raise ValueError(f"loss types {types} read no reference model; set reference: none (got {reference!r})")
         init_from = resolve_checkpoint(init_from) if init_from else None  # recorded as the file it is
         super().__init__(model=model, sampling=sampling, init_from=init_from, **kwargs)
         self.record_hparams()
-        self.beta, self.loss_type, self.label_smoothing, self.rpo_alpha = beta, loss_type, label_smoothing, rpo_alpha
+        self.beta, self.loss_type, self.loss_weights, self.rpo_alpha = beta, types, loss_weights, rpo_alpha
+        self.label_smoothing, self.discopop_tau, self.simpo_gamma = label_smoothing, discopop_tau, simpo_gamma
         self.reference = reference
         self.reference_batch_size = reference_batch_size
         self.padding_free, self._packing_checked = padding_free, False
@@ -227,7 +244,8 @@ class DPO(StepModule, PolicyModule):
         """Per-pair losses and detached implicit rewards from policy (``p*``) and reference (``r*``) sequence
         log-probs and completion lengths (``l*``), chosen (``*c``) and rejected (``*r``), each ``(B,)``.
         Override this to make a new preference method (see the README's SimPO)."""
-        return dpo_loss(pc, pr, rc, rr, self.beta, self.loss_type, self.label_smoothing, lc, lr)
+        return dpo_loss(pc, pr, rc, rr, self.beta, self.loss_type, self.label_smoothing, lc, lr, self.loss_weights,
+                        self.discopop_tau, self.simpo_gamma)
 
     def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
         """Loss and :meth:`stats` of a ``[chosen; rejected]`` batch (one policy forward); the loss is the mean of

@@ -35,6 +35,8 @@ OVERRIDES: dict[str, list[str]] = {
     "contrastive_rm": [*TASK, "--data.batch_size", "8"],
     "dpo_smollm2_sentiment": ["--data.train", "null", "--data.val", "null", *TASK, "--data.batch_size", "2",
                               "--model.reference", "copy"],
+    "kto": ["--model.init_from", "null", "--data.train", "null", "--data.val", "null", *TASK,
+            "--data.batch_size", "4"],
     "meta_rm": [*TASK, "--data.batch_size", "8"],
     "orm": [*TASK, "--data.batch_size", "8"],
     "ppo_rm": [*TINY_POLICY, "--model.reward_model", "null", "--model.value_init", "null", *SHORT, *TASK,

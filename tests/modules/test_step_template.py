@@ -79,9 +79,11 @@ def test_training_logs_train_names_through_the_interval_means():
     assert "train/high" not in rows[0]
 
 
-def test_subset_counts_are_refused_in_training():
-    with pytest.raises(ValueError, match="counts .*evaluation metrics"):
-        _trainer(max_steps=1, limit_val_batches=0).fit(Toy(counts_in_training=True), _data())
+def test_subset_counts_weigh_training_interval_means():
+    recorder = Recorder()
+    _trainer(recorder, max_steps=2, log_every_n_steps=2, limit_val_batches=0).fit(Toy(counts_in_training=True), _data())
+    rows = [r for r in recorder.rows if "train/high" in r]
+    assert len(rows) == 1 and rows[0]["train/high"] == pytest.approx(2 / 3)  # weighted 2 : 1, not (1/2 + 1) / 2
 
 
 def test_a_module_without_step_names_itself():
