@@ -149,25 +149,29 @@ def _sft_data(tmp_path):
     return SFTDataModule(train=write_jsonl(tmp_path / "sft.jsonl", rows), batch_size=16, max_length=48)
 
 
-def test_readme_simpo_example(tiny_spec, tmp_path, tok):
+def test_readme_subclass_example_and_shipped_simpo_compute_their_losses(tiny_spec, tmp_path, tok):
+    """The README's MarginSimPO, run as written, and the shipped SimPO give their formulas on a real batch."""
     import re
     from pathlib import Path
 
+    from lit_rlhf.modules import SimPO
+
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class SimPO" in b)
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class MarginSimPO" in b)
     namespace: dict = {}
     exec(compile(block, "README.md", "exec"), namespace)
-    module = namespace["SimPO"](model=tiny_spec, beta=2.0, gamma=0.5, reference="none")
-    assert module.ref_model is None
     dm = _data(tmp_path, n=16)
     dm.tokenizer = tok
     batch = _batch(dm, "train")
-    out = module.step(batch, "train")
-    with torch.no_grad():
-        logps, lengths = module.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-    (pc, pr), (lc, lr) = logps.chunk(2), lengths.chunk(2)
-    margin = 2.0 * pc / lc - 2.0 * pr / lr - 0.5
-    assert torch.allclose(out.loss, torch.log1p(torch.exp(-margin)).mean(), atol=1e-5)
+    for module, delta in ((namespace["MarginSimPO"](model=tiny_spec, beta=2.0, gamma=0.5, delta=0.1), 0.1),
+                          (SimPO(model=tiny_spec, beta=2.0, simpo_gamma=0.5), 0.0)):
+        assert module.ref_model is None
+        out = module.step(batch, "train")
+        with torch.no_grad():
+            logps, lengths = module.policy_logps(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        (pc, pr), (lc, lr) = logps.chunk(2), lengths.chunk(2)
+        margin = 2.0 * pc / lc - 2.0 * pr / lr - 0.5 - delta * (lc - lr).abs()
+        assert torch.allclose(out.loss, torch.log1p(torch.exp(-margin)).mean(), atol=1e-5), type(module).__name__
 
 
 def test_init_from_lora_sft_merges_it_into_the_reference(tiny_spec, tmp_path):
