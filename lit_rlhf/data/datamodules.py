@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_rlhf.data.collate import Collator, UnpairedCollator
 from lit_rlhf.data.sampling import LengthGroupedBatchSampler, ResumableLoader
-from lit_rlhf.data.schemas import DataError, PreferenceRow, PromptRow, Row
+from lit_rlhf.data.schemas import DataError, PromptRow, Row
 from lit_rlhf.data.strength import apply_strength_treatments
 from lit_rlhf.data.sources import Source, read_rows, source_name, task_rows
-from lit_rlhf.losses.reward import LLAMA2_MARGINS
 from lit_rlhf.data.tokenize import Encoder, TooLong, TrainOn, Truncation
+from lit_rlhf.losses.reward import LLAMA2_MARGINS
 from lit_rlhf.tasks.base import Task
 
 Split = Literal["train", "val", "test", "predict"]
@@ -254,7 +254,8 @@ class RowDataModule(L.LightningDataModule, ABC):
                 raise ValueError(f"{type(self).__name__}: the '{split}' split has no rows ({self._name(split)})")
             if not items:
                 why = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
-                raise ValueError(f"{type(self).__name__}: no '{split}' rows left after filtering: all {len(rows)} were filtered ({why})")
+                raise ValueError(f"{type(self).__name__}: no '{split}' rows left after filtering: "
+                                 f"all {len(rows)} were filtered ({why})")
             self.datasets[split] = ListDataset(items)
         return self.datasets[split]
 

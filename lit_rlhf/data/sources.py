@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Union
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lit_rlhf.data.formats import convert, detect_format
-from lit_rlhf.data.schemas import DataError, Row
+from lit_rlhf.data.schemas import DataError, Row, SourceNotFound
 
 if TYPE_CHECKING:
     from lit_rlhf.tasks.base import Task
@@ -58,9 +58,9 @@ def iter_records(source: Source, split: str = "train") -> Iterator[Record]:
     the string overrides ``split``); ``where = "id[split]#INDEX"``.
 
     Raises:
-        FileNotFoundError: ``source`` looks like a local path (a known suffix, ``/``, ``.`` or ``~`` at the
-            start, or more than one ``/``) but does not exist, or it names neither a local file or folder
-            nor a Hub dataset that can be loaded (e.g. offline).
+        SourceNotFound: (a :class:`DataError` and a ``FileNotFoundError``) ``source`` looks like a local path
+            (a known suffix, ``/``, ``.`` or ``~`` at the start, or more than one ``/``) but does not exist, or
+            it names neither a local file or folder nor a Hub dataset that can be loaded (e.g. offline).
         DataError: a malformed file, line or record, or a source without records ("no rows").
     """
     if not isinstance(source, (str, os.PathLike)):
@@ -77,10 +77,8 @@ def iter_records(source: Source, split: str = "train") -> Iterator[Record]:
     if path.is_dir() or not _looks_like_path(name):
         dataset_id, config, split = _parse_hub_name(name, split)
         return _require_rows(_hub_records(dataset_id, config, split), f"{dataset_id}[{split}]")
-    raise FileNotFoundError(
-        f"no such file or folder: {name!r} (local files end in {', '.join(SUFFIXES)}, optionally compressed; "
-        "Hugging Face datasets are named 'owner/name[:config][:split]')"
-    )
+    raise SourceNotFound(name, f"no such file or folder (local files end in {', '.join(SUFFIXES)}, optionally "
+                         "compressed; Hugging Face datasets are named 'owner/name[:config][:split]')")
 
 
 def read_rows(source: Source, kind: str, format: str = "auto", split: str = "train") -> list[Row]:
@@ -403,7 +401,8 @@ def _duplicate_at(value: Any, prefix: str = "") -> str | None:
 def _check_duplicates(value: Any, where: str) -> None:
     field = _duplicate_at(value)
     if field is not None:
-        raise DataError(where, field, "the key appears twice in one object (JSON keeps only the last value; which is meant?)")
+        problem = "the key appears twice in one object (JSON keeps only the last value; which is meant?)"
+        raise DataError(where, field, problem)
 
 
 def _parse_object(text: str, where: str) -> dict[str, Any]:
@@ -558,10 +557,9 @@ def _hub_records(dataset_id: str, config: str | None, split: str) -> Iterator[Re
     try:
         dataset = datasets.load_dataset(dataset_id, config, split=split)
     except (ConnectionError, FileNotFoundError) as err:  # offline, unreachable or unknown on the Hub
-        raise FileNotFoundError(
-            f"no such file or folder: {dataset_id!r}, and no Hugging Face dataset of that name could be loaded"
-            f" ({type(err).__name__}: {err}). Local files end in {', '.join(SUFFIXES)}"
-        ) from None
+        problem = (f"no such file or folder, and no Hugging Face dataset of that name could be loaded "
+                   f"({type(err).__name__}: {err}). Local files end in {', '.join(SUFFIXES)}")
+        raise SourceNotFound(dataset_id, problem) from None
     for index, raw in enumerate(dataset):
         yield f"{dataset_id}[{split}]#{index}", raw
 

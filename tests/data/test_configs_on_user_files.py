@@ -120,5 +120,6 @@ def test_config_fits_two_steps_on_20_row_user_files(config_path, tmp_path, monke
     assert trainer.global_step >= min(2, trainer.num_training_batches)
     dm = trainer.datamodule
     assert [len(dm.read(split)) for split in ("train", "val")] == [20, 20]
-    assert all(r.where.startswith(train) for r in dm.read("train")) and all(r.where.startswith(val) for r in dm.read("val"))
+    assert all(r.where.startswith(train) for r in dm.read("train"))
+    assert all(r.where.startswith(val) for r in dm.read("val"))
     assert f"train = {train} (20 rows); val = {val} (20 rows)" in caplog.text

@@ -31,7 +31,8 @@ def path(name: str) -> str:
 
 def test_hh_rlhf_single_and_multi_turn_give_the_final_replies_as_strings():
     rows = read_rows(path("hh_rlhf.jsonl"), "preference")
-    egg = H + "How do I boil an egg?" + A + "Put it in boiling water for about nine minutes." + H + "And for a soft yolk?"
+    egg = (H + "How do I boil an egg?" + A + "Put it in boiling water for about nine minutes."
+           + H + "And for a soft yolk?")
     assert rows == [
         PreferenceRow(H + "What are some good vegetables to grow in a shady garden?\n\nAssistant:",
                       " Lettuce, spinach and kale all tolerate partial shade.", " Tomatoes.",
@@ -55,10 +56,12 @@ def test_hh_rlhf_as_chat_keeps_the_shared_history_as_prompt_and_the_divergent_tu
         PreferenceRow(
             [user("How do I boil an egg?"), assistant("Put it in boiling water for about nine minutes."),
              user("And for a soft yolk?")],
-            [assistant("Six minutes, then cool it in cold water.")], [assistant("Just eat it raw.")], where=f"{where}:1"),
+            [assistant("Six minutes, then cool it in cold water.")], [assistant("Just eat it raw.")],
+            where=f"{where}:1"),
         PreferenceRow(
             [user("Can you recommend a book?")],
-            [assistant("Sure, what genres do you like?"), user("Mysteries."), assistant("Try The Hound of the Baskervilles.")],
+            [assistant("Sure, what genres do you like?"), user("Mysteries."),
+             assistant("Try The Hound of the Baskervilles.")],
             [assistant("Read anything."), user("That is not helpful."), assistant("Sorry, try a mystery novel.")],
             where=f"{where}:2"),
     ]
@@ -88,7 +91,8 @@ def test_ultrafeedback_binarized_with_scores_as_margins_on_request(format, margi
     where = path("ultrafeedback_binarized.jsonl")
     assert rows == [
         PreferenceRow([user("Write a haiku about autumn leaves.")], [assistant(haiku)],
-                      [assistant("Leaves are falling down.")], margin=margins[0], where=f"{where}:1", meta=ULTRA_META[0]),
+                      [assistant("Leaves are falling down.")], margin=margins[0], where=f"{where}:1",
+                      meta=ULTRA_META[0]),
         PreferenceRow([user("What is the capital of Australia?")], [assistant("Canberra.")], [assistant("Sydney.")],
                       margin=margins[1], where=f"{where}:2", meta=ULTRA_META[1]),
     ]

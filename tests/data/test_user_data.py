@@ -147,8 +147,21 @@ def test_missing_name_with_the_hub_unreachable_says_no_such_file_or_folder(monke
         raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
-    with pytest.raises(FileNotFoundError, match=rf"^no such file or folder: '{name}', and no Hugging Face dataset"):
+    with pytest.raises(FileNotFoundError, match=rf"^{name}: no such file or folder, and no Hugging Face dataset"):
         read_rows(name, "preference")
+
+
+def test_missing_file_is_a_located_data_error_the_cli_reports_with_status_2(tmp_path, capsys):
+    from lit_rlhf.cli import main
+
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(DataError, match=rf"^{missing}: no such file or folder"):
+        read_rows(missing, "preference")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model=RewardModel", "--data=PreferenceDataModule", f"--data.train={missing}",
+              "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=1"])
+    assert exit_info.value.code == 2
+    assert f"{missing}: no such file or folder" in capsys.readouterr().err
 
 
 # -- rating levels --------------------------------------------------------------------------------
