@@ -169,6 +169,10 @@ class RowDataModule(L.LightningDataModule, ABC):
         if origin == "task":
             seed = self.seed + {"train": 0, "val": 1, "test": 2}.get(split, 3)
             return task_rows(self.task, self.kind, split, self.task_sizes[split], seed=seed)  # type: ignore[arg-type]
+        if self.task is not None and getattr(self, "sources", {}).get("train") is not None:
+            raise ValueError(f"{type(self).__name__}: no '{split}' source; the training rows are your data "
+                             f"({self._name('train')}), so the task's generated rows are not used for '{split}': "
+                             f"give data.{split}" + (" or set data.val_from" if split == "val" else ""))
         raise ValueError(f"{type(self).__name__}: no '{split}' source and no task to generate it")
 
     def _hold_out(self, rows: list[Row]) -> tuple[list[Row], list[Row]]:

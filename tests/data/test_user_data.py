@@ -256,3 +256,11 @@ def test_val_check_interval_longer_than_the_epoch_validates_at_its_end(tmp_path,
     assert "val_check_interval=100 is more than the 3 training batches of an epoch" in caplog.text
     assert trainer.global_step == 4 and trainer.val_check_interval == 3
     assert "val/loss" in trainer.callback_metrics
+
+
+def test_no_test_file_next_to_your_training_file_is_not_filled_from_the_task(tmp_path):
+    dm = SFTDataModule(train=_sft_file(tmp_path), task=Arithmetic(), tokenizer=TOK)
+    assert not dm.has_split("test") and dm.test_dataloader() == []
+    with pytest.raises(ValueError, match=r"no 'test' source; the training rows are your data \(.*sft\.jsonl\), so the "
+                                         r"task's generated rows are not used for 'test': give data\.test$"):
+        dm.read("test")
