@@ -46,7 +46,7 @@ def raises(kind: str, record: dict[str, Any], field: str | None, match: str, for
 
 
 def test_every_detected_format_is_registered():
-    assert set(ADAPTERS) == {"sft", "preference", "step", "weak", "prompt"}
+    assert set(ADAPTERS) == {"sft", "preference", "unpaired", "step", "weak", "prompt"}
     for kind, rules in DETECTION.items():
         assert {rule.format for rule in rules} <= set(ADAPTERS[kind])
 
