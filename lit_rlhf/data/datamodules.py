@@ -9,24 +9,28 @@ The tokenizer is, by default, the one of the LightningModule being trained (``tr
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lit_rlhf.data.collate import Collator, UnpairedCollator
 from lit_rlhf.data.sampling import LengthGroupedBatchSampler, ResumableLoader
-from lit_rlhf.data.schemas import PromptRow, Row
+from lit_rlhf.data.schemas import DataError, PromptRow, Row
 from lit_rlhf.data.strength import apply_strength_treatments
-from lit_rlhf.data.sources import read_rows, task_rows
+from lit_rlhf.data.sources import Source, read_rows, source_name, task_rows
 from lit_rlhf.data.tokenize import Encoder, TooLong, TrainOn, Truncation
+from lit_rlhf.losses.reward import LLAMA2_MARGINS
 from lit_rlhf.tasks.base import Task
 
 Split = Literal["train", "val", "test", "predict"]
+ValFrom = Literal["auto", "task", "train", "none"]
+RATING_LEVELS = list(LLAMA2_MARGINS["small"])  # the Llama 2 preference rating levels
 
 
 class ListDataset(Dataset):
@@ -46,13 +50,22 @@ class RowDataModule(L.LightningDataModule, ABC):
     A subclass names its row ``kind`` (the schema sources are read into) and implements :meth:`encode`.
 
     Args:
-        train: training source: a local ``.jsonl``/``.json``/``.parquet``/``.csv`` file or a Hugging Face
-            dataset id (``id``, ``id:split`` or ``id:config:split``). ``None`` = generate from ``task``.
+        train: training source: a local ``.jsonl``/``.json``/``.parquet``/``.csv`` file (compressed or not),
+            a folder written by ``datasets.save_to_disk`` (``folder`` or ``folder:split``), a Hugging Face
+            dataset id (``id``, ``id:split`` or ``id:config:split``) or, from Python, a ``datasets.Dataset`` /
+            ``DatasetDict``. ``None`` = generate from ``task``.
         val: validation source (same forms).
         test: test source (same forms).
-        task: a ground-truth task; it generates any split not given as a source and provides the gold
+        task: a ground-truth task; it generates the splits when ``train`` is not given and provides the gold
             reward for evaluation.
-        task_sizes: number of rows the task generates per split.
+        task_sizes: number of rows the task generates per split (0 = no such split).
+        val_from: where validation rows come from when ``val`` is not given: ``auto`` = the task when the
+            training rows are the task's too; when ``train`` is your data and a task is configured (the
+            config meant to validate), ``val_split`` of your training rows are held out; otherwise no
+            validation. ``train`` = always hold out; ``task`` = the task's generator even next to your
+            training data; ``none`` = no validation. The choice is logged (see :meth:`describe_sources`).
+            A test split comes from ``test`` or, when the training rows are the task's, from the task.
+        val_split: the fraction of the training rows held out for validation (at least one row).
         format: the input format, or ``auto`` to detect it from the fields of each record.
         tokenizer: a model name whose tokenizer to use; ``None`` = the trained module's tokenizer.
         max_length: maximum tokens per sequence.
@@ -73,11 +86,13 @@ class RowDataModule(L.LightningDataModule, ABC):
 
     def __init__(
         self,
-        train: str | None = None,
-        val: str | None = None,
-        test: str | None = None,
+        train: Source | None = None,
+        val: Source | None = None,
+        test: Source | None = None,
         task: Task | None = None,
         task_sizes: dict[str, int] | None = None,
+        val_from: ValFrom = "auto",
+        val_split: float = 0.05,
         format: str = "auto",
         tokenizer: str | None = None,
         max_length: int = 512,
@@ -92,6 +107,12 @@ class RowDataModule(L.LightningDataModule, ABC):
         self.sources = {"train": train, "val": val, "test": test}
         self.task = task
         self.task_sizes = {"train": 1000, "val": 100, "test": 100, **(task_sizes or {})}
+        if val_from not in ("auto", "task", "train", "none"):
+            raise ValueError(f"val_from must be 'auto', 'task', 'train' or 'none', got {val_from!r}")
+        if not 0.0 < val_split < 1.0:
+            raise ValueError(f"val_split must be in (0, 1), got {val_split}")
+        self.val_from, self.val_split = val_from, val_split
+        self._held_out: list[Row] | None = None
         self.format, self.tokenizer_name = format, tokenizer
         self.max_length, self.truncation = max_length, truncation
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
@@ -105,22 +126,90 @@ class RowDataModule(L.LightningDataModule, ABC):
         self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, for the next train loader
 
     # -- sources ----------------------------------------------------------------------------
+    def origin(self, split: str) -> Literal["source", "task", "held_out"] | None:
+        """Where the rows of ``split`` come from: its own ``source``, the ``task``'s generator, ``held_out``
+        of the training rows (validation only), or ``None`` (no such split). See ``val_from``."""
+        sources = getattr(self, "sources", {})
+        if sources.get(split) is not None:
+            return "source"
+        generated = "task" if self.task is not None and self.task_sizes.get(split, 1) > 0 else None
+        own_train = sources.get("train") is not None
+        if split == "train":
+            return "task" if self.task is not None else None
+        if split != "val":
+            return None if own_train else generated
+        mode = self.val_from
+        if mode == "auto":
+            mode = "train" if own_train and self.task is not None else ("none" if own_train else "task")
+        if mode == "train":
+            return "held_out" if own_train or self.task is not None else None
+        return generated if mode == "task" else None
+
     def has_split(self, split: str) -> bool:
-        return self.sources.get(split) is not None or self.task is not None
+        return self.origin(split) is not None
 
     def read(self, split: str) -> list[Row]:
         """Validated rows of ``split`` (cached)."""
         if split not in self.rows:
-            source = self.sources.get(split)
-            if source is not None:
-                hf_split = {"val": "validation"}.get(split, split)  # used for hub ids without ":split"
-                self.rows[split] = read_rows(source, self.kind, self.format, split=hf_split)
-            elif self.task is not None:
-                seed = self.seed + {"train": 0, "val": 1, "test": 2}.get(split, 3)
-                self.rows[split] = task_rows(self.task, self.kind, split, self.task_sizes[split], seed=seed)
+            origin = self.origin(split)
+            if origin == "held_out":
+                self.read("train")
+                self.rows[split] = self._held_out or []
             else:
-                raise ValueError(f"{type(self).__name__}: no '{split}' source and no task to generate it")
+                rows = self._load(split, origin)
+                if split == "train" and self.origin("val") == "held_out":
+                    rows, self._held_out = self._hold_out(rows)
+                self.rows[split] = rows
         return self.rows[split]
+
+    def _load(self, split: str, origin: str | None) -> list[Row]:
+        if origin == "source":
+            hf_split = {"val": "validation"}.get(split, split)  # used for hub ids / DatasetDicts without a split
+            return read_rows(self.sources[split], self.kind, self.format, split=hf_split)
+        if origin == "task":
+            seed = self.seed + {"train": 0, "val": 1, "test": 2}.get(split, 3)
+            return task_rows(self.task, self.kind, split, self.task_sizes[split], seed=seed)  # type: ignore[arg-type]
+        if self.task is not None and getattr(self, "sources", {}).get("train") is not None:
+            raise ValueError(f"{type(self).__name__}: no '{split}' source; the training rows are your data "
+                             f"({self._name('train')}), so the task's generated rows are not used for '{split}': "
+                             f"give data.{split}" + (" or set data.val_from" if split == "val" else ""))
+        raise ValueError(f"{type(self).__name__}: no '{split}' source and no task to generate it")
+
+    def _hold_out(self, rows: list[Row]) -> tuple[list[Row], list[Row]]:
+        """``(train, val)``: ``val_split`` of ``rows`` (at least one, seeded choice) held out for validation."""
+        if len(rows) < 2:
+            raise DataError(self._name("train"), None, f"{len(rows)} row(s): too few to hold out validation rows; "
+                            "give data.val or set data.val_from=none")
+        n = min(len(rows) - 1, max(1, round(self.val_split * len(rows))))
+        held = set(random.Random(self.seed).sample(range(len(rows)), n))
+        return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+    def _name(self, split: str) -> str:
+        source = getattr(self, "sources", {}).get(split)
+        return source_name(source) if source is not None else f"task {type(self.task).__name__}"
+
+    def describe_sources(self) -> str:
+        """One line saying where each split's rows come from (logged at ``setup``)."""
+        parts = []
+        for split in ("train", "val", "test"):
+            origin, n = self.origin(split), len(self.rows[split]) if split in self.rows else None
+            count = "" if n is None else f" ({n} rows)"
+            if origin == "source":
+                parts.append(f"{split} = {self._name(split)}{count}")
+            elif origin == "task":
+                parts.append(f"{split} = generated by {self._name(split)}{count}")
+            elif origin == "held_out":
+                parts.append(f"{split} = {n or '?'} rows held out of the training rows ({self._name('train')}, "
+                             f"val_split={self.val_split}; give data.val or set data.val_from to change)")
+            else:
+                parts.append(f"{split} = none")
+        if self.task is not None:
+            parts.append(f"gold reward / grader = {type(self.task).__name__}")
+        return "[lit_rlhf] data: " + "; ".join(parts)
+
+    def _mixes_sources(self) -> bool:
+        """Your training rows next to validation rows that are not yours (held out or generated)."""
+        return self.origin("train") == "source" and self.origin("val") in ("held_out", "task")
 
     # -- encoding ---------------------------------------------------------------------------
     def resolve_tokenizer(self) -> Any:
@@ -165,8 +254,12 @@ class RowDataModule(L.LightningDataModule, ABC):
                 rank_zero_info(
                     f"[lit_rlhf] {split}: cut the start of {encoder.cut} of {len(rows)} rows to fit max_length={self.max_length}"
                 )
+            if not rows:
+                raise ValueError(f"{type(self).__name__}: the '{split}' split has no rows ({self._name(split)})")
             if not items:
-                raise ValueError(f"{type(self).__name__}: no '{split}' rows left after filtering ({dict(dropped)})")
+                why = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
+                raise ValueError(f"{type(self).__name__}: no '{split}' rows left after filtering: "
+                                 f"all {len(rows)} were filtered ({why})")
             self.datasets[split] = ListDataset(items)
         return self.datasets[split]
 
@@ -175,6 +268,7 @@ class RowDataModule(L.LightningDataModule, ABC):
         for split in splits.get(stage or "fit", ["train", "val", "test"]):
             if split == "train" or self.has_split(split):
                 self.dataset(split)
+        (rank_zero_warn if self._mixes_sources() else rank_zero_info)(self.describe_sources())
 
     # -- loaders ----------------------------------------------------------------------------
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
@@ -207,7 +301,26 @@ class RowDataModule(L.LightningDataModule, ABC):
             loader.load_state_dict(self._train_loader_state)
             self._train_loader_state = None
         self._train_loader = loader
+        self._fit_val_check_interval(len(sampler))
         return loader
+
+    def _fit_val_check_interval(self, batches: int) -> None:
+        """An integer ``trainer.val_check_interval`` larger than an epoch (a config written for a bigger
+        data set run on a small file) becomes "validate at the end of every epoch", with a log line,
+        where Lightning would stop with an error."""
+        trainer = self.trainer
+        interval = getattr(trainer, "val_check_interval", None)
+        if trainer is None or isinstance(interval, bool) or not isinstance(interval, int):
+            return
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            batches = min(batches, limit)
+        elif isinstance(limit, float) and limit < 1.0:
+            batches = int(batches * limit)
+        if 0 < batches < interval and trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches:
+            rank_zero_info(f"[lit_rlhf] trainer.val_check_interval={interval} is more than the {batches} training "
+                           f"batches of an epoch: validating at the end of every epoch ({batches} batches) instead")
+            trainer.val_check_interval = batches
 
     def state_dict(self) -> dict[str, Any]:
         """The training loader's position (epoch, batches consumed), saved in checkpoints."""
@@ -266,6 +379,10 @@ class PreferenceDataModule(RowDataModule):
             (needs a ``strength``/``strength_mean`` column, e.g. from ``lit-rlhf strength``).
         soft_label_bands: ``[low_quantile, high_quantile, soft_label]`` triples applied to training
             pairs by strength quantile (see :func:`lit_rlhf.data.strength.apply_strength_treatments`).
+        rating_levels: the ``rating`` values a pair may carry (compared case-insensitively); another value
+            is an error naming its file and line. Default: the four Llama 2 levels, the keys of
+            ``RewardModel(rating_margins="small"|"large")``. With your own ``rating_margins`` table, list its
+            keys here; ``null`` accepts any rating.
     """
 
     kind = "preference"
@@ -276,14 +393,18 @@ class PreferenceDataModule(RowDataModule):
         *args: Any,
         flip_fraction: float = 0.0,
         soft_label_bands: list[tuple[float, float, float]] | None = None,
+        rating_levels: list[str] | None = RATING_LEVELS,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.flip_fraction, self.soft_label_bands = flip_fraction, soft_label_bands
+        self.rating_levels = None if rating_levels is None else list(rating_levels)
 
     def read(self, split: str) -> list[Row]:
         fresh = split not in self.rows
         rows = super().read(split)
+        if fresh:
+            check_ratings(rows, self.rating_levels)
         if fresh and split == "train" and (self.flip_fraction or self.soft_label_bands):
             rows, counts = apply_strength_treatments(rows, self.flip_fraction, self.soft_label_bands)
             self.rows[split] = rows
@@ -324,6 +445,18 @@ class UnpairedPreferenceDataModule(RowDataModule):
         items = self.dataset(split).items
         desirable = sum(bool(x["label"]) for x in items)
         return desirable, len(items) - desirable
+
+
+def check_ratings(rows: list[Row], levels: list[str] | None) -> None:
+    """Raise a located :class:`DataError` for the first row whose ``rating`` is not one of ``levels``."""
+    if levels is None:
+        return
+    known = {str(level).lower() for level in levels}
+    for row in rows:
+        rating = getattr(row, "rating", None)
+        if rating is not None and str(rating).lower() not in known:
+            raise DataError(row.where, "rating", f"unknown rating level {rating!r}; expected one of {list(levels)} "
+                            "(data.rating_levels lists the levels of your own rating_margins table)")
 
 
 class PromptDataModule(RowDataModule):

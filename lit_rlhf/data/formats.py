@@ -232,8 +232,18 @@ def preference_trl(raw: dict[str, Any], where: str) -> list[Row]:
     return [_preference_row(raw, where, prompt, chosen, rejected, ("prompt", "chosen", "rejected"))]
 
 
+HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+HH_CHAT_HINT = "read the file with format 'hh_chat' (turns as chat messages, loss on the assistant turns only)"
+
+
 def _split_hh(chosen: str, rejected: str, where: str) -> tuple[str, str, str]:
-    """Cut two HH transcripts after the last ``\\n\\nAssistant:`` of their shared part."""
+    """Cut two HH transcripts after the last ``\n\nAssistant:`` of their shared part.
+
+    Raises:
+        DataError: the transcripts differ before their final assistant turn (a reply would hold later
+            ``Human:`` turns, which a plain-text completion cannot keep out of the loss), or a reply is empty.
+    """
     shared = chosen[: _shared_prefix_len(chosen, rejected)]
     cut = shared.rfind(HH_ASSISTANT)
     if cut < 0:
@@ -241,22 +251,68 @@ def _split_hh(chosen: str, rejected: str, where: str) -> tuple[str, str, str]:
     cut += len(HH_ASSISTANT)
     prompt, chosen_reply, rejected_reply = chosen[:cut], chosen[cut:], rejected[cut:]
     for name, reply in (("chosen", chosen_reply), ("rejected", rejected_reply)):
+        if HH_TURN.search(reply):
+            turns = len(HH_TURN.findall(reply)) + 1
+            problem = (f"'chosen' and 'rejected' differ before their last turn, so this reply holds {turns} turns "
+                       f"(later 'Human:' turns included); {HH_CHAT_HINT}")
+            raise DataError(where, name, problem)
         if not reply.strip():
             raise DataError(where, name, "empty assistant reply after the shared transcript")
     return prompt, chosen_reply, rejected_reply
 
 
 def preference_hh(raw: dict[str, Any], where: str) -> list[Row]:
-    """Anthropic HH-RLHF: ``chosen``/``rejected`` full ``\\n\\nHuman:``/``\\n\\nAssistant:`` transcripts.
+    """Anthropic HH-RLHF: ``chosen``/``rejected`` full ``\n\nHuman:``/``\n\nAssistant:`` transcripts.
 
-    The prompt is the shared transcript up to and including its last ``\\n\\nAssistant:``; the rest of
+    The prompt is the shared transcript up to and including its last ``\n\nAssistant:``; the rest of
     each transcript is the reply (kept as strings, leading space included, as in TRL and the DPO code).
+    A pair whose transcripts differ before the final reply is an error pointing to :func:`preference_hh_chat`.
     """
     chosen = _string(require(raw, "chosen", where), "chosen", where)
     rejected = _string(require(raw, "rejected", where), "rejected", where)
     check_text_pair_differs(chosen, rejected, where)
     prompt, chosen, rejected = _split_hh(chosen, rejected, where)
     return [_preference_row(raw, where, prompt, chosen, rejected, ("chosen", "rejected"))]
+
+
+def hh_messages(transcript: str, name: str, where: str) -> list[Message]:
+    """``"\n\nHuman: a\n\nAssistant: b"`` -> ``[user a, assistant b]`` (contents stripped)."""
+    pieces = HH_TURN.split(transcript)
+    if pieces[0].strip() or len(pieces) < 3:
+        raise DataError(where, name, "expected a transcript of '\n\nHuman:' / '\n\nAssistant:' turns from the start")
+    messages = [{"role": HH_ROLES[role], "content": text.strip()} for role, text in zip(pieces[1::2], pieces[2::2])]
+    return check_text(messages, name, where)  # type: ignore[return-value]
+
+
+def preference_hh_chat(raw: dict[str, Any], where: str) -> list[Row]:
+    """Anthropic HH-RLHF transcripts as chat: every row's prompt and replies are message lists.
+
+    The prompt is the longest shared run of turns that ends with a ``Human`` turn; ``chosen`` and
+    ``rejected`` are the remaining turns of each transcript. Usually that is the final assistant reply,
+    but transcripts that differ earlier keep their later turns (``[assistant, user, assistant]``): the
+    data modules put the loss on assistant turns only, so the human turns are context, never targets.
+    """
+    chosen = hh_messages(_string(require(raw, "chosen", where), "chosen", where), "chosen", where)
+    rejected = hh_messages(_string(require(raw, "rejected", where), "rejected", where), "rejected", where)
+    check_text_pair_differs(chosen, rejected, where)
+    n = _shared_prefix_len(chosen, rejected)
+    while n > 0 and chosen[n - 1]["role"] != "user":
+        n -= 1
+    if n == 0:
+        raise DataError(where, "chosen", "'chosen' and 'rejected' share no leading 'Human:' turn to use as the prompt")
+    for name, rest in (("chosen", chosen[n:]), ("rejected", rejected[n:])):
+        if not rest or rest[0]["role"] != "assistant":
+            raise DataError(where, name, "no assistant reply after the shared transcript")
+    return [_preference_row(raw, where, chosen[:n], chosen[n:], rejected[n:], ("chosen", "rejected"))]
+
+
+def preference_ultrafeedback_margin(raw: dict[str, Any], where: str) -> list[Row]:
+    """UltraFeedback-binarized with ``margin = score_chosen - score_rejected`` (``RewardModel(margin="column")``
+    then uses the score gap as the Llama 2 margin; a ``margin`` column, if any, is overridden)."""
+    rows = preference_ultrafeedback(raw, where)
+    for row in rows:
+        row.margin = row.meta["score_diff"]  # type: ignore[union-attr]
+    return rows
 
 
 def preference_ultrafeedback(raw: dict[str, Any], where: str) -> list[Row]:
@@ -397,8 +453,9 @@ def step_prm800k_branches(raw: dict[str, Any], where: str) -> list[Row]:
 def step_math_shepherd(raw: dict[str, Any], where: str) -> list[Row]:
     """Math-Shepherd: ``input`` with the tag ``ки`` after every step, ``label`` = the same text with ``+``/``-`` tags.
 
-    The prompt is the text before ``Step 1:`` (or, without it, the first line); steps keep their
-    ``Step k:`` heading. ``+`` -> 1, ``-`` -> -1.
+    The prompt is the text before the first step, which starts at the last ``Step 1:`` (any case) before
+    the first tag, so a question that itself says "step 1:" stays whole; without a ``Step 1:`` the prompt
+    is the first line. Steps keep their ``Step k:`` heading. ``+`` -> 1, ``-`` -> -1.
     """
     text = _string(require(raw, "input", where), "input", where)
     label = _string(require(raw, "label", where), "label", where)
@@ -413,12 +470,12 @@ def step_math_shepherd(raw: dict[str, Any], where: str) -> list[Row]:
     unmarked = [k + 1 for k, s in enumerate(signs) if s not in ("+", "-")]
     if unmarked:
         raise DataError(where, "label", f"no '+'/'-' at the tag of step(s) {unmarked} of {len(tags)}")
-    start = re.search(r"[Ss]tep 1:", marked)
-    end = start.start() if start else marked.find("\n")
+    starts = list(re.finditer(r"step 1:", marked[: tags[0]], re.IGNORECASE))
+    end = starts[-1].start() if starts else marked.find("\n")
     if end <= 0:
         raise DataError(where, "input", "cannot find the prompt: no 'Step 1:' and no line break before the steps")
     if tags[0] < end:
-        raise DataError(where, "input", "a step tag appears inside the prompt (before 'Step 1:')")
+        raise DataError(where, "input", "a step tag appears inside the prompt (before the first line break)")
     *pieces, tail = marked[end:].split("\x00")
     steps = [p.strip() for p in pieces]
     if any(not s for s in steps):
@@ -499,7 +556,13 @@ def prompt_question(raw: dict[str, Any], where: str) -> list[Row]:
 
 ADAPTERS: dict[str, dict[str, Adapter]] = {
     "sft": {"prompt_completion": sft_prompt_completion, "messages": sft_messages, "alpaca": sft_alpaca},
-    "preference": {"trl": preference_trl, "hh": preference_hh, "ultrafeedback": preference_ultrafeedback},
+    "preference": {
+        "trl": preference_trl,
+        "hh": preference_hh,
+        "hh_chat": preference_hh_chat,
+        "ultrafeedback": preference_ultrafeedback,
+        "ultrafeedback_margin": preference_ultrafeedback_margin,
+    },
     "unpaired": {"trl": unpaired_trl, "paired": unpaired_from_pairs},
     "step": {
         "trl": step_trl,

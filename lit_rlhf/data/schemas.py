@@ -26,6 +26,13 @@ class DataError(ValueError):
         super().__init__(f"{prefix}: {problem}")
 
 
+class SourceNotFound(DataError, FileNotFoundError):
+    """A data source that is neither an existing file or folder nor a dataset that could be loaded."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        DataError.__init__(self, name, None, problem)
+
+
 # --------------------------------------------------------------------------------------------
 # field validators (shared by every format adapter)
 # --------------------------------------------------------------------------------------------

@@ -7,70 +7,93 @@ so that a bad row is reported at its place. All sources end in the same :func:`t
 from __future__ import annotations
 
 import ast
+import bz2
 import csv
 import difflib
 import gzip
 import io
+import lzma
 import json
 import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lit_rlhf.data.formats import convert, detect_format
-from lit_rlhf.data.schemas import DataError, Row
+from lit_rlhf.data.schemas import DataError, Row, SourceNotFound
 
 if TYPE_CHECKING:
     from lit_rlhf.tasks.base import Task
 
 Record = tuple[str, dict[str, Any]]
+# a path or name (see :func:`iter_records`), or a ``datasets.Dataset`` / ``DatasetDict`` object
+Source = Union[str, "os.PathLike[str]", Any]
 
-SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv")
+SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+# A compressed file is recognised by its first bytes, whatever its name; these suffixes are stripped before
+# the format suffix is read (``pairs.jsonl.gz`` is JSON Lines).
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 # CSV cells of these columns are turned into numbers when they parse as one.
 CSV_NUMERIC_FIELDS = frozenset(
     {"margin", "soft_label", "strength", "hard_label", "label", "gt_label", "score_chosen", "score_rejected"}
 )
 
 
-def iter_records(source: str | os.PathLike[str], split: str = "train") -> Iterator[Record]:
-    """An iterator of ``(where, record)`` over a local file or a Hugging Face dataset.
+def iter_records(source: Source, split: str = "train") -> Iterator[Record]:
+    """An iterator of ``(where, record)`` over a local file, a saved or in-memory dataset, or a Hub dataset.
 
-    Local files: ``.jsonl`` (or ``.jsonl.gz``; ``where = "path:LINE"``, 1-based, blank lines skipped),
-    ``.json`` (a list of objects, or an object with the list under ``split``/``"data"``/``"rows"``;
-    ``where = "path[INDEX]"``), ``.parquet`` (``where = "path:row N"``, 0-based), ``.csv`` (header row;
-    ``where = "path:LINE"``, the file line where the record starts). Anything else that is not a local
-    path is a Hugging Face dataset: ``"id"``, ``"id:split"`` or ``"id:config:split"`` (a split in the
-    string overrides ``split``); ``where = "id[split]#INDEX"``.
+    Local files: ``.jsonl`` (``where = "path:LINE"``, 1-based, blank lines skipped), ``.json`` (a list of
+    objects, or an object with the list under ``split``/``"data"``/``"rows"``; ``where = "path[INDEX]"``),
+    ``.parquet`` (``where = "path:row N"``, 0-based), ``.csv`` (header row; ``where = "path:LINE"``, the
+    file line where the record starts). gzip, bz2, xz (and zstd, with ``zstandard`` installed) files are
+    recognised by their first bytes, whatever their name (``pairs.jsonl.gz``, or gzip bytes in
+    ``pairs.jsonl``). A folder written by ``datasets.save_to_disk`` (``where = "folder[split]#INDEX"``), or
+    ``"folder:split"``. A ``datasets.Dataset`` / ``DatasetDict`` object (``where = "Dataset[split]#INDEX"``).
+    Anything else is a Hugging Face dataset: ``"id"``, ``"id:split"`` or ``"id:config:split"`` (a split in
+    the string overrides ``split``); ``where = "id[split]#INDEX"``.
 
     Raises:
-        FileNotFoundError: ``source`` looks like a local path (a known suffix, ``/``, ``.`` or ``~`` at the
-            start, or more than one ``/``) but does not exist.
+        SourceNotFound: (a :class:`DataError` and a ``FileNotFoundError``) ``source`` looks like a local path
+            (a known suffix, ``/``, ``.`` or ``~`` at the start, or more than one ``/``) but does not exist, or
+            it names neither a local file or folder nor a Hub dataset that can be loaded (e.g. offline).
         DataError: a malformed file, line or record, or a source without records ("no rows").
     """
+    if not isinstance(source, (str, os.PathLike)):
+        label, records = _dataset_object_records(source, split)
+        return _require_rows(records, label)
     name = os.fspath(source)
     path = Path(name).expanduser()
     if path.is_file():
         return _require_rows(_file_records(path, split), str(path))
+    saved = _saved_dataset(path, split) or _saved_dataset(*_split_suffix(name, split))
+    if saved is not None:
+        folder, split = saved
+        return _require_rows(_saved_records(folder, split), f"{folder}[{split}]")
     if path.is_dir() or not _looks_like_path(name):
         dataset_id, config, split = _parse_hub_name(name, split)
         return _require_rows(_hub_records(dataset_id, config, split), f"{dataset_id}[{split}]")
-    raise FileNotFoundError(
-        f"data file not found: {name!r} (local files end in {', '.join(SUFFIXES)}; "
-        "Hugging Face datasets are named 'owner/name[:config][:split]')"
-    )
+    raise SourceNotFound(name, f"no such file or folder (local files end in {', '.join(SUFFIXES)}, optionally "
+                         "compressed; Hugging Face datasets are named 'owner/name[:config][:split]')")
 
 
-def read_rows(source: str | os.PathLike[str], kind: str, format: str = "auto", split: str = "train") -> list[Row]:
-    """All validated rows of ``kind`` from a file or Hugging Face dataset (see :func:`iter_records`).
+def read_rows(source: Source, kind: str, format: str = "auto", split: str = "train") -> list[Row]:
+    """All validated rows of ``kind`` from a file, a dataset folder or object, or a Hub dataset (see
+    :func:`iter_records`).
 
     With ``format="auto"`` the format is detected from the first record and used for the whole source.
     Columns the format does not read are kept in ``row.meta`` and reported once (see :func:`report_unused`).
     """
-    return _rows(iter_records(source, split), kind, format, os.fspath(source))
+    return _rows(iter_records(source, split), kind, format, source_name(source))
+
+
+def source_name(source: Source) -> str:
+    """How ``source`` is named in messages: its path or id, or ``Dataset``/``DatasetDict`` for an object."""
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
 
 
 def task_rows(task: Task, kind: str, split: str, n: int, seed: int = 0) -> list[Row]:
@@ -153,7 +176,9 @@ def _require_rows(records: Iterator[Record], label: str) -> Iterator[Record]:
 
 def _file_records(path: Path, split: str) -> Iterator[Record]:
     name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz")):
+    for suffix in COMPRESSION_SUFFIXES:
+        name = name.removesuffix(suffix)
+    if name.endswith(".jsonl"):
         return _jsonl_records(path)
     if name.endswith(".json"):
         return _json_records(path, split)
@@ -162,6 +187,36 @@ def _file_records(path: Path, split: str) -> Iterator[Record]:
     if name.endswith(".csv"):
         return _csv_records(path)
     raise ValueError(f"unsupported data file {str(path)!r}; expected one of {', '.join(SUFFIXES)}")
+
+
+def compression(path: Path) -> str | None:
+    """``gzip``, ``bz2``, ``xz`` or ``zstd`` when the file starts with that format's magic bytes, else ``None``."""
+    with open(path, "rb") as stream:
+        head = stream.read(6)
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    """``path`` opened for reading bytes, decompressed when its first bytes say it is compressed."""
+    kind = compression(path)
+    if kind is None:
+        return open(path, "rb")
+    if kind == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise DataError(str(path), None, "zstd-compressed; reading it needs `pip install zstandard`") from None
+        return zstandard.open(path, "rb")  # type: ignore[return-value]
+    return {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}[kind](path, "rb")  # type: ignore[return-value]
+
+
+def _read_bytes(path: Path) -> bytes:
+    """All bytes of ``path`` (decompressed); a damaged compressed file is a located error."""
+    with _open_bytes(path) as stream:
+        try:
+            return stream.read()
+        except (OSError, EOFError, lzma.LZMAError) as err:
+            raise DataError(str(path), None, f"cannot decompress ({compression(path)}): {err}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,19 +363,65 @@ def _json_error(text: str, err: ValueError, where: str, in_list: bool = False) -
     return DataError(where, _field_name(path), "invalid JSON: the text stops before the record is complete (truncated file?)")
 
 
+class _Duplicated(dict):
+    """A JSON object that had a key twice (``key``: the first repeated one); the last value was kept."""
+
+    key: str = ""
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` of every JSON parse: a ``_Duplicated`` when a key appears twice."""
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    seen: set[str] = set()
+    key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    duplicated = _Duplicated(value)
+    duplicated.key = key
+    return duplicated
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_object_pairs)
+
+
+def _duplicate_at(value: Any, prefix: str = "") -> str | None:
+    """The field path of the first key written twice in one object of ``value`` (``None`` if none)."""
+    if isinstance(value, _Duplicated):
+        return _visible(f"{prefix}.{value.key}" if prefix else value.key)
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, Any]] = ((f"{prefix}.{k}" if prefix else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{prefix}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((hit for name, item in items if (hit := _duplicate_at(item, name)) is not None), None)
+
+
+def _check_duplicates(value: Any, where: str) -> None:
+    field = _duplicate_at(value)
+    if field is not None:
+        problem = "the key appears twice in one object (JSON keeps only the last value; which is meant?)"
+        raise DataError(where, field, problem)
+
+
 def _parse_object(text: str, where: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except ValueError as err:
         raise _json_error(text, err, where) from None
     if not isinstance(value, dict):
         raise DataError(where, None, f"invalid JSON: expected an object, got {type(value).__name__}")
-    return value
+    _check_duplicates(value, where)
+    return dict(value)
 
 
 def _jsonl_records(path: Path) -> Iterator[Record]:
-    with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as stream:
-        yield from _jsonl_lines(path, stream)
+    with _open_bytes(path) as stream:
+        try:
+            yield from _jsonl_lines(path, stream)
+        except (OSError, EOFError, lzma.LZMAError) as err:
+            raise DataError(str(path), None, f"cannot decompress ({compression(path)}): {err}") from None
 
 
 def _jsonl_lines(path: Path, lines: Iterable[bytes]) -> Iterator[Record]:
@@ -346,13 +447,13 @@ def _line_of(data: bytes | str, offset: int) -> int:
 
 
 def _json_records(path: Path, split: str) -> Iterator[Record]:
-    data = path.read_bytes()
+    data = _read_bytes(path)
     text, bad = _decode(data, "utf-8-sig")
     bad_where = f"{path}:{_line_of(data, bad.start)}" if bad else ""
     if not text.strip():
         return
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except ValueError as err:
         if getattr(err, "msg", "") == "Extra data":  # JSON Lines saved as .json
             yield from _jsonl_lines(path, io.BytesIO(data))
@@ -363,6 +464,8 @@ def _json_records(path: Path, split: str) -> Iterator[Record]:
         raise _json_error(text, err, where, in_list=True) from None
     check = bad is not None or _ESCAPED_SURROGATE.search(text) is not None
     if isinstance(value, dict):
+        if isinstance(value, _Duplicated):
+            raise DataError(str(path), value.key, "the key appears twice in the top-level object")
         keys = (split, "data", "rows")
         key = next((k for k in keys if isinstance(value.get(k), list)), None)
         if key is None:
@@ -376,7 +479,8 @@ def _json_records(path: Path, split: str) -> Iterator[Record]:
             raise DataError(where, None, f"expected an object, got {type(raw).__name__}")
         if check:
             _check_unicode(raw, bad_where or where)
-        yield where, raw
+        _check_duplicates(raw, where)
+        yield where, dict(raw)
 
 
 def _parquet_records(path: Path) -> Iterator[Record]:
@@ -387,6 +491,10 @@ def _parquet_records(path: Path) -> Iterator[Record]:
         table = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
         raise DataError(str(path), None, f"cannot read parquet: {err}") from None
+    names = table.schema_arrow.names
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        raise DataError(str(path), twice, "two columns have this name (which one is meant?)")
     index = 0
     for batch in table.iter_batches():
         for raw in batch.to_pylist():  # plain Python values (lists, dicts, None)
@@ -414,7 +522,7 @@ def _csv_cell(column: str, cell: str) -> Any:
 
 
 def _csv_records(path: Path) -> Iterator[Record]:
-    data = path.read_bytes()
+    data = _read_bytes(path)
     text, bad = _decode(data, "utf-8-sig")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
@@ -422,6 +530,9 @@ def _csv_records(path: Path) -> Iterator[Record]:
         return
     if bad:
         _check_unicode(header, f"{path}:1")
+    twice = next((name for i, name in enumerate(header) if name in header[:i]), None)
+    if twice is not None:
+        raise DataError(f"{path}:1", twice, "two header cells have this name (which column is meant?)")
     start = reader.line_num + 1
     for cells in reader:
         where = f"{path}:{start}"
@@ -443,9 +554,72 @@ def _csv_records(path: Path) -> Iterator[Record]:
 def _hub_records(dataset_id: str, config: str | None, split: str) -> Iterator[Record]:
     import datasets  # lazy: only Hugging Face sources need it
 
-    dataset = datasets.load_dataset(dataset_id, config, split=split)
+    try:
+        dataset = datasets.load_dataset(dataset_id, config, split=split)
+    except (ConnectionError, FileNotFoundError) as err:  # offline, unreachable or unknown on the Hub
+        problem = (f"no such file or folder, and no Hugging Face dataset of that name could be loaded "
+                   f"({type(err).__name__}: {err}). Local files end in {', '.join(SUFFIXES)}")
+        raise SourceNotFound(dataset_id, problem) from None
     for index, raw in enumerate(dataset):
         yield f"{dataset_id}[{split}]#{index}", raw
+
+
+# --------------------------------------------------------------------------------------------
+# `datasets` objects and folders written by `save_to_disk`
+# --------------------------------------------------------------------------------------------
+
+SPLIT_ALIASES = {"validation": ("validation", "val", "valid", "dev"), "val": ("val", "validation", "valid", "dev")}
+
+
+def _split_suffix(name: str, split: str) -> tuple[Path, str]:
+    """``"folder:split"`` -> ``(folder, split)``; anything else -> ``(name, split)``."""
+    head, sep, tail = name.rpartition(":")
+    return (Path(head).expanduser(), tail) if sep and head and tail and "/" not in tail else (Path(name), split)
+
+
+def _saved_dataset(path: Path, split: str) -> tuple[Path, str] | None:
+    """``(folder, split)`` when ``path`` is a folder written by ``Dataset``/``DatasetDict.save_to_disk``."""
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        return path, split
+    return None
+
+
+def _pick_split(dataset: Any, split: str, label: str) -> tuple[Any, str]:
+    """``(dataset, split)``: a ``DatasetDict``'s split (``val`` and ``validation`` are one), or the dataset."""
+    if not hasattr(dataset, "keys") or not callable(dataset.keys):  # a Dataset: every split is the whole of it
+        return dataset, split
+    names = list(dataset.keys())
+    chosen = next((name for name in SPLIT_ALIASES.get(split, (split,)) if name in names), None)
+    if chosen is None:
+        raise DataError(label, None, f"no split {split!r}; the splits are {names}")
+    return dataset[chosen], chosen
+
+
+def _saved_records(folder: Path, split: str) -> Iterator[Record]:
+    import datasets
+
+    try:
+        dataset = datasets.load_from_disk(str(folder))
+    except (OSError, ValueError) as err:
+        raise DataError(str(folder), None, f"cannot load the saved dataset: {err}") from None
+    dataset, split = _pick_split(dataset, split, str(folder))
+    for index, raw in enumerate(dataset):
+        yield f"{folder}[{split}]#{index}", raw
+
+
+def _dataset_object_records(dataset: Any, split: str) -> tuple[str, Iterator[Record]]:
+    """``(label, records)`` of an in-memory ``datasets.Dataset`` or ``DatasetDict`` (a split of it)."""
+    kind = type(dataset).__name__
+    if not hasattr(dataset, "column_names"):
+        raise TypeError(f"a data source is a path, a dataset name or a datasets.Dataset/DatasetDict; got {kind}")
+    dataset, split = _pick_split(dataset, split, kind)
+    label = f"{kind}[{split}]"
+
+    def records() -> Iterator[Record]:
+        for index, raw in enumerate(dataset):
+            yield f"{label}#{index}", raw
+
+    return label, records()
 
 
 def _parse_hub_name(name: str, split: str) -> tuple[str, str | None, str]:

@@ -132,7 +132,7 @@ def test_csv_cell_count_mismatch(tmp_path):
 
 def test_missing_local_paths_raise_file_not_found(tmp_path):
     for name in [str(tmp_path / "nope.jsonl"), "nope.parquet", "./data/pairs", "data/x/pairs"]:
-        with pytest.raises(FileNotFoundError, match="data file not found"):
+        with pytest.raises(FileNotFoundError, match="no such file or folder"):
             iter_records(name)
 
 
