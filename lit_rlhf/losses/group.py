@@ -60,6 +60,18 @@ def group_advantages(
     return (centered / (std + eps)).flatten()
 
 
+def group_std(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Std of each group's rewards ``(B/G,)``, Bessel-corrected (TRL's ``reward_std``; 0 = no learning signal).
+
+    Args:
+        rewards: ``(B,)``, ``B/G`` groups of ``G ≥ 2``.
+        group_size: ``G``.
+    Returns:
+        ``(B/G,)``.
+    """
+    return _groups(rewards, group_size).std(-1)
+
+
 def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """REINFORCE leave-one-out advantages (Ahmadian et al. 2024, "Back to Basics", Eq. 5).
 

@@ -23,8 +23,8 @@ from typing import Any, Literal
 import torch
 
 from lit_rlhf.losses import (
-    AGGREGATIONS, group_advantages, kl_loss, kl_penalty, masked_mean, policy_gradient_loss, reinforce_pp_advantages,
-    rloo_advantages,
+    AGGREGATIONS, group_advantages, group_std, kl_loss, kl_penalty, masked_mean, policy_gradient_loss,
+    reinforce_pp_advantages, rloo_advantages,
 )
 from lit_rlhf.losses.group import Aggregation, Level, Scale
 from lit_rlhf.losses.ppo import KLKind
@@ -98,7 +98,7 @@ class GRPO(OnlineRL):
         if loss_level not in ("token", "sequence"):
             raise ValueError(f"loss_level must be 'token' or 'sequence', got {loss_level!r}")
         if group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (advantages compare completions of one prompt), got {group_size}")
+            raise ValueError(f"group_size must be >= 2 (advantages compare a prompt's completions), got {group_size}")
         if beta < 0 or clip_low <= 0 or (clip_high is not None and clip_high <= 0) or max_sampling_batches < 1:
             raise ValueError(f"need beta >= 0, clip_low > 0, clip_high > 0 and max_sampling_batches >= 1; got {beta}, "
                              f"{clip_low}, {clip_high}, {max_sampling_batches}")
@@ -117,14 +117,11 @@ class GRPO(OnlineRL):
         self.sampled: list[dict[str, float]] = []  # reward statistics of every batch sampled for the next update
 
     # ------------------------------------------------------------------ select (dynamic sampling)
-    def group_std(self, scores: torch.Tensor) -> torch.Tensor:
-        """Std of each group's rewards ``(B/G,)`` (Bessel-corrected, as TRL's ``reward_std``)."""
-        return scores.float().view(-1, self.group_size).std(-1)
-
     def select(self, samples: Samples, metrics: dict[str, torch.Tensor]) -> Samples | None:
         """Record the batch's reward statistics; with ``dynamic_sampling`` keep only groups with reward spread
         and return them once a prompt batch's worth is there (or the refill cap is reached)."""
-        scores, std = samples["scores"], self.group_std(samples["scores"])
+        scores = samples["scores"]
+        std = group_std(scores, self.group_size)
         self.sampled.append({
             "reward": scores.float().mean().item(), "reward_std": std.mean().item(),
             "frac_reward_zero_std": (std == 0).float().mean().item(),
@@ -210,7 +207,8 @@ class GRPO(OnlineRL):
         metrics = {
             "loss": mean("loss"), "entropy": mean("entropy"), "clip_ratio/low_mean": mean("clip_low"),
             "clip_ratio/high_mean": mean("clip_high"), "clip_ratio/region_mean": mean("clip_region"),
-            "policy/clipfrac_avg": mean("clipfrac"), "policy/approxkl_avg": mean("approxkl"), "val/ratio": mean("ratio"),
+            "policy/clipfrac_avg": mean("clipfrac"), "policy/approxkl_avg": mean("approxkl"),
+            "val/ratio": mean("ratio"),
         }
         if self.has_reference:
             metrics["kl"] = mean("kl")

@@ -180,7 +180,8 @@ class PPO(OnlineRL):
             scores = shape_scores(scores, clip=self.reward_clip)
         logprobs, ref_logprobs = exp["logprobs"], exp["ref_logprobs"]
         beta = self.kl_ctl.value
-        exp["rewards"] = token_rewards(scores, kl_penalty(logprobs, ref_logprobs, self.kl_estimator) * rmask, rmask, beta)
+        kl = kl_penalty(logprobs, ref_logprobs, self.kl_estimator) * rmask
+        exp["rewards"] = token_rewards(scores, kl, rmask, beta)
         exp["shaped_scores"] = scores
         seq_kl = (kl_penalty(logprobs, ref_logprobs, "k1") * rmask).sum(-1)
         metrics = {
@@ -241,7 +242,8 @@ class PPO(OnlineRL):
             hparams["value_model"] = portable_spec(hparams.get("value_model") or self.spec).to_dict()
 
     def rl_state(self) -> dict[str, Any]:
-        return {**super().rl_state(), "kl_ctl": self.kl_ctl.state_dict(), "reward_stats": self.reward_stats.state_dict()}
+        return {**super().rl_state(), "kl_ctl": self.kl_ctl.state_dict(),
+                "reward_stats": self.reward_stats.state_dict()}
 
     def load_rl_state(self, state: dict[str, Any]) -> None:
         super().load_rl_state(state)

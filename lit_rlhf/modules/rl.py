@@ -117,7 +117,7 @@ class OnlineRL(PolicyModule):
     def reference_logps(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
     ) -> torch.Tensor | None:
-        """Summed completion log-probs ``(B,)`` under the reference (``gold/kl`` of ``GoldEval``); ``None`` without one."""
+        """Summed completion log-probs ``(B,)`` under the reference (``GoldEval``'s ``gold/kl``); ``None``: no reference."""
         if not self.has_reference:
             return None
         with self.reference():
@@ -145,8 +145,9 @@ class OnlineRL(PolicyModule):
         R = response_width
         select = torch.zeros_like(input_ids, dtype=torch.bool)
         select[:, -R - 1:-1] = True  # the positions that predict the response tokens: the LM head runs on those only
+        hidden = with_values and self.values_from_hidden
         logits, out = selected_logits(model, select, input_ids=input_ids, attention_mask=attention_mask,
-                                      position_ids=position_ids, output_hidden_states=with_values and self.values_from_hidden)
+                                      position_ids=position_ids, output_hidden_states=hidden)
         logits = logits.view(len(input_ids), R, -1).float() / (self.sampling.temperature + 1e-7)
         result = {"logprobs": token_logps(logits, input_ids[:, -R:])}
         if with_entropy:  # with gradient only when it is a bonus in the loss
