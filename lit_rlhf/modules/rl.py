@@ -117,7 +117,7 @@ class OnlineRL(PolicyModule):
     def reference_logps(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
     ) -> torch.Tensor | None:
-        """Summed completion log-probs ``(B,)`` under the reference (``GoldEval``'s ``gold/kl``); ``None``: no reference."""
+        """Summed completion log-probs ``(B,)`` under the reference (for ``GoldEval``'s ``gold/kl``); ``None``: none."""
         if not self.has_reference:
             return None
         with self.reference():
