@@ -112,6 +112,74 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: KLKind 
     raise ValueError(f"kind must be 'k1', 'k2' or 'k3', got {kind!r}")
 
 
+def token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-token rewards of RLHF with a KL penalty (Ziegler et al. 2019, Eq. 2; InstructGPT Eq. 2).
+
+    ``r_t = −β KL_t`` on every real token, plus the sequence score on the last real token (never on padding).
+
+    Args:
+        scores: ``(B,)`` sequence scores.
+        kl: ``(B, T)`` per-token KL estimates.
+        mask: ``(B, T)``; valid tokens a prefix of each row, at least one per row.
+        beta: KL coefficient β.
+    Returns:
+        ``(B, T)`` float32, 0 on padding.
+    """
+    _check_shapes(mask, kl=kl)
+    if scores.shape != (mask.shape[0],):
+        raise ValueError(f"scores has shape {tuple(scores.shape)}, expected ({mask.shape[0]},)")
+    rewards = -beta * kl.float() * mask.float()
+    last = (mask.long().sum(-1) - 1).clamp(min=0)
+    rewards[torch.arange(len(rewards), device=rewards.device), last] += scores.float().to(rewards.device)
+    return rewards
+
+
+def shape_scores(
+    scores: torch.Tensor,
+    ended: torch.Tensor | None = None,
+    missing_eos_penalty: float | None = None,
+    mean: float | None = None,
+    std: float | None = None,
+    clip: float | None = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Sequence scores as PPO uses them: EOS penalty, normalisation, clipping.
+
+    ``s − p·[no EOS]`` ("N+ implementation details", ``missing_eos_penalty``), then ``(s − μ) / (σ + eps)`` with
+    running statistics (Secrets of RLHF I, Eq. 18; only when ``mean`` and ``std`` are given), then
+    ``clip(s, ±δ)``.
+
+    Args:
+        scores: ``(B,)``.
+        ended: ``(B,)`` bool, the response ended (EOS or stop string).
+        missing_eos_penalty: ``p`` (``None`` = off).
+        mean: running mean μ.
+        std: running std σ.
+        clip: δ (``None`` = off).
+    Returns:
+        ``(B,)``.
+    """
+    out = scores.float()
+    if missing_eos_penalty is not None:
+        if ended is None:
+            raise ValueError("missing_eos_penalty needs ended")
+        out = out - missing_eos_penalty * (~ended.bool()).float()
+    if mean is not None and std is not None:
+        out = (out - mean) / (std + eps)
+    return out.clamp(-clip, clip) if clip is not None else out
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy ``H = logsumexp(z) − Σ_v softmax(z)_v z_v`` of each position's distribution.
+
+    Args:
+        logits: ``(B, T, V)``.
+    Returns:
+        ``(B, T)``.
+    """
+    return torch.logsumexp(logits, -1) - (torch.softmax(logits, -1) * logits).sum(-1)
+
+
 def _per_example(token_losses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``(B,)`` losses whose mean is the masked token mean of ``token_losses``."""
     m = mask.float()

@@ -42,20 +42,21 @@ class RolloutBuffer:
         self.texts.clear()
 
     def minibatches(
-        self, num_mini_batches: int, epochs: int = 1, generator: torch.Generator | None = None
+        self, num_mini_batches: int, epochs: int = 1, generator: torch.Generator | None = None, uneven: bool = False
     ) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
         """Yield ``(epoch, index, minibatch)``: each epoch is a fresh random permutation cut into
-        ``num_mini_batches`` equal parts (the buffer size must be divisible by it)."""
+        ``num_mini_batches`` parts, equal (the buffer size must be divisible by it) or, with ``uneven``,
+        of near-equal sizes, the larger first (``torch.tensor_split``; at most one part per row)."""
         n = len(self)
         if n == 0:
             raise ValueError("the rollout buffer is empty")
-        if num_mini_batches < 1 or n % num_mini_batches:
+        if num_mini_batches < 1 or (n % num_mini_batches and not uneven):
             raise ValueError(f"{n} rollouts cannot be split into {num_mini_batches} equal minibatches")
-        size = n // num_mini_batches
+        device = next(iter(self.data.values())).device
         for epoch in range(epochs):
             order = torch.randperm(n, generator=generator)
-            for i in range(num_mini_batches):
-                idx = order[i * size:(i + 1) * size].to(next(iter(self.data.values())).device)
+            for i, idx in enumerate(order.tensor_split(min(num_mini_batches, n))):
+                idx = idx.to(device)
                 yield epoch, i, {k: v[idx] for k, v in self.data.items()}
 
     def state_dict(self) -> dict[str, Any]:

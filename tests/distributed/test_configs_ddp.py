@@ -35,6 +35,10 @@ OVERRIDES: dict[str, list[str]] = {
     "contrastive_rm": [*TASK, "--data.batch_size", "8"],
     "dpo_smollm2_sentiment": ["--data.train", "null", "--data.val", "null", *TASK, "--data.batch_size", "2",
                               "--model.reference", "copy"],
+    # 2 prompts x G = 4 per rank; the untrained policy answers nothing right (all-zero advantages, no update):
+    # a length reward (rank_probe.length_reward) gives the groups spread
+    "grpo": [*TINY_POLICY, *SHORT, *TASK, "--data.batch_size", "2", "--model.group_size", "4",
+             "--model.reward_fn", "rank_probe.length_reward"],
     "kto": ["--model.init_from", "null", "--data.train", "null", "--data.val", "null", *TASK,
             "--data.batch_size", "4"],
     "meta_rm": [*TASK, "--data.batch_size", "8"],
@@ -50,6 +54,8 @@ OVERRIDES: dict[str, list[str]] = {
     "rejection_sampling": [*TINY_POLICY, *SHORT, *TASK, "--data.batch_size", "4", "--model.k", "2",
                            "--model.sft_steps", "1", "--model.sft_batch_size", "4", "--model.min_score", "null"],
     "reward_minilm_sentiment": [*TASK, "--data.batch_size", "8"],
+    "rloo": [*TINY_POLICY, *SHORT, *TASK, "--data.batch_size", "2", "--model.group_size", "4",
+             "--model.reward_fn", "rank_probe.length_reward"],
     "sft_chat": [*TASK, "--data.batch_size", "8"],
     "sft_gatt": [*TASK, "--data.batch_size", "4"],
     "sft_smollm2_sentiment": [*TASK, "--data.batch_size", "2"],

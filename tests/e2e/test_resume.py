@@ -149,7 +149,7 @@ PPO = ('--model.init_args.sampling={"max_new_tokens": 6, "temperature": 0.7}', "
 @pytest.mark.slow
 def test_ppo_resume_after_kill_restores_its_state_and_run(tmp_path):
     # 4 optimizer steps per PPO iteration: last.ckpt after iteration 2 (step 8), killed before iteration 3
-    attrs = ("kl_ctl", "reward_stats", "buffer", "_rng", "training_rng")
+    attrs = ("kl_ctl", "reward_stats", "buffer", "training_rng")
     full, full_rec, resumed, resumed_rec, ckpt = kill_and_resume(tmp_path, "ppo.yaml", 4, 8, attrs, *PPO)
     assert ckpt["global_step"] == 8
     state, restored = ckpt["ppo_state"], resumed_rec.at_start
@@ -157,7 +157,6 @@ def test_ppo_resume_after_kill_restores_its_state_and_run(tmp_path):
     assert restored["reward_stats"].state_dict() == state["reward_stats"] and state["reward_stats"]["count"] == 8
     assert restored["buffer"].texts == state["buffer"]["texts"] and len(state["buffer"]["texts"]["completions"]) == 4
     assert all(torch.equal(restored["buffer"].data[k], v) for k, v in state["buffer"]["data"].items())
-    assert torch.equal(restored["_rng"]["cpu"], state["rng"]["cpu"])
     assert torch.equal(restored["training_rng"].saved["torch"], ckpt["training_rng"]["torch"])
     # and the run goes on exactly as the uninterrupted one
     assert resumed_rec.batches == full_rec.batches[2:]

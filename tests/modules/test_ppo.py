@@ -156,9 +156,11 @@ def test_resume_restores_kl_coefficient_running_stats_and_rng(tmp_path):
     assert resumed.buffer.texts["completions"] == full.buffer.texts["completions"]  # same samples after resume
     for (name, a), b in zip(full.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
-    # negative control: the same checkpoint without PPO's own state does not continue the run
+    # negative control: the same checkpoint without PPO's own state (KL controller, running reward statistics,
+    # buffer) and the training RNG stream (sampling, shuffling) does not continue the run
     state = torch.load(ckpt, weights_only=True)
-    del state["ppo_state"]
+    assert "rng" not in state["ppo_state"]  # PPO's draws are the training stream's, saved once (TrainingRNG)
+    del state["ppo_state"], state["training_rng"]
     torch.save(state, tmp_path / "stateless.ckpt")
     stateless = _fit(tmp_path / "stateless", 12, ckpt=str(tmp_path / "stateless.ckpt"))
     assert stateless.kl_ctl.value != pytest.approx(full.kl_ctl.value, rel=1e-6)

@@ -1,0 +1,307 @@
+"""The online RL core that PPO and GRPO share: one training step is one iteration of
+
+``sample`` (G completions per prompt, groups kept together) → ``score`` (the reward source) → ``select``
+(e.g. dynamic sampling) → ``forward_rollout`` (old, reference log-probs and values in one pass per model) →
+``shape_rewards`` → ``advantages`` → ``update`` (``ppo_epochs`` passes of minibatch steps with :meth:`loss`).
+
+Every arrow is a method a subclass may override. Under DDP each rank samples its own prompt batch and repeats
+each prompt ``G`` times locally, so a group never spans ranks. Sampling and minibatch shuffling draw from the
+training RNG stream of :class:`~lit_rlhf.modules.rng.TrainingRNG` (checkpointed), so a resumed run draws what
+the uninterrupted one drew.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from lit_rlhf.losses import entropy_from_logits
+from lit_rlhf.models import ModelLike, selected_logits, sequence_logps, token_logps
+from lit_rlhf.modules.base import PolicyModule
+from lit_rlhf.rollout import RolloutBuffer, SamplingConfig
+from lit_rlhf.rollout.experience import Samples, pack, sample_groups
+from lit_rlhf.rollout.rewards import RewardFn, reward_source, score_completions
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout probability to 0 (rollout and training log-probs must agree exactly)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    config = getattr(model, "config", None)
+    for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop"):
+        if config is not None and isinstance(getattr(config, key, None), float):
+            setattr(config, key, 0.0)
+
+
+def position_ids_of(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token (left padding), as ``generate`` uses them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class OnlineRL(PolicyModule):
+    """Base class of the online RL methods (manual optimisation, one iteration per training batch).
+
+    Args:
+        model: policy name or spec (full fine-tuning, or LoRA through ``lora``).
+        sampling: rollout decoding (``temperature`` > 0; log-probs use logits / temperature).
+        reward_model: a ``RewardModel`` checkpoint or exported folder used as the reward source.
+        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; neither = the task's gold reward.
+        group_size: completions sampled per prompt (``G``).
+        reference: keep a reference policy (frozen copy, or the LoRA-disabled base with ``lora``).
+        ppo_epochs: passes over the rollout buffer per iteration (μ).
+        num_mini_batches: optimizer steps per pass (minibatches of near-equal size).
+        entropy_coef: weight of an entropy bonus (0 = only logged).
+        gradient_clip_val: global gradient-norm clip (set here: Lightning refuses it under manual optimisation).
+        **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
+    """
+
+    state_key = "rl_state"  # the checkpoint entry of this method's own state
+
+    def __init__(
+        self,
+        model: ModelLike = "lit-rlhf:tiny-llama",
+        sampling: SamplingConfig | None = None,
+        reward_model: str | None = None,
+        reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+        group_size: int = 1,
+        reference: bool = True,
+        ppo_epochs: int = 1,
+        num_mini_batches: int = 1,
+        entropy_coef: float = 0.0,
+        gradient_clip_val: float | None = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        sampling = SamplingConfig.of(sampling)
+        if sampling.temperature <= 0:
+            raise ValueError(f"{type(self).__name__} samples its rollouts: sampling.temperature must be > 0")
+        if ppo_epochs < 1 or num_mini_batches < 1 or group_size < 1:
+            raise ValueError(f"need ppo_epochs, num_mini_batches and group_size >= 1, got {ppo_epochs}, "
+                             f"{num_mini_batches}, {group_size}")
+        super().__init__(model=model, sampling=sampling, **kwargs)
+        self.automatic_optimization = False
+        disable_dropout(self.model)
+        self.has_reference = reference
+        self.use_lora_reference = reference and self.spec.lora is not None
+        self.ref_model = (copy.deepcopy(self.model).requires_grad_(False)
+                          if reference and not self.use_lora_reference else None)
+        self.reward_source: RewardFn | None = reward_source(reward_model, reward_fn)
+        self.group_size, self.ppo_epochs, self.num_mini_batches = group_size, ppo_epochs, num_mini_batches
+        self.entropy_coef, self.gradient_clip_val = entropy_coef, gradient_clip_val
+        self.buffer = RolloutBuffer()
+        self.update_stats: list[dict[str, float]] = []  # per minibatch of the last update (ratio, clipfrac, ...)
+        self.last_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ models
+    @property
+    def has_critic(self) -> bool:
+        """Whether :meth:`forward_pass` also computes values (PPO)."""
+        return False
+
+    def reference(self) -> AbstractContextManager:
+        """Context in which :attr:`ref_policy` is the reference (LoRA adapter disabled, or the frozen copy)."""
+        return self.model.disable_adapter() if self.use_lora_reference else nullcontext()
+
+    @property
+    def ref_policy(self) -> nn.Module | None:
+        if not self.has_reference:
+            return None
+        return self.model if self.use_lora_reference else self.ref_model
+
+    def reference_logps(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Summed completion log-probs ``(B,)`` under the reference (for ``GoldEval``'s ``gold/kl``); ``None``: none."""
+        if not self.has_reference:
+            return None
+        with self.reference():
+            return sequence_logps(self.ref_policy, input_ids, attention_mask, completion_mask)[0]
+
+    def critic_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                      policy_out: Any, response_width: int) -> torch.Tensor:
+        """Values ``(B, R)`` of the response positions (methods with a critic override this)."""
+        raise NotImplementedError(f"{type(self).__name__} has no critic")
+
+    @property
+    def values_from_hidden(self) -> bool:
+        """Whether :meth:`critic_values` reads the policy's hidden states (a value head on the policy)."""
+        return False
+
+    def forward_pass(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_width: int,
+        with_values: bool = False, with_entropy: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Log-probs of the response tokens (logits / temperature), values and entropy, all ``(B, R)``.
+
+        The one code path for rollout and training log-probs (so the first ratio of an update is exactly 1).
+        """
+        position_ids = position_ids_of(attention_mask)
+        R = response_width
+        select = torch.zeros_like(input_ids, dtype=torch.bool)
+        select[:, -R - 1:-1] = True  # the positions that predict the response tokens: the LM head runs on those only
+        hidden = with_values and self.values_from_hidden
+        logits, out = selected_logits(model, select, input_ids=input_ids, attention_mask=attention_mask,
+                                      position_ids=position_ids, output_hidden_states=hidden)
+        logits = logits.view(len(input_ids), R, -1).float() / (self.sampling.temperature + 1e-7)
+        result = {"logprobs": token_logps(logits, input_ids[:, -R:])}
+        if with_entropy:  # with gradient only when it is a bonus in the loss
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_coef != 0):
+                result["entropy"] = entropy_from_logits(logits)
+        if with_values:
+            result["values"] = self.critic_values(input_ids, attention_mask, position_ids, out, R)
+        return result
+
+    # ------------------------------------------------------------------ the steps of one iteration
+    @property
+    def task(self) -> Any:
+        """The data module's task (gold reward), if any."""
+        return getattr(self.trainer.datamodule, "task", None) if self._trainer is not None else None
+
+    @torch.no_grad()
+    def sample(self, batch: dict[str, Any]) -> Samples:
+        """``group_size`` completions per prompt of the (per-rank) batch, groups kept together."""
+        return sample_groups(self.model, self.tokenizer, batch["prompt_ids"], list(batch["prompt_text"]),
+                             self.group_size, self.sampling)
+
+    def score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        """Scores ``(B,)`` from the reward source (default: the data module's task)."""
+        return score_completions(self.reward_source, self.task, prompts, completions).to(self.device)
+
+    def select(self, samples: Samples, metrics: dict[str, torch.Tensor]) -> Samples | None:
+        """The scored samples to learn from now; ``None`` = no update at this step (e.g. a batch still filling)."""
+        return samples
+
+    @torch.no_grad()
+    def forward_rollout(self, samples: Samples) -> dict[str, torch.Tensor]:
+        """Packed tensors plus old log-probs, reference log-probs and values ``(B, R)`` of the samples.
+
+        The passes run in chunks of the update's minibatch sizes (the same shapes give the same numerics).
+        """
+        exp = pack(samples, self.tokenizer.pad_token_id, self.device)
+        R, n = exp["response_mask"].shape[1], len(exp["input_ids"])
+        parts: dict[str, list[torch.Tensor]] = {}
+        for rows in torch.arange(n).tensor_split(min(self.num_mini_batches, n)):
+            ids, mask = exp["input_ids"][rows], exp["attention_mask"][rows]
+            out = self.forward_pass(self.model, ids, mask, R, with_values=self.has_critic)
+            if self.has_reference:
+                with self.reference():
+                    out["ref_logprobs"] = self.forward_pass(self.ref_policy, ids, mask, R)["logprobs"]
+            for key, value in out.items():
+                parts.setdefault(key, []).append(value)
+        exp.update({key: torch.cat(values) for key, values in parts.items()})
+        return exp
+
+    def shape_rewards(self, exp: dict[str, torch.Tensor], samples: Samples) -> dict[str, torch.Tensor]:
+        """Put the rewards the estimator needs into ``exp``; returns metrics."""
+        exp["rewards"] = samples["scores"].to(self.device)
+        return {}
+
+    def advantages(self, exp: dict[str, torch.Tensor]) -> None:
+        """Put ``advantages`` (``(B,)`` or ``(B, R)``), and ``returns`` with a critic, into ``exp``."""
+        raise NotImplementedError
+
+    def loss(self, out: dict[str, torch.Tensor], mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one minibatch and its statistics (floats), from the current pass ``out``."""
+        raise NotImplementedError
+
+    def summarize_update(self) -> dict[str, torch.Tensor]:
+        """Logged metrics of the last update from :attr:`update_stats`."""
+        return {}
+
+    def after_update(self, metrics: dict[str, torch.Tensor], n_prompts: int) -> None:
+        """Called after each update (e.g. PPO's KL controller)."""
+
+    # ------------------------------------------------------------------ driver
+    @torch.no_grad()
+    def collect(self, batch: dict[str, Any], metrics: dict[str, torch.Tensor]) -> Samples | None:
+        """``sample`` → ``score`` → ``select``."""
+        t0 = time.perf_counter()
+        samples = self.sample(batch)
+        t1 = time.perf_counter()
+        samples["scores"] = self.score(samples["prompts"], samples["completions"]).cpu()
+        metrics["time/generation"] = torch.tensor(t1 - t0)
+        metrics["time/score"] = torch.tensor(time.perf_counter() - t1)
+        return self.select(samples, metrics)
+
+    @torch.no_grad()
+    def experience(self, samples: Samples, metrics: dict[str, torch.Tensor]) -> None:
+        """``forward_rollout`` → ``shape_rewards`` → ``advantages``; fills :attr:`buffer`."""
+        t0 = time.perf_counter()
+        exp = self.forward_rollout(samples)
+        t1 = time.perf_counter()
+        metrics.update(self.shape_rewards(exp, samples))
+        self.advantages(exp)
+        self.buffer.clear()
+        self.buffer.add(**exp, scores=samples["scores"].to(self.device), prompts=samples["prompts"],
+                        completions=samples["completions"])
+        metrics["time/rollout_forward"] = torch.tensor(t1 - t0)
+        metrics["time/rewards"] = torch.tensor(time.perf_counter() - t1)
+
+    def rollout(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Sample, score and fill :attr:`buffer` (without the ``select`` step); returns rollout metrics."""
+        metrics: dict[str, torch.Tensor] = {}
+        t0 = time.perf_counter()
+        samples = self.sample(batch)
+        metrics["time/generation"] = torch.tensor(time.perf_counter() - t0)
+        samples["scores"] = self.score(samples["prompts"], samples["completions"]).cpu()
+        self.experience(samples, metrics)
+        return metrics
+
+    def update(self) -> dict[str, torch.Tensor]:
+        """``ppo_epochs`` passes of minibatch steps over the buffer; returns :meth:`summarize_update`."""
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        width = self.buffer["response_mask"].shape[1]
+        self.update_stats = []
+        for epoch, index, mb in self.buffer.minibatches(self.num_mini_batches, self.ppo_epochs, uneven=True):
+            out = self.forward_pass(self.model, mb["input_ids"], mb["attention_mask"], width,
+                                    with_values=self.has_critic, with_entropy=True)
+            loss, stats = self.loss(out, mb)
+            self.manual_step(loss, optimizer, self.gradient_clip_val)
+            if scheduler is not None:  # manual optimisation: Lightning does not step it
+                scheduler.step()
+            self.update_stats.append({"epoch": epoch, "minibatch": index, **stats})
+        return self.summarize_update()
+
+    def mean_stat(self, key: str) -> torch.Tensor:
+        """Mean of one statistic over the minibatches of the last update."""
+        return torch.tensor(sum(s[key] for s in self.update_stats) / len(self.update_stats))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        metrics: dict[str, torch.Tensor] = {}
+        samples = self.collect(batch, metrics)
+        if samples is None:
+            return
+        self.experience(samples, metrics)
+        t0 = time.perf_counter()
+        metrics.update(self.update())
+        metrics["time/update"] = torch.tensor(time.perf_counter() - t0)
+        self.after_update(metrics, len(batch["prompt_ids"]))
+        self.last_metrics = {k: float(v) for k, v in metrics.items()}  # of the last iteration, for callbacks
+        self.log_train(metrics, len(batch["prompt_ids"]), prog_bar=self.prog_bar)
+
+    prog_bar: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ state
+    def rl_state(self) -> dict[str, Any]:
+        """This method's own state for checkpoints (subclasses add theirs)."""
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_rl_state(self, state: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[self.state_key] = self.rl_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get(self.state_key)
+        if state is not None:
+            self.load_rl_state(state)
