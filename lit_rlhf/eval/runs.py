@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -95,7 +96,8 @@ class RunRecord(SaveConfigCallback):
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Log the config and the package versions as the loggers' hyperparameters."""
-        record = {**self.config.clone().as_dict(), "versions": package_versions()}
+        config = json.loads(self.parser.dump(self.config, format="json", skip_none=False))  # plain data, as in the file
+        record = {**config, "versions": package_versions()}
         for logger in trainer.loggers:
             logger.log_hyperparams(record)
 

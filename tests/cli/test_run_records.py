@@ -125,6 +125,24 @@ def test_every_fit_records_its_config_in_its_own_folder_and_its_wandb_run(tmp_pa
     assert not (tmp_path / "config.yaml").exists()  # no shared file that every run overwrites
 
 
+def test_other_loggers_and_no_logger_get_a_config_file_per_run(tmp_path):
+    csv = json.dumps({"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}})
+    for _ in range(2):
+        fit(tmp_path, "--trainer.max_steps=1", f"--trainer.logger={csv}")
+    for version in ("version_0", "version_1"):  # the CSV logger's run folders, where its checkpoints/ go
+        folder = tmp_path / "quickstart" / version  # name: quickstart, kept from the config's logger
+        assert yaml.safe_load((folder / "config.yaml").read_text())["trainer"]["max_steps"] == 1
+        assert (folder / "checkpoints" / "last.ckpt").is_file()
+        hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
+        assert hparams["versions"]["torch"] == torch.__version__ and hparams["seed_everything"] == 0
+
+    bare = tmp_path / "bare"  # no logger, no run id: the root folder, one file per fit
+    for steps in (1, 2):
+        fit(bare, f"--trainer.max_steps={steps}", "--trainer.logger=false")
+    assert [yaml.safe_load((bare / name).read_text())["trainer"]["max_steps"]
+            for name in ("config.yaml", "config-2.yaml")] == [1, 2]
+
+
 @pytest.mark.parametrize("config", ["quickstart.yaml", "reward.yaml"])
 def test_a_fit_shorter_than_any_checkpoint_interval_ends_with_last_ckpt(tmp_path, config):
     # quickstart: Lightning's default ModelCheckpoint saves at validation (every 500 steps); reward: every 50 steps
