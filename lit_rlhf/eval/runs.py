@@ -111,13 +111,18 @@ class FinalCheckpoint(Checkpoint):
     ``max_steps`` (the loop state of a mid-epoch checkpoint, so ``fit --ckpt_path last --trainer.max_steps
     <more>`` goes on with the next batch of the same epoch), else at the end of the last epoch, else at the end
     of training. A :class:`Checkpoint` subclass so that Lightning runs it after the ``ModelCheckpoint``
-    callbacks; the CLI appends it to every trainer with checkpointing enabled.
+    callbacks; the CLI appends it to every trainer with checkpointing enabled. A fit that trained no step saves
+    nothing. ``ModelCheckpoint`` saves nothing else at the step of the final save (it has "already saved" there):
+    a validation at that very step is not followed by a top-k checkpoint; ``last.ckpt`` holds the final weights.
 
     It also records the run's identity in every checkpoint (``checkpoint["lit_rlhf_run"]``: the W&B run id).
     """
 
     def __init__(self) -> None:
-        self._saved_step = -1
+        self._saved_step = -1  # nothing to save at the step this fit started from (0, or the resumed step)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -135,7 +140,7 @@ class FinalCheckpoint(Checkpoint):
     def _save(self, trainer: Trainer) -> None:
         checkpoint = trainer.checkpoint_callback
         step = trainer.global_step
-        if (not isinstance(checkpoint, ModelCheckpoint) or step == 0 or step == self._saved_step
+        if (not isinstance(checkpoint, ModelCheckpoint) or step == self._saved_step
                 or trainer.sanity_checking or trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING):
             return
         self._saved_step = step
@@ -163,10 +168,14 @@ def checkpoint_run(path: str | Path) -> dict[str, Any]:
     """
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     fit_loop = ckpt.get("loops", {}).get("fit_loop", {})
-    epochs = fit_loop.get("epoch_progress", {}).get("current", {}).get("processed", ckpt.get("epoch", 0))
+    epoch_progress = fit_loop.get("epoch_progress", {})
+    epochs = epoch_progress.get("current", {}).get("processed", ckpt.get("epoch", 0))
     batches = fit_loop.get("epoch_loop.batch_progress", {})
-    current = batches.get("current", {})
-    if batches.get("is_last_batch") and current.get("completed", 0) > 0 and epochs == ckpt.get("epoch", 0):
+    batch_total, epoch_total = batches.get("total", {}), epoch_progress.get("total", {})
+    # Lightning's FitLoop.reset: saved at the end of an epoch's last batch (the batch not yet counted completed,
+    # the epoch not yet processed), the epoch counts as processed on restart
+    if (batches.get("is_last_batch") and batch_total.get("completed", 0) == batch_total.get("processed", 0) - 1
+            and epoch_total.get("processed", 0) == epoch_total.get("started", 0) - 1):
         epochs += 1
     return {"global_step": int(ckpt.get("global_step", 0)), "epochs": int(epochs),
             "wandb_id": (ckpt.get(RUN_KEY) or {}).get("wandb_id")}

@@ -48,7 +48,7 @@ class AutoWandbLogger(WandbLogger):
 
 def continue_wandb_run(logger: WandbLogger, run_id: str) -> bool:
     """Point ``logger`` at the existing W&B run ``run_id`` (``resume="allow"``), so that a resumed or extended fit
-    logs into the run it continues (online and offline alike; ``wandb sync`` merges offline parts by id).
+    logs into the run it continues (offline, each part is an ``offline-run-*-<run_id>`` folder of that run id).
 
     Must be called before the logger starts its run. A logger given an explicit ``id``/``version`` keeps it.
 

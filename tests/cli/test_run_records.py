@@ -201,10 +201,12 @@ def test_ckpt_path_last_extends_a_finished_run_in_the_same_wandb_run(tmp_path, s
     straight = fit(tmp_path / "straight", *data, f"--trainer.max_steps={2 * steps}", "--trainer.max_epochs=-1")
     assert all(torch.equal(v, after[k]) for k, v in trained(straight).items())
 
-    if steps == 8:  # asking for no more steps trains nothing, and says so
+    if steps == 8:  # asking for no more steps trains nothing, says so, and leaves last.ckpt as it was
+        written = (folder / "checkpoints" / "last.ckpt").stat().st_mtime_ns
         with pytest.warns(UserWarning, match="nothing to train"):
             again = fit(root, *data, f"--trainer.max_steps={2 * steps}", "--ckpt_path=last")
         assert again.trainer.global_step == 2 * steps
+        assert (folder / "checkpoints" / "last.ckpt").stat().st_mtime_ns == written
         assert all(torch.equal(v, after[k]) for k, v in trained(again).items())
 
 
