@@ -148,8 +148,8 @@ def test_a_fit_shorter_than_any_checkpoint_interval_ends_with_last_ckpt(tmp_path
     # quickstart: Lightning's default ModelCheckpoint saves at validation (every 500 steps); reward: every 50 steps
     overrides = ["--trainer.max_steps=3"]
     if config == "reward.yaml":
-        overrides += ['--data.init_args.task_sizes={"train": 256, "val": 8, "test": 8}', "--data.init_args.batch_size=8",
-                      "--trainer.val_check_interval=20"]
+        overrides += ['--data.init_args.task_sizes={"train": 256, "val": 8, "test": 8}',
+                      "--data.init_args.batch_size=8", "--trainer.val_check_interval=20"]
     cli = fit(tmp_path, *overrides, config=config)
     assert cli.trainer.global_step == 3
     checkpoints = sorted(tmp_path.rglob("*.ckpt"))
