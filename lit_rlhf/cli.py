@@ -91,7 +91,8 @@ def find_last_checkpoint(trainer) -> str | None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     folders = [Path(trainer.default_root_dir)]
-    folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
+                if isinstance(cb, ModelCheckpoint) and cb.dirpath]
     found = {f for folder in folders if folder.is_dir() for f in folder.rglob("last*.ckpt") if f.is_file()}
     return str(max(found, key=lambda f: f.stat().st_mtime)) if found else None
 
