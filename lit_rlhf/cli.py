@@ -24,20 +24,27 @@ from typing import Any
 
 import yaml
 from jsonargparse import ArgumentParser, Namespace
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningCLI
 
 import lit_rlhf.data  # noqa: F401  (registers the data modules for class_path shorthands)
 import lit_rlhf.eval  # noqa: F401
 import lit_rlhf.modules  # noqa: F401
 import lit_rlhf.tasks  # noqa: F401
 from lit_rlhf.data import DataError, RowDataModule
+from lit_rlhf.eval.runs import FinalCheckpoint, RunRecord, continue_from_checkpoint
 from lit_rlhf.models.checkpoint import load_module, load_policy  # noqa: F401  (also imported from here)
 from lit_rlhf.modules import LitRLHFModule
 from lit_rlhf.pipelines import PIPELINES, CommandError
 
 
 class LitRLHFCLI(LightningCLI):
-    """LightningCLI with the optimizer injected into the module (never built by the CLI itself)."""
+    """LightningCLI with the optimizer injected into the module (never built by the CLI itself).
+
+    Every fit records itself (:class:`lit_rlhf.eval.runs.RunRecord`: config file in the run folder, config and
+    package versions in the W&B run), ends with a ``last.ckpt`` (:class:`lit_rlhf.eval.runs.FinalCheckpoint`), and
+    ``--ckpt_path`` continues the checkpoint's run (:meth:`before_fit`).
+    """
 
     def add_arguments_to_parser(self, parser) -> None:
         """A config's ``w2s:`` section is read by ``lit-rlhf w2s`` only: accepted here and ignored (it is in
@@ -52,13 +59,25 @@ class LitRLHFCLI(LightningCLI):
         else:
             super().parse_arguments(parser, args)
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, plus :class:`FinalCheckpoint` when checkpointing is enabled."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.checkpoint_callback is not None:
+            trainer.callbacks.append(FinalCheckpoint())  # after the ModelCheckpoints: Lightning keeps their order
+        return trainer
+
     def before_fit(self) -> None:
-        """``--ckpt_path last``: resume from the newest ``last*.ckpt`` of this run folder (see :func:`find_last_checkpoint`)."""
+        """``--ckpt_path last``: resume from the newest ``last*.ckpt`` of this run folder (see
+        :func:`find_last_checkpoint`); any checkpoint file: go on in its W&B run, and up to a larger ``max_steps``
+        (see :func:`continue_from_checkpoint`)."""
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
             found = find_last_checkpoint(self.trainer)
             if found is not None:
                 config["ckpt_path"] = found
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path is not None and Path(ckpt_path).is_file():
+            continue_from_checkpoint(self.trainer, ckpt_path)
 
 
 def find_last_checkpoint(trainer) -> str | None:
@@ -71,7 +90,8 @@ def find_last_checkpoint(trainer) -> str | None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     folders = [Path(trainer.default_root_dir)]
-    folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
+                if isinstance(cb, ModelCheckpoint) and cb.dirpath]
     found = {f for folder in folders if folder.is_dir() for f in folder.rglob("last*.ckpt") if f.is_file()}
     return str(max(found, key=lambda f: f.stat().st_mtime)) if found else None
 
@@ -290,8 +310,7 @@ def make_cli(args: list[str] | None, run: bool = True, save_config: bool = True)
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        save_config_callback=SaveConfigCallback if save_config else None,
+        save_config_callback=RunRecord if save_config else None,
         parser_kwargs={"description": DESCRIPTION, "formatter_class": argparse.RawDescriptionHelpFormatter},
         args=args,
         run=run,

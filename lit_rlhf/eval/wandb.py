@@ -44,3 +44,22 @@ class AutoWandbLogger(WandbLogger):
         kwargs.setdefault("save_dir", "runs")
         os.makedirs(kwargs["save_dir"], exist_ok=True)
         super().__init__(*args, offline=offline, **kwargs)
+
+
+def continue_wandb_run(logger: WandbLogger, run_id: str) -> bool:
+    """Point ``logger`` at the existing W&B run ``run_id`` (``resume="allow"``), so that a resumed or extended fit
+    logs into the run it continues (offline, each part is an ``offline-run-*-<run_id>`` folder of that run id).
+
+    Must be called before the logger starts its run. A logger given an explicit ``id``/``version`` keeps it.
+
+    Returns:
+        Whether the logger now continues ``run_id``.
+    """
+    if logger._experiment is not None:
+        raise RuntimeError(f"the W&B run {logger._experiment.id} has already started; cannot continue run {run_id}")
+    if logger._id is not None:
+        return logger._id == run_id
+    # WandbLogger keeps the run id of wandb.init in two places (no public setter)
+    logger._id = run_id
+    logger._wandb_init.update(id=run_id, resume="allow")
+    return True

@@ -42,5 +42,7 @@ def test_quickstart_config_learns_arithmetic(tmp_path):
     runs = [p for p in tmp_path.glob("wandb/offline-run-*") if p.is_dir()]
     assert runs, sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))[:50]
     assert any(any(run.glob("*.wandb")) for run in runs), [list(run.iterdir()) for run in runs]
-    # the overrides took effect: the CLI saved its config next to the results, not under runs/quickstart
-    assert (results[0].parent / "config.yaml").is_file()
+    # the overrides took effect: the CLI saved its config in the run's own folder under tmp_path, next to the
+    # checkpoint written at the end of training
+    configs = sorted(tmp_path.glob("lit-rlhf/*/config.yaml"))
+    assert len(configs) == 1 and (configs[0].parent / "checkpoints" / "last.ckpt").is_file(), configs
