@@ -218,7 +218,8 @@ def load_head_model(path: str | Path) -> tuple[HeadModel, Any]:
     score = getattr(hf, "score", None)
     if not isinstance(score, torch.nn.Linear) or score.bias is not None or score.out_features != 1:
         raise ValueError(f"{path}: expected a one-label sequence classifier with a bias-free 'score' layer")
-    model = HeadModel(getattr(hf, hf.base_model_prefix), 1, "last", squeeze=True, bias=False)
+    model = HeadModel(getattr(hf, hf.base_model_prefix), 1, "last", squeeze=True, bias=False,
+                      pad_token_id=hf.config.pad_token_id)  # HF's reading: the last token that is not padding
     model.head.weight.data.copy_(score.weight.data)
     return model, tokenizer
 

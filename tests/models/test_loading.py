@@ -179,7 +179,8 @@ def test_sequence_classifier_shape_and_zero_init(tok):
     out = zero(ids, mask)
     assert out.shape == (3, 5)
     assert torch.equal(out, torch.zeros(3, 5))
-    assert torch.equal(zero.head.bias, torch.zeros(5))
+    assert zero.head.bias is None  # last-token classifiers are bias-free like HF's `score` layers
+    assert sequence_classifier(spec(), num_classes=2, tokenizer=tok, pooling="mean").head.bias is not None
 
 
 def test_token_classifier_shape(tok):
@@ -193,13 +194,15 @@ def test_head_model_save_pretrained(tok, tmp_path):
     clf = sequence_classifier(spec(), num_classes=4, tokenizer=tok, pooling="mean")
     clf.save_pretrained(tmp_path)
     assert (tmp_path / "config.json").exists()
-    assert json.loads((tmp_path / "head.json").read_text()) == {"num_outputs": 4, "pooling": "mean", "squeeze": False, "bias": True}
+    assert json.loads((tmp_path / "head.json").read_text()) == {"num_outputs": 4, "pooling": "mean", "squeeze": False, "bias": True,
+                                                                "pad_token_id": tok.pad_token_id}
     state = torch.load(tmp_path / "head.pt", weights_only=True)
     assert set(state) == {"weight", "bias"}
     torch.testing.assert_close(state["weight"], clf.head.weight.detach())
     rm = scalar_head_model(spec(), tokenizer=tok)
     rm.save_pretrained(tmp_path / "rm")
-    assert json.loads((tmp_path / "rm" / "head.json").read_text()) == {"num_outputs": 1, "pooling": "last", "squeeze": True, "bias": False}
+    assert json.loads((tmp_path / "rm" / "head.json").read_text()) == {"num_outputs": 1, "pooling": "last", "squeeze": True, "bias": False,
+                                                                      "pad_token_id": tok.pad_token_id}
     assert isinstance(rm, HeadModel) and rm.config is rm.backbone.config
 
 
