@@ -239,3 +239,34 @@ def test_lora_on_backbone_head(tok):
     trainable = {n for n, p in rm.named_parameters() if p.requires_grad}
     assert "head.weight" in trainable and rm.head.bias is None  # scalar heads have no bias (HF `score`)
     assert all(n.startswith("head.") or "lora_" in n for n in trainable)
+
+
+# -- reading position and dropout ----------------------------------------------------------------
+
+def test_read_mask_skips_trailing_pad_ids_like_hf_sequence_classifiers():
+    from lit_rlhf.models import read_mask
+
+    pad_id = 2  # also the EOS: lit_rlhf's appended EOS is skipped, as HF skips config.pad_token_id
+    ids = torch.tensor([[5, 6, 2, 2], [2, 5, 6, 2], [2, 2, 2, 2]])
+    mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1], [1, 1, 0, 0]])
+    assert read_mask(ids, mask, pad_id).tolist() == [[1, 1, 0, 0], [0, 1, 1, 0], [1, 1, 0, 0]]
+    assert read_mask(ids, mask, None) is mask
+    hidden = torch.arange(3 * 4, dtype=torch.float32).reshape(3, 4, 1)
+    # rows read at 1, 2 and (only pad ids: the last attended) 1 — HF reads the rightmost non-pad token
+    assert pool(hidden, read_mask(ids, mask, pad_id), "last").flatten().tolist() == [1.0, 6.0, 9.0]
+
+
+def test_disable_dropout_covers_modules_functional_attention_dropout_and_config(tok):
+    from lit_rlhf.models import disable_dropout, dropout_probabilities
+
+    net = load_model(ModelSpec(config={**TINY, "attention_dropout": 0.5}), tokenizer=tok)
+    assert net.training and 0.5 in dropout_probabilities(net)  # Llama passes a float to its attention function
+    ids, mask = batch(tok, ["hello there", "hi"])
+    with torch.no_grad():
+        noisy = [net(input_ids=ids, attention_mask=mask).logits for _ in range(2)]
+    assert (noisy[0] - noisy[1]).abs().max() > 1e-4
+    assert disable_dropout(net) is net and set(dropout_probabilities(net)) == {0.0}
+    assert net.config.attention_dropout == 0.0 and net.training
+    with torch.no_grad():
+        torch.testing.assert_close(net(input_ids=ids, attention_mask=mask).logits,
+                                   net.eval()(input_ids=ids, attention_mask=mask).logits)
