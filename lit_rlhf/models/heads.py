@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,25 +171,39 @@ def _hf_head_model(model: HeadModel, backbone: nn.Module) -> nn.Module | None:
     except (ValueError, KeyError, RuntimeError):  # no such class for this architecture, or other weights
         return None
     heads = [m for name, m in hf.named_children() if name != hf.base_model_prefix and isinstance(m, nn.Linear)]
-    if len(heads) != 1 or heads[0].weight.shape != model.head.weight.shape or (heads[0].bias is None) != (model.head.bias is None):
+    if len(heads) != 1 or heads[0].weight.shape != model.head.weight.shape:
         return None
-    heads[0].load_state_dict(model.head.state_dict())
+    if (heads[0].bias is None) != (model.head.bias is None):
+        return None
     hf.to(next(backbone.parameters()).device).eval()
-    probe = torch.arange(7, device=hf.device).unsqueeze(0) % max(2, int(config.vocab_size)) + 1
-    if model.pad_token_id is not None:
+    return hf if _same_outputs(model, hf, heads[0]) else None
+
+
+def _same_outputs(model: HeadModel, hf: nn.Module, hf_head: nn.Linear) -> bool:
+    """Whether ``hf`` computes ``model`` on a probe input, both heads set to the same random weights first (a
+    zero head would hide a backbone that differs), then ``hf``'s head set to ``model``'s."""
+    device = next(hf.parameters()).device
+    vocab = int(getattr(hf.config, "vocab_size", 0) or 2)
+    probe = torch.arange(7, device=device).unsqueeze(0) % max(1, vocab - 1) + 1
+    if model.pad_token_id is not None:  # the probe must have no padding in it
         probe = probe.masked_fill(probe == model.pad_token_id, 1 if model.pad_token_id != 1 else 2)
     mask = torch.ones_like(probe)
+    saved = {k: v.clone() for k, v in model.head.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    random_head = {k: torch.randn(v.shape, generator=generator).to(v) for k, v in saved.items()}
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
+            model.head.load_state_dict(random_head)
+            hf_head.load_state_dict(random_head)
             ours, theirs = model(probe, mask).float(), hf(input_ids=probe, attention_mask=mask).logits.float()
     finally:
+        model.head.load_state_dict(saved)
+        hf_head.load_state_dict(saved)
         model.train(was_training)
-    tol = 1e-4 if ours.dtype == theirs.dtype == torch.float32 and next(hf.parameters()).dtype == torch.float32 else 5e-2
-    if theirs.reshape(ours.shape).sub(ours).abs().max() > tol * (1 + ours.abs().max()):
-        return None
-    return hf
+    tol = 1e-4 if next(hf.parameters()).dtype == torch.float32 else 5e-2
+    return bool(theirs.reshape(ours.shape).sub(ours).abs().max() <= tol * (1 + ours.abs().max()))
 
 
 def export_head(model: HeadModel, tokenizer: Any, folder: str | Path, merge_lora: bool = True) -> Path:
@@ -217,8 +232,14 @@ def export_head(model: HeadModel, tokenizer: Any, folder: str | Path, merge_lora
     if hf is not None:
         hf.save_pretrained(folder)
     else:
-        plain = HeadModel(backbone, model.head.out_features, model.pooling, model.squeeze, bias=model.head.bias is not None,
-                          pad_token_id=model.pad_token_id)
+        warnings.warn(
+            f"{type(backbone).__name__} with {model.pooling!r} pooling has no exactly matching transformers head class: "
+            f"{folder} holds the backbone + head.pt (load it with lit_rlhf.rollout.rewards.load_reward_head)",
+            stacklevel=2,
+        )
+        with torch.random.fork_rng(devices=[]):  # the new head's random init leaves the caller's RNG alone
+            plain = HeadModel(backbone, model.head.out_features, model.pooling, model.squeeze,
+                              bias=model.head.bias is not None, pad_token_id=model.pad_token_id)
         plain.head.load_state_dict(model.head.state_dict())
         plain.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -187,19 +187,19 @@ def check_policy_export(module, folder, tmp_path, base_folder):
 
 
 def test_sft_exports_its_log_probs(family, tmp_path):
-    name, folder = family
+    _, folder = family
     dm = SFTDataModule(train=write_jsonl(tmp_path / "t.jsonl", sft_rows()), batch_size=4, max_length=64)
     check_policy_export(fit(SFT(model=folder, optimizer=lr), dm, tmp_path), folder, tmp_path, folder)
 
 
 def test_dpo_exports_its_log_probs(family, tmp_path):
-    name, folder = family
+    _, folder = family
     dm = PreferenceDataModule(train=write_jsonl(tmp_path / "t.jsonl", pair_rows()), batch_size=4, max_length=64)
     check_policy_export(fit(DPO(model=folder, optimizer=lr), dm, tmp_path), folder, tmp_path, folder)
 
 
 def test_ppo_exports_its_log_probs(family, tmp_path):
-    name, folder = family
+    _, folder = family
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": r["prompt"]} for r in sft_rows(8)])
     dm = PromptDataModule(train=prompts, batch_size=4, max_length=32)
     module = PPO(model=folder, sampling={"temperature": 1.0, "max_new_tokens": 4}, ppo_epochs=1, num_mini_batches=1,
@@ -272,7 +272,7 @@ def test_reward_model_export_follows_the_usage_contract(family, tmp_path):
 # -- classifiers ---------------------------------------------------------------------------------------------------
 
 def test_process_reward_model_exports_token_classification(family, tmp_path):
-    name, folder = family
+    _, folder = family
     dm = StepLabelDataModule(train=write_jsonl(tmp_path / "t.jsonl", step_rows()), batch_size=4, max_length=64)
     module = fit(ProcessRewardModel(model=folder, optimizer=lr), dm, tmp_path)
     out = module.export(tmp_path / "export")
@@ -331,3 +331,16 @@ def test_dropout_is_the_methods_policy_for_every_loading_path(tmp_path):
     dpo = DPO(model=folder).train()
     with torch.no_grad():
         torch.testing.assert_close(dpo.policy_logps(ids, mask, cm)[0], dpo.reference_logps(ids, mask, cm))
+
+
+def test_heads_without_an_exact_hf_class_export_backbone_and_head(tiny_spec, tmp_path):
+    """Mean pooling has no ``transformers`` class: the export says so and ``load_reward_head`` reads it back."""
+    module = RewardModel(model=tiny_spec, pooling="mean")
+    torch.nn.init.normal_(module.model.head.weight)
+    with pytest.warns(UserWarning, match="no exactly matching transformers head class"):
+        out = module.export(tmp_path / "rm")
+    assert (out / "head.pt").is_file() and (out / "head.json").is_file()
+    prompts, completions = ["1+2=", "20*3="], ["3", "60 and more"]
+    module.eval()
+    torch.testing.assert_close(ModelReward.load(out)(prompts, completions),
+                               ModelReward(module.model, module.tokenizer)(prompts, completions))
