@@ -14,8 +14,9 @@ from lit_rlhf.models.tokenizer import build_byte_tokenizer
 
 __all__ = [
     "DropoutPolicy", "HeadModel", "LoraSpec", "ModelLike", "ModelSpec", "apply_dropout_policy", "apply_lora",
-    "build_byte_tokenizer", "completion_logps", "disable_dropout", "dropout_probabilities", "export_head", "gather_last", "hidden_size", "last_token_index", "load_model", "load_tokenizer", "pack_rows",
-    "packed_sequence_logps", "packing_plan", "packing_width", "pool", "predicted_logps", "read_mask", "scalar_head_model",
-    "selected_logits", "sequence_classifier", "sequence_logps", "token_classifier", "token_logps",
-    "trainable_parameters",
+    "build_byte_tokenizer", "completion_logps", "disable_dropout", "dropout_probabilities", "export_head",
+    "gather_last", "hidden_size", "last_token_index", "load_model", "load_tokenizer", "pack_rows",
+    "packed_sequence_logps", "packing_plan", "packing_width", "pool", "predicted_logps", "read_mask",
+    "scalar_head_model", "selected_logits", "sequence_classifier", "sequence_logps", "token_classifier",
+    "token_logps", "trainable_parameters",
 ]

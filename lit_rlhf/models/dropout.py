@@ -23,9 +23,9 @@ DropoutPolicy = Literal["model", "off"]
 
 # config fields that hold a dropout probability in common Hugging Face architectures
 CONFIG_KEYS = (
-    "attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop", "summary_first_dropout",
-    "summary_last_dropout", "classifier_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob",
-    "activation_dropout",
+    "attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop",
+    "summary_first_dropout", "summary_last_dropout", "classifier_dropout", "hidden_dropout_prob",
+    "attention_probs_dropout_prob", "activation_dropout",
 )
 
 

@@ -233,8 +233,8 @@ def export_head(model: HeadModel, tokenizer: Any, folder: str | Path, merge_lora
         hf.save_pretrained(folder)
     else:
         warnings.warn(
-            f"{type(backbone).__name__} with {model.pooling!r} pooling has no exactly matching transformers head class: "
-            f"{folder} holds the backbone + head.pt (load it with lit_rlhf.rollout.rewards.load_reward_head)",
+            f"{type(backbone).__name__} with {model.pooling!r} pooling has no exactly matching transformers head "
+            f"class: {folder} holds the backbone + head.pt (load it with lit_rlhf.rollout.rewards.load_reward_head)",
             stacklevel=2,
         )
         with torch.random.fork_rng(devices=[]):  # the new head's random init leaves the caller's RNG alone

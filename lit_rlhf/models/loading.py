@@ -34,7 +34,8 @@ def load_tokenizer(model: ModelLike, pad_with_eos: bool = False):
             without one always pad with EOS, else UNK). Sequence heads use it: a reward is read at the last
             token that is not padding, as Hugging Face's ``*ForSequenceClassification`` reads it, so with
             ``pad = EOS`` an EOS appended to a completion is never the token read and
-            ``tok(prompt + completion)`` scores the same with or without it (see :class:`~lit_rlhf.models.HeadModel`).
+            ``tok(prompt + completion)`` scores the same with or without it (see
+            :class:`~lit_rlhf.models.HeadModel`).
     """
     spec = ModelSpec.of(model)
     if spec.name == "lit-rlhf:tiny-llama":
@@ -42,7 +43,9 @@ def load_tokenizer(model: ModelLike, pad_with_eos: bool = False):
     else:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(_source(spec), revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(
+            _source(spec), revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
         if tok.chat_template is None:

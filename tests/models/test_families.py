@@ -24,7 +24,13 @@ import pytest
 import torch
 from conftest import quiet_trainer, write_jsonl
 
-from lit_rlhf.data import PreferenceDataModule, PromptDataModule, SFTDataModule, StepLabelDataModule, WeakLabelDataModule
+from lit_rlhf.data import (
+    PreferenceDataModule,
+    PromptDataModule,
+    SFTDataModule,
+    StepLabelDataModule,
+    WeakLabelDataModule,
+)
 from lit_rlhf.data.collate import pad
 from lit_rlhf.data.tokenize import Encoder
 from lit_rlhf.models import dropout_probabilities
@@ -174,7 +180,7 @@ def check_policy_export(module, folder, tmp_path, base_folder):
     enc = Encoder(module.tokenizer, 64)
     rows = sft_rows(6, seed=7)
     encoded = [enc.pair(r["prompt"], r["completion"], "test") for r in rows]
-    for r, (ids, _, prompt_ids) in zip(rows, encoded):  # the exported tokenizer encodes the prompt as lit_rlhf does
+    for r, (_, _, prompt_ids) in zip(rows, encoded):  # the exported tokenizer encodes the prompt as lit_rlhf does
         assert tok(r["prompt"])["input_ids"] == prompt_ids
     ids, mask = padded([e[0] for e in encoded], module.tokenizer.pad_token_id)
     completion_mask = pad([e[1] for e in encoded], 0, "right")
