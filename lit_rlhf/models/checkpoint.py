@@ -93,6 +93,8 @@ def build_network(record: dict[str, Any]) -> tuple[Any, nn.Module]:
     if record.get("head") is None:
         return tokenizer, load_model(spec, "causal_lm", tokenizer)
     head = dict(record["head"])
+    if head.get("pad_token_id") is not None and head["pad_token_id"] == tokenizer.eos_token_id:
+        tokenizer.pad_token = tokenizer.eos_token  # the module padded with EOS (load_tokenizer(pad_with_eos=True))
     return tokenizer, HeadModel(load_model(spec, "backbone", tokenizer), zero_init=True, **head)
 
 
