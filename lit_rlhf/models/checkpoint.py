@@ -93,6 +93,8 @@ def build_network(record: dict[str, Any]) -> tuple[Any, nn.Module]:
     if record.get("head") is None:
         return tokenizer, load_model(spec, "causal_lm", tokenizer)
     head = dict(record["head"])
+    if head.get("pad_token_id") is not None and head["pad_token_id"] == tokenizer.eos_token_id:
+        tokenizer.pad_token = tokenizer.eos_token  # the module padded with EOS (load_tokenizer(pad_with_eos=True))
     return tokenizer, HeadModel(load_model(spec, "backbone", tokenizer), zero_init=True, **head)
 
 
@@ -218,7 +220,8 @@ def load_head_model(path: str | Path) -> tuple[HeadModel, Any]:
     score = getattr(hf, "score", None)
     if not isinstance(score, torch.nn.Linear) or score.bias is not None or score.out_features != 1:
         raise ValueError(f"{path}: expected a one-label sequence classifier with a bias-free 'score' layer")
-    model = HeadModel(getattr(hf, hf.base_model_prefix), 1, "last", squeeze=True, bias=False)
+    model = HeadModel(getattr(hf, hf.base_model_prefix), 1, "last", squeeze=True, bias=False,
+                      pad_token_id=hf.config.pad_token_id)  # HF's reading: the last token that is not padding
     model.head.weight.data.copy_(score.weight.data)
     return model, tokenizer
 

@@ -25,18 +25,33 @@ def _source(spec: ModelSpec) -> str:
     return str(ASSET_FOLDERS[asset]()) if asset in ASSET_FOLDERS else ""
 
 
-def load_tokenizer(model: ModelLike):
-    """Tokenizer with a pad token and a chat template (the default one if the model has none)."""
+def load_tokenizer(model: ModelLike, pad_with_eos: bool = False):
+    """Tokenizer with a pad token and a chat template (the default one if the model has none).
+
+    Args:
+        model: name or :class:`ModelSpec`.
+        pad_with_eos: pad with the EOS token even if the tokenizer has a pad token of its own (tokenizers
+            without one always pad with EOS, else UNK). Sequence heads use it: a reward is read at the last
+            token that is not padding, as Hugging Face's ``*ForSequenceClassification`` reads it, so with
+            ``pad = EOS`` an EOS appended to a completion is never the token read and
+            ``tok(prompt + completion)`` scores the same with or without it (see
+            :class:`~lit_rlhf.models.HeadModel`).
+    """
     spec = ModelSpec.of(model)
     if spec.name == "lit-rlhf:tiny-llama":
-        return build_byte_tokenizer()
-    from transformers import AutoTokenizer
+        tok = build_byte_tokenizer()
+    else:
+        from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(_source(spec), revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
-    if tok.chat_template is None:
-        tok.chat_template = DEFAULT_CHAT_TEMPLATE
+        tok = AutoTokenizer.from_pretrained(
+            _source(spec), revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+        if tok.chat_template is None:
+            tok.chat_template = DEFAULT_CHAT_TEMPLATE
+    if pad_with_eos and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
     return tok
 
 
@@ -72,7 +87,11 @@ def apply_lora(model: nn.Module, spec: ModelSpec, task_type: str) -> nn.Module:
 
 
 def load_model(model: ModelLike, kind: Kind = "causal_lm", tokenizer: Any = None) -> nn.Module:
-    """Load a Hugging Face model for ``spec``.
+    """Load a Hugging Face model for ``spec``, in train mode whatever the source.
+
+    ``from_pretrained`` returns models in eval mode and ``from_config`` in train mode; both come back in
+    train mode here, so dropout is the config's until a method applies its policy
+    (:mod:`lit_rlhf.models.dropout`).
 
     Args:
         model: name or :class:`ModelSpec`.
@@ -115,7 +134,7 @@ def load_model(model: ModelLike, kind: Kind = "causal_lm", tokenizer: Any = None
         net.config.use_cache = False
     if spec.lora is not None:
         net = apply_lora(net, spec, "CAUSAL_LM" if kind == "causal_lm" else "FEATURE_EXTRACTION")
-    return net
+    return net.train()
 
 
 def hidden_size(net: nn.Module) -> int:

@@ -13,7 +13,10 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
 
-from lit_rlhf.models import ModelLike, ModelSpec, sequence_logps, trainable_parameters
+from lit_rlhf.models import (
+    DropoutPolicy, HeadModel, ModelLike, ModelSpec, apply_dropout_policy, export_head, sequence_logps,
+    trainable_parameters,
+)
 from lit_rlhf.models.checkpoint import (  # noqa: F401  (build_policy, resolve_checkpoint: also imported from here)
     CLASS_KEY, NETWORK_KEY, PROVENANCE_KEY, build_policy, network_record, rebuild_policy, resolve_checkpoint,
 )
@@ -75,10 +78,15 @@ class LitRLHFModule(L.LightningModule):
         nonfinite: what a NaN/inf training loss does: ``stop`` the run with a message naming the step, or
             ``skip`` the update (no parameter or optimizer-state change; counted in
             ``skipped_updates`` and warned). Decided over all ranks, so ranks stay in step.
+
+    Class attribute ``dropout``: the method's dropout policy (:mod:`lit_rlhf.models.dropout`), ``"model"``
+    (the config's probabilities; the default) or ``"off"`` (DPO and RL); models are loaded in train mode
+    whatever their source, so the policy alone decides.
     """
 
     path_hparams: tuple[str, ...] = ()
     """Hyperparameters that name local files or folders: checkpoints record them as absolute paths."""
+    dropout: DropoutPolicy = "model"
 
     def __init__(
         self,
@@ -139,6 +147,15 @@ class LitRLHFModule(L.LightningModule):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return trainable_parameters(self)
+
+    def export(self, folder: str | Path, merge_lora: bool = True) -> Path:
+        """Write ``self.model`` (a :class:`~lit_rlhf.models.HeadModel`) and ``self.tokenizer`` as a Hugging Face
+        folder: ``AutoModelForSequenceClassification`` / ``AutoModelForTokenClassification`` where the architecture
+        allows it exactly, else backbone + ``head.pt`` (see :func:`~lit_rlhf.models.heads.export_head`)."""
+        model = getattr(self, "model", None)
+        if not isinstance(model, HeadModel):
+            raise NotImplementedError(f"{type(self).__name__} does not define export()")
+        return export_head(model, self.tokenizer, folder, merge_lora)
 
     def configure_model(self) -> None:
         """Shard every model this method holds under FSDP2 / FSDP; nothing to do otherwise.
@@ -369,6 +386,7 @@ class PolicyModule(LitRLHFModule):
         self.sampling = SamplingConfig.of(sampling)
         built = rebuild_policy(self.spec, init_from)
         self.tokenizer, self.model, self.architecture = built.tokenizer, built.model, built.architecture
+        apply_dropout_policy(self.model, self.dropout)
         if built.init_from is not None:
             self.provenance = {"init_from": built.init_from, "model": self.spec.to_dict()}
 

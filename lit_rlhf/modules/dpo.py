@@ -28,7 +28,8 @@ class DPO(StepModule, PolicyModule):
     One forward over the ``[chosen; rejected]`` batch of :class:`~lit_rlhf.data.PreferenceDataModule`;
     sequence log-probs are sums over completion tokens; the loss is :func:`~lit_rlhf.losses.dpo_loss`.
     Logs ``train/loss``, ``rewards/chosen|rejected|margins|accuracies``, ``logps/chosen|rejected`` (and
-    the same under ``val/``).
+    the same under ``val/``). Dropout is off (``dropout = "off"``, as in TRL): the policy's log-probs at
+    step 0 equal the reference's, whatever the model's config says.
 
     Args:
         model: policy name or spec (with ``lora`` for ``reference: lora_disabled``).
@@ -61,6 +62,7 @@ class DPO(StepModule, PolicyModule):
     """
 
     path_hparams = ("reference_cache",)
+    dropout = "off"
 
     def __init__(
         self,

@@ -17,7 +17,9 @@ class OutcomeRewardModel(StepModule):
 
     Trained on :class:`~lit_rlhf.data.WeakLabelDataModule` rows ``{text, label}`` (label 1 = the final
     answer is right; soft labels allowed) with soft-target cross-entropy; the score of a solution is
-    ``P(correct)`` read at its last token. Logs ``train|val/loss`` and ``train|val/accuracy``.
+    ``P(correct)`` read at its last token that is not padding (EOS pads; HF's rule, so :meth:`export` gives an
+    ``AutoModelForSequenceClassification`` with the same logits for ``tok(text)``). Dropout: the model's own
+    config. Logs ``train|val/loss`` and ``train|val/accuracy``.
 
     Args:
         model: backbone name or spec.
@@ -31,7 +33,7 @@ class OutcomeRewardModel(StepModule):
         super().__init__(**kwargs)
         self.record_hparams()
         self.spec = ModelSpec.of(model)
-        self.tokenizer = load_tokenizer(self.spec)
+        self.tokenizer = load_tokenizer(self.spec, pad_with_eos=True)
         self.model = sequence_classifier(self.spec, num_classes=2, tokenizer=self.tokenizer, pooling=pooling)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

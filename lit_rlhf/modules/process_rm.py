@@ -19,7 +19,8 @@ class ProcessRewardModel(StepModule):
     Trained on :class:`~lit_rlhf.data.StepLabelDataModule` batches (``labels`` = a class id on each
     supervised step's separator token, −100 elsewhere) with :func:`~lit_rlhf.losses.step_loss`, averaged
     over all labelled steps of the batch. Score solutions with :func:`lit_rlhf.eval.verify.score_steps`
-    and :func:`~lit_rlhf.eval.verify.solution_scores`.
+    and :func:`~lit_rlhf.eval.verify.solution_scores`. :meth:`export` writes an
+    ``AutoModelForTokenClassification`` folder with the same logits. Dropout: the model's own config.
 
     Logs ``train|val/loss``, ``train|val/step_accuracy`` (argmax over labelled steps) and
     ``train|val/first_error_accuracy`` (share of solutions whose first step predicted wrong —

@@ -21,7 +21,8 @@ class RejectionSampling(PolicyModule):
     to the pool, then take ``sft_steps`` SFT steps on minibatches drawn from the pool.
 
     Llama 2 pools the top samples of **all** previous iterations (``pool="all"``); keeping only the last
-    iteration's bag (``pool="last"``) regressed in their V1–V3.
+    iteration's bag (``pool="last"``) regressed in their V1–V3. Dropout: the model's own config (the SFT
+    steps need no reference log-probs; sampling runs in eval mode).
 
     Args:
         model: policy name or spec.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
@@ -20,7 +18,10 @@ class RewardModel(StepModule):
     """Scalar reward model trained on preference pairs with the Bradley–Terry loss.
 
     One forward pass over ``[chosen; rejected]`` (the :class:`~lit_rlhf.data.PreferenceDataModule`
-    batch layout); the reward is read at the last real token (from the attention mask). Logs
+    batch layout); the reward is read at the last attended token that is not padding, as Hugging Face's
+    ``*ForSequenceClassification`` reads it, with padding = EOS: the EOS appended to each completion is
+    skipped, so :meth:`export`'s folder gives the same reward for ``tok(prompt + completion)`` (see
+    :func:`~lit_rlhf.models.heads.export_head`). Dropout: the model's own config. Logs
     ``train|val/loss|accuracy|margin|mean_reward``, ``val/accuracy/<rating>`` per rating level and
     ``val/gold_agreement`` where rows carry a ``gold_label`` (1: chosen is truly better, 0: rejected is).
 
@@ -59,7 +60,7 @@ class RewardModel(StepModule):
         super().__init__(**kwargs)
         self.record_hparams()
         self.spec = ModelSpec.of(model)
-        self.tokenizer = load_tokenizer(self.spec)
+        self.tokenizer = load_tokenizer(self.spec, pad_with_eos=True)
         self.model = scalar_head_model(self.spec, self.tokenizer, pooling=pooling)
         if isinstance(rating_margins, str):
             if rating_margins not in LLAMA2_MARGINS:
@@ -73,33 +74,6 @@ class RewardModel(StepModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rewards ``(N,)``."""
         return self.model(input_ids, attention_mask)
-
-    def export(self, folder: str | Path, merge_lora: bool = True) -> Path:
-        """Write a Hugging Face sequence-classification folder (``num_labels=1``) + tokenizer.
-
-        Decoder backbones whose ``AutoModelForSequenceClassification`` class has a bias-free ``score``
-        layer (Llama, Mistral, Qwen2, GPT-2, ...) get exactly this model's weights; HF reads the score at
-        the last non-pad token, which equals our last real token when ``pad_token_id != eos_token_id``.
-        Other backbones (e.g. BERT, whose HF head uses its pooler) are saved as backbone + ``head.pt``.
-        """
-        from transformers import AutoModelForSequenceClassification
-
-        folder = Path(folder)
-        backbone = self.model.backbone
-        if merge_lora and hasattr(backbone, "merge_and_unload"):
-            backbone = copy.deepcopy(backbone).merge_and_unload()
-        config = copy.deepcopy(backbone.config)
-        config.num_labels, config.pad_token_id = 1, self.tokenizer.pad_token_id
-        hf = AutoModelForSequenceClassification.from_config(config)
-        score = getattr(hf, "score", None)
-        if self.model.pooling != "last" or not isinstance(score, torch.nn.Linear) or score.bias is not None:
-            self.model.save_pretrained(folder)
-        else:
-            getattr(hf, hf.base_model_prefix).load_state_dict(backbone.state_dict())
-            score.weight.data.copy_(self.model.head.weight.data)
-            hf.to(backbone.dtype).save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        return folder
 
     def features_and_rewards(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled features ``(N, H)`` and rewards ``(N,)`` of every sequence in the batch (one forward)."""

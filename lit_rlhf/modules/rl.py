@@ -22,22 +22,11 @@ import torch
 from torch import nn
 
 from lit_rlhf.losses import entropy_from_logits
-from lit_rlhf.models import ModelLike, selected_logits, sequence_logps, token_logps
+from lit_rlhf.models import ModelLike, disable_dropout, selected_logits, sequence_logps, token_logps
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, SamplingConfig
 from lit_rlhf.rollout.experience import Samples, pack, sample_groups
 from lit_rlhf.rollout.rewards import RewardFn, reward_source, score_completions
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """Set every dropout probability to 0 (rollout and training log-probs must agree exactly)."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    config = getattr(model, "config", None)
-    for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop"):
-        if config is not None and isinstance(getattr(config, key, None), float):
-            setattr(config, key, 0.0)
 
 
 def position_ids_of(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -63,6 +52,7 @@ class OnlineRL(PolicyModule):
     """
 
     state_key = "rl_state"  # the checkpoint entry of this method's own state
+    dropout = "off"  # rollout, old and reference log-probs must be the training pass's (lit_rlhf.models.dropout)
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ class SFT(StepModule, PolicyModule):
     Trains ``-Σ log π(completion | prompt)`` averaged over completion tokens. Validation (and test) logs
     ``val/loss`` (the token mean over the whole epoch) and ``val/perplexity``; when the data module has a task
     it also samples completions for the first ``gold_eval_batches`` batches and logs ``val/gold_reward`` (e.g.
-    the arithmetic answer accuracy).
+    the arithmetic answer accuracy). Dropout: the model's own config, however the model was loaded.
 
     Args:
         model: model name or spec.

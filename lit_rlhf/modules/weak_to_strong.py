@@ -8,7 +8,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from lit_rlhf.losses.classification import W2S_LOSSES, W2SLoss, confidence_weight, weak_to_strong_loss
-from lit_rlhf.models import ModelLike
+from lit_rlhf.models import ModelLike, disable_dropout
 from lit_rlhf.models.heads import Pooling
 from lit_rlhf.modules.base import StepOutput, StepSplit
 from lit_rlhf.modules.outcome_rm import OutcomeRewardModel
@@ -19,8 +19,9 @@ class WeakToStrong(OutcomeRewardModel):
 
     Batches are :class:`~lit_rlhf.data.WeakLabelDataModule` batches: ``soft_label`` ``(B, 2)`` is the
     training target (the weak labels, or one-hot gold for a ground-truth run) and ``gold_label`` ``(B,)``
-    the ground truth. As in the reference code, dropout is off while training (``train_dropout=False``)
-    and the head can start at zero. The loss sees the whole optimisation batch: with
+    the ground truth. As in the reference code, dropout is off (``train_dropout=False``: every dropout
+    probability of the backbone set to 0, however the model was loaded) and the head, bias-free like the
+    reference's, starts at zero. The loss sees the whole optimisation batch: with
     ``micro_batch_size`` the batch is run in chunks under activation checkpointing and their logits are
     stacked, so ``logconf``'s batch quantile is the one of the full batch at the memory of one chunk
     (Lightning's ``accumulate_grad_batches`` would split the quantile and is refused for ``logconf``).
@@ -41,7 +42,8 @@ class WeakToStrong(OutcomeRewardModel):
         product_alpha: product loss exponent of the weak labels.
         product_beta: product loss exponent of the strong predictions.
         zero_init_head: start the head at zero (reference code: every prediction 50/50 at step 0).
-        train_dropout: keep the backbone's dropout while training (reference default: off).
+        train_dropout: keep the backbone's dropout (its config's probabilities) while training (reference
+            default: off; a linear probe never has it).
         linear_probe: freeze the backbone and train only the head.
         micro_batch_size: chunk size of the forward pass inside an optimisation batch (``None`` = whole batch).
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
@@ -76,13 +78,8 @@ class WeakToStrong(OutcomeRewardModel):
             torch.nn.init.zeros_(self.model.head.weight)
         if linear_probe:
             self.model.backbone.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "WeakToStrong":
-        """Train mode, with the backbone's dropout off unless ``train_dropout`` (reference: ``model.eval()``)."""
-        super().train(mode)
-        if mode and (not self.train_dropout or self.linear_probe):
-            self.model.backbone.eval()
-        return self
+        if not train_dropout or linear_probe:
+            disable_dropout(self.model.backbone)
 
     def on_fit_start(self) -> None:
         if self.loss_name == "logconf" and self.trainer.accumulate_grad_batches > 1:

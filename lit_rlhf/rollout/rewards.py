@@ -24,6 +24,10 @@ RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 class ModelReward(torch.nn.Module):
     """A reward model as a reward source: scores ``prompt + completion + EOS`` encoded like RM training data.
 
+    The model reads each reward at the last token that is not padding (:class:`~lit_rlhf.models.HeadModel`,
+    Hugging Face's rule), so a ``RewardModel``, its checkpoint and its exported folder give the rewards
+    ``AutoModelForSequenceClassification`` gives for ``tok(prompt + completion)``.
+
     Args:
         model: scalar head model ``(B,)``.
         tokenizer: its tokenizer.

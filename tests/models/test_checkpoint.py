@@ -134,7 +134,8 @@ def test_reward_head_from_a_checkpoint_of_a_model_in_a_relative_folder(tmp_path,
     run = fit_run(rm, dm, Path("rm"), 1)  # a relative run folder too
     ckpt = torch.load(resolve_checkpoint(run), weights_only=True)
     assert ckpt["hyper_parameters"]["model"]["name"] == str(work / "base")  # portable: absolute folder
-    assert ckpt[NETWORK_KEY]["head"] == {"num_outputs": 1, "pooling": "last", "squeeze": True, "bias": False}
+    assert ckpt[NETWORK_KEY]["head"] == {"num_outputs": 1, "pooling": "last", "squeeze": True, "bias": False,
+                                         "pad_token_id": rm.tokenizer.eos_token_id}  # pads with EOS (HF's reading)
     batch = dm.collator()(dm.dataset("val").items)
     rm.eval()
     with torch.no_grad():
@@ -158,7 +159,8 @@ def test_head_loaders_refuse_the_wrong_network(tiny_spec, tmp_path):
     trainer.strategy.connect(orm)
     trainer.save_checkpoint(tmp_path / "orm.ckpt")
     classifier, _ = load_head_model(tmp_path / "orm.ckpt")
-    assert classifier.meta() == {"num_outputs": 2, "pooling": "last", "squeeze": False, "bias": True}
+    assert classifier.meta() == {"num_outputs": 2, "pooling": "last", "squeeze": False, "bias": False,
+                                 "pad_token_id": orm.tokenizer.eos_token_id}  # bias-free like HF's `score` layer
     assert all(torch.equal(a, b) for a, b in zip(classifier.state_dict().values(), orm.model.state_dict().values()))
     with pytest.raises(ValueError, match="not a scalar reward model"):
         load_reward_head(tmp_path / "orm.ckpt")

@@ -179,7 +179,8 @@ def test_sequence_classifier_shape_and_zero_init(tok):
     out = zero(ids, mask)
     assert out.shape == (3, 5)
     assert torch.equal(out, torch.zeros(3, 5))
-    assert torch.equal(zero.head.bias, torch.zeros(5))
+    assert zero.head.bias is None  # last-token classifiers are bias-free like HF's `score` layers
+    assert sequence_classifier(spec(), num_classes=2, tokenizer=tok, pooling="mean").head.bias is not None
 
 
 def test_token_classifier_shape(tok):
@@ -193,13 +194,15 @@ def test_head_model_save_pretrained(tok, tmp_path):
     clf = sequence_classifier(spec(), num_classes=4, tokenizer=tok, pooling="mean")
     clf.save_pretrained(tmp_path)
     assert (tmp_path / "config.json").exists()
-    assert json.loads((tmp_path / "head.json").read_text()) == {"num_outputs": 4, "pooling": "mean", "squeeze": False, "bias": True}
+    assert json.loads((tmp_path / "head.json").read_text()) == {"num_outputs": 4, "pooling": "mean", "squeeze": False, "bias": True,
+                                                                "pad_token_id": tok.pad_token_id}
     state = torch.load(tmp_path / "head.pt", weights_only=True)
     assert set(state) == {"weight", "bias"}
     torch.testing.assert_close(state["weight"], clf.head.weight.detach())
     rm = scalar_head_model(spec(), tokenizer=tok)
     rm.save_pretrained(tmp_path / "rm")
-    assert json.loads((tmp_path / "rm" / "head.json").read_text()) == {"num_outputs": 1, "pooling": "last", "squeeze": True, "bias": False}
+    assert json.loads((tmp_path / "rm" / "head.json").read_text()) == {"num_outputs": 1, "pooling": "last", "squeeze": True, "bias": False,
+                                                                      "pad_token_id": tok.pad_token_id}
     assert isinstance(rm, HeadModel) and rm.config is rm.backbone.config
 
 
@@ -236,3 +239,34 @@ def test_lora_on_backbone_head(tok):
     trainable = {n for n, p in rm.named_parameters() if p.requires_grad}
     assert "head.weight" in trainable and rm.head.bias is None  # scalar heads have no bias (HF `score`)
     assert all(n.startswith("head.") or "lora_" in n for n in trainable)
+
+
+# -- reading position and dropout ----------------------------------------------------------------
+
+def test_read_mask_skips_trailing_pad_ids_like_hf_sequence_classifiers():
+    from lit_rlhf.models import read_mask
+
+    pad_id = 2  # also the EOS: lit_rlhf's appended EOS is skipped, as HF skips config.pad_token_id
+    ids = torch.tensor([[5, 6, 2, 2], [2, 5, 6, 2], [2, 2, 2, 2]])
+    mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1], [1, 1, 0, 0]])
+    assert read_mask(ids, mask, pad_id).tolist() == [[1, 1, 0, 0], [0, 1, 1, 0], [1, 1, 0, 0]]
+    assert read_mask(ids, mask, None) is mask
+    hidden = torch.arange(3 * 4, dtype=torch.float32).reshape(3, 4, 1)
+    # rows read at 1, 2 and (only pad ids: the last attended) 1 — HF reads the rightmost non-pad token
+    assert pool(hidden, read_mask(ids, mask, pad_id), "last").flatten().tolist() == [1.0, 6.0, 9.0]
+
+
+def test_disable_dropout_covers_modules_functional_attention_dropout_and_config(tok):
+    from lit_rlhf.models import disable_dropout, dropout_probabilities
+
+    net = load_model(ModelSpec(config={**TINY, "attention_dropout": 0.5}), tokenizer=tok)
+    assert net.training and 0.5 in dropout_probabilities(net)  # Llama passes a float to its attention function
+    ids, mask = batch(tok, ["hello there", "hi"])
+    with torch.no_grad():
+        noisy = [net(input_ids=ids, attention_mask=mask).logits for _ in range(2)]
+    assert (noisy[0] - noisy[1]).abs().max() > 1e-4
+    assert disable_dropout(net) is net and set(dropout_probabilities(net)) == {0.0}
+    assert net.config.attention_dropout == 0.0 and net.training
+    with torch.no_grad():
+        torch.testing.assert_close(net(input_ids=ids, attention_mask=mask).logits,
+                                   net.eval()(input_ids=ids, attention_mask=mask).logits)

@@ -131,15 +131,15 @@ def test_contrastive_rm_learns_and_keeps_chosen_and_rejected_features_apart(tiny
     """Secrets of RLHF II (Wang et al. 2024, §3.1) shows, by t-SNE, less overlap of chosen and rejected features
     with SimCSE, i.e. a lower chosen/rejected cosine than a vanilla RM. On this tiny backbone
     trained from scratch that does not hold: the vanilla RM collapses all pooled features onto the reward
-    direction (top principal component ≈ 99% of the variance), which makes chosen and rejected *anti*-aligned
-    (cosine ≈ −0.77 for seed 0; −0.57…−0.86 over seeds 0–2), while SimCSE spreads the features (top PC ≈ 20%)
-    and leaves chosen/rejected nearly orthogonal (≈ 0.02). What holds, and is asserted: both learn the
-    preference; SimCSE takes the chosen/rejected cosine from ≈ 0.99 at initialisation to ≈ 0 and prevents the
-    rank collapse of the vanilla RM."""
+    direction (top principal component ≈ 90% of the variance), which makes chosen and rejected *anti*-aligned
+    (cosine ≈ −0.83 for seed 0), while SimCSE spreads the features (top PC ≈ 24%)
+    and leaves chosen/rejected nearly orthogonal (≈ −0.1). What holds, and is asserted: both learn the
+    preference; SimCSE keeps the chosen/rejected cosine near 0 (≈ 0.2 at initialisation, where the features
+    are read at each completion's last token) and prevents the rank collapse of the vanilla RM."""
     rm_acc, _, (rm_cos, rm_top), _ = _fit(RewardModel, tiny_spec, tmp_path)
     cl_acc, (cl_cos0, _), (cl_cos, cl_top), logged = _fit(ContrastiveRM, tiny_spec, tmp_path)
     assert "train/contrastive_loss" in logged
     assert rm_acc >= 0.9 and cl_acc >= 0.9, (rm_acc, cl_acc)
-    assert cl_cos0 > 0.9 and abs(cl_cos) < 0.2, (cl_cos0, cl_cos)
-    assert rm_top > 0.9 and cl_top < 0.5, (rm_top, cl_top)
+    assert abs(cl_cos) < 0.2, (cl_cos0, cl_cos)
+    assert rm_top > 0.8 and cl_top < 0.5, (rm_top, cl_top)
     assert rm_cos < -0.3, rm_cos  # the vanilla RM's anti-alignment: why the literal claim fails here

@@ -9,7 +9,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _example_namespace():
-    block = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    block = next(b for b in blocks if "class PerExampleSFT" in b)  # the subclassing example, not usage snippets
     namespace: dict = {}
     exec(compile(block, "README.md", "exec"), namespace)
     return namespace
