@@ -70,6 +70,8 @@ def layer_violations(graph: Graph | dict[str, set[str]]) -> list[str]:
         for dst in targets:
             a, b = layer(src), layer(dst)
             where = f"{src} imports {dst}" + (f" (line {targets[dst]})" if isinstance(targets, dict) else "")
+            if b == "<root>" and not graph.get(dst):  # the package root (its version) imports nothing: a leaf
+                continue
             if a == "<root>" and b == "<root>":
                 continue
             if a not in known or b not in known:
