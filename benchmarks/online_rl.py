@@ -1,0 +1,247 @@
+"""Online RL on arithmetic with the gold verifier: GRPO and its relatives vs PPO and rejection sampling.
+
+``gold``: from the same partly trained SFT policy (the quickstart recipe stopped at 700 of 1,500 steps, as in
+``ppo_benchmark.py gold``), each method trains on the task's gold reward with the same number of sampled
+completions per iteration (``--prompts`` × ``--group-size``); before training and every ``--eval-every``
+iterations the gold accuracy on the first ``--eval-prompts`` validation problems is measured greedily and by
+sampling at T = 1 (``--eval-samples`` per problem), with the Monte-Carlo sequence KL to the start policy and the
+mean response length of those T = 1 samples. One json for all methods and seeds (written after every run):
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/online_rl.py gold --methods grpo --seeds 0 1 2 \\
+        --output benchmarks/data/online_rl/grpo.json
+    python benchmarks/online_rl.py table benchmarks/data/online_rl/grpo.json
+    python benchmarks/online_rl.py plot benchmarks/data/online_rl/grpo.json --out benchmarks/online_rl_gold.png
+
+Methods (``--methods``): ``grpo`` (β = 0, token-mean loss, ε = 0.2), ``dr_grpo`` (no std scaling, constant
+normaliser), ``dapo`` (clip-higher 0.28, dynamic sampling, token-mean), ``gspo`` (sequence-level ratio),
+``rloo``, ``reinforce_pp``, ``ppo`` (critic + GAE, adaptive KL) and ``rs`` (rejection sampling, best of G).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ppo_benchmark import TASK, start_policy  # noqa: E402  (the same start policy and task settings)
+
+GROUP_METHODS: dict[str, dict[str, Any]] = {
+    "grpo": {"advantage": "grpo"},
+    "dr_grpo": {"advantage": "dr_grpo"},
+    "dapo": {"advantage": "grpo", "clip_high": 0.28, "dynamic_sampling": True},
+    "gspo": {"advantage": "grpo", "loss_level": "sequence", "clip_low": 3e-4, "clip_high": 4e-4},
+    "rloo": {"advantage": "rloo"},
+    "reinforce_pp": {"advantage": "reinforce_pp"},
+}
+METHODS = (*GROUP_METHODS, "ppo", "rs")
+
+
+def build(method: str, policy: Path, args: argparse.Namespace):
+    """The module of ``method`` and its prompts per iteration (each iteration samples prompts × G completions)."""
+    from lit_rlhf.modules import GRPO, PPO, RejectionSampling
+
+    sampling = {"temperature": 1.0, "max_new_tokens": args.max_new_tokens}
+    adam = lambda lr: (lambda p: torch.optim.AdamW(p, lr=lr, weight_decay=0.0))  # noqa: E731
+    if method in GROUP_METHODS:
+        module = GRPO(model=str(policy), sampling=sampling, group_size=args.group_size, beta=args.beta,
+                      optimizer=adam(args.lr), **GROUP_METHODS[method])
+        return module, args.prompts
+    if method == "ppo":  # the same completions per iteration: prompts × G single samples
+        module = PPO(model=str(policy), sampling=sampling, ppo_epochs=4, num_mini_batches=2, kl_coef=0.05,
+                     kl_target=6.0, kl_horizon=3200, missing_eos_penalty=1.0, vf_coef=0.1, value_lr=1e-3,
+                     optimizer=lambda p: torch.optim.AdamW(p, lr=args.ppo_lr, eps=1e-5, weight_decay=0.0))
+        return module, args.prompts * args.group_size
+    module = RejectionSampling(model=str(policy), sampling=sampling, k=args.group_size, pool="all", sft_steps=4,
+                               sft_batch_size=32, min_score=0.5, schedule="constant", optimizer=adam(args.rs_lr))
+    return module, args.prompts
+
+
+def evaluate(module, reference, task, items, args: argparse.Namespace) -> dict[str, float]:
+    """Gold accuracy greedy and at T = 1, and the KL to the start policy and length of the T = 1 samples."""
+    from lit_rlhf.eval.gold import sample_and_score, sequence_log_ratios
+    from lit_rlhf.models import sequence_logps
+    from lit_rlhf.rollout import SamplingConfig
+
+    out: dict[str, float] = {}
+    model, tok = module.model, module.tokenizer
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng():  # evaluation draws do not change the run's random stream
+        torch.manual_seed(1234)
+        for key, temperature, n in (("greedy", 0.0, 1), ("sampled", 1.0, args.eval_samples)):
+            prompt_ids = [x["prompt_ids"] for x in items for _ in range(n)]
+            result = sample_and_score(model, tok, task, prompt_ids, [x["prompt_text"] for x in items for _ in range(n)],
+                                      SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=temperature))
+            out[key] = float(result.rewards.mean())
+        policy_logps = lambda *a: sequence_logps(model, *a)[0]  # noqa: E731
+        reference_logps = lambda *a: sequence_logps(reference, *a)[0]  # noqa: E731
+        ratios = sequence_log_ratios(policy_logps, reference_logps, prompt_ids, result.completion_ids, tok.pad_token_id)
+        out["kl"] = float(ratios.mean())
+        out["length"] = statistics.fmean(len(c) for c in result.completion_ids)
+    model.train(was_training)
+    return out
+
+
+def run(method: str, policy: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    import copy
+
+    import lightning as L
+
+    from lit_rlhf.data import PromptDataModule
+    from lit_rlhf.tasks import Arithmetic
+
+    torch.set_num_threads(1)
+    L.seed_everything(seed)
+    task = Arithmetic(**TASK)
+    module, prompts = build(method, policy, args)
+    reference = copy.deepcopy(module.model).eval().requires_grad_(False)
+    completions = prompts * (1 if method == "ppo" else args.group_size)
+    # one epoch of `iterations` batches (DAPO refills zero-spread groups from the same stream: fewer updates)
+    dm = PromptDataModule(task=task, task_sizes={"train": prompts * args.iterations, "val": args.eval_prompts,
+                                                 "test": 10}, max_length=48, batch_size=prompts, group_by_length=False,
+                          seed=seed)
+    evals: list[dict[str, float]] = []
+    clock = {"train": 0.0}
+
+    def record(pl_module, iteration: int) -> None:
+        row = {"iteration": iteration, "completions": iteration * completions,
+               **evaluate(pl_module, reference, task, dm.dataset("val").items, args)}
+        evals.append(row)
+        print(f"{method} seed {seed} it {iteration}: " + " ".join(f"{k} {v:.3f}" for k, v in row.items()
+                                                                  if k not in ("iteration", "completions")), flush=True)
+
+    class Record(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            record(pl_module, 0)
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.start = time.process_time()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            clock["train"] += time.process_time() - self.start
+            done = batch_idx + 1
+            if done % args.eval_every == 0 or done == args.iterations:
+                record(pl_module, done)
+
+    start = time.perf_counter()
+    L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=args.iterations, logger=False,
+              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+              num_sanity_val_steps=0, callbacks=[Record()]).fit(module, dm)
+    return {"evals": evals, "train_cpu_s": clock["train"], "wall_s": time.perf_counter() - start}
+
+
+def gold(args: argparse.Namespace) -> None:
+    folder = Path(args.folder or tempfile.mkdtemp(prefix="online_rl_"))
+    policy = start_policy(folder, args.start_steps)
+    out = Path(args.output) if args.output else None
+    result = json.loads(out.read_text()) if out is not None and out.exists() else {"runs": {}}
+    result["args"] = {k: v for k, v in vars(args).items() if k != "func"}
+    for seed in args.seeds:
+        for method in args.methods:
+            key = f"{method}/{seed}"
+            if key in result["runs"] and not args.rerun:
+                continue
+            result["runs"][key] = run(method, policy, seed, args)
+            if out is not None:  # after every run: a killed benchmark keeps what it finished
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(result, indent=1))
+    table(result)
+
+
+def table(result: dict[str, Any] | str) -> None:
+    """Per method: before → after (mean ± std over seeds) and the per-seed gains, greedy and sampled."""
+    if isinstance(result, str):
+        result = json.loads(Path(result).read_text())
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for key, run_ in result["runs"].items():
+        by_method.setdefault(key.split("/")[0], []).append(run_)
+    for method, runs in by_method.items():
+        line = [f"{method:<13} n={len(runs)}"]
+        for metric in ("greedy", "sampled", "kl", "length"):
+            before = [r["evals"][0][metric] for r in runs]
+            after = [r["evals"][-1][metric] for r in runs]
+            gains = [a - b for a, b in zip(after, before)]
+            spread = statistics.stdev(gains) if len(gains) > 1 else 0.0
+            line.append(f"{metric} {statistics.fmean(before):.3f}→{statistics.fmean(after):.3f} "
+                        f"(gain {statistics.fmean(gains):+.3f} ± {spread:.3f}; per seed "
+                        + " ".join(f"{g:+.3f}" for g in gains) + ")")
+        iterations = runs[0]["evals"][-1]["iteration"]
+        line.append(f"train CPU-s/iteration {statistics.fmean(r['train_cpu_s'] for r in runs) / iterations:.2f}")
+        print(" | ".join(line))
+
+
+def plot(path: str, out: str) -> None:
+    """Gold accuracy (greedy, T = 1), KL and response length against completions seen; mean and range over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    result = json.loads(Path(path).read_text())
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for key, run_ in result["runs"].items():
+        by_method.setdefault(key.split("/")[0], []).append(run_)
+    metrics = ("greedy", "sampled", "kl", "length")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
+    for method, runs in by_method.items():
+        x = [e["completions"] for e in runs[0]["evals"]]
+        for ax, metric in zip(axes, metrics):
+            series = torch.tensor([[e[metric] for e in r["evals"]] for r in runs])
+            line, = ax.plot(x, series.mean(0), label=method)
+            ax.fill_between(x, series.min(0).values, series.max(0).values, color=line.get_color(), alpha=0.2)
+    titles = {"greedy": "gold accuracy, greedy", "sampled": "gold accuracy, T = 1", "kl": "KL to start (nats)",
+              "length": "response tokens (T = 1)"}
+    for ax, metric in zip(axes, metrics):
+        ax.set_title(titles[metric])
+        ax.set_xlabel("completions sampled")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("gold", help="train each method from the SFT start and evaluate against the gold grader")
+    g.add_argument("--methods", nargs="+", default=["grpo"], choices=METHODS)
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    g.add_argument("--folder", default=None, help="where the start policy is trained (reused when present)")
+    g.add_argument("--start-steps", type=int, default=700)
+    g.add_argument("--iterations", type=int, default=300)
+    g.add_argument("--prompts", type=int, default=8, help="prompts per iteration")
+    g.add_argument("--group-size", type=int, default=8, help="completions per prompt (G)")
+    g.add_argument("--max-new-tokens", type=int, default=48)
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--beta", type=float, default=0.0)
+    g.add_argument("--ppo-lr", type=float, default=3e-5)
+    g.add_argument("--rs-lr", type=float, default=1e-4)
+    g.add_argument("--eval-every", type=int, default=50)
+    g.add_argument("--eval-prompts", type=int, default=200)
+    g.add_argument("--eval-samples", type=int, default=2, help="T = 1 samples per validation problem")
+    g.add_argument("--rerun", action="store_true", help="rerun method/seed pairs already in --output")
+    g.add_argument("--output", default=None)
+    t = sub.add_parser("table")
+    t.add_argument("path")
+    p = sub.add_parser("plot")
+    p.add_argument("path")
+    p.add_argument("--out", required=True)
+    args = parser.parse_args()
+    if args.command == "gold":
+        gold(args)
+    elif args.command == "table":
+        table(args.path)
+    else:
+        plot(args.path, args.out)
+
+
+if __name__ == "__main__":
+    main()
