@@ -21,7 +21,8 @@ class KTO(DPO):
     At fit start the class-imbalance rule (§4.2, ``λ_D n_D / (λ_U n_U)`` in ``[1, 4/3]``) is checked on the
     training rows and a warning gives the ``desirable_weight`` range that satisfies it.
     Logs ``train/loss``, ``kl`` (z₀), ``rewards/chosen`` (desirable), ``rewards/rejected`` (undesirable),
-    ``rewards/margins``, ``logps/chosen|rejected`` (TRL's names; each class mean weighted by its rows).
+    ``rewards/margins`` (training only), ``logps/chosen|rejected`` (TRL's names; each class mean weighted by its
+    rows, so that it is exact over ranks and batches).
 
     Args:
         beta: β.
@@ -84,6 +85,9 @@ class KTO(DPO):
             n = int(rows.sum())
             means[f"rewards/{name}"] = (rewards[rows].mean() if n else rewards.new_zeros(()), n)
             means[f"logps/{name}"] = (logps.detach()[rows].mean() if n else rewards.new_zeros(()), n)
-        both = bool(desirable.any() and (~desirable).any())
-        means["rewards/margins"] = (means["rewards/chosen"][0] - means["rewards/rejected"][0], len(losses) if both else 0)
+        if split == "train":  # in evaluation a rank may hold one class only (unshuffled shards): the class means
+            # above are reduced over ranks with their counts, a per-batch difference would not be
+            both = bool(desirable.any() and (~desirable).any())
+            margin = means["rewards/chosen"][0] - means["rewards/rejected"][0]
+            means["rewards/margins"] = (margin, len(losses) if both else 0)
         return out.add_subset_means(means)
