@@ -35,9 +35,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from transformers import TrainerCallback
-
 from rm_vs_trl import pairs
+from transformers import TrainerCallback
 
 BATCH, WARMUP, LR, BETA = 8, 5, 1e-4, 0.1
 

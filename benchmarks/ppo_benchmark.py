@@ -49,7 +49,7 @@ def prompts(n: int) -> list[str]:
 # ------------------------------------------------------------------ shared assets
 def make_assets(folder: Path) -> None:
     """A tiny causal-LM policy folder and a tiny reward-model folder (HF sequence classifier)."""
-    from lit_rlhf.modules import RewardModel, SFT
+    from lit_rlhf.modules import SFT, RewardModel
 
     torch.manual_seed(0)
     SFT(model={"config": MODEL}).export(folder / "policy")
@@ -373,6 +373,7 @@ def plot_gold(csv: str, out: str, steps_per_iteration: int = 8) -> None:
     """PPO rows are logged per iteration (Lightning's step under manual optimisation counts batches);
     ``GoldEval`` logs at optimizer steps, converted with ``steps_per_iteration`` (ppo_epochs × num_mini_batches)."""
     import csv as csv_
+
     import matplotlib
 
     matplotlib.use("Agg")

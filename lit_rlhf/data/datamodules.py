@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from lit_rlhf.data.collate import Collator, UnpairedCollator
 from lit_rlhf.data.sampling import LengthGroupedBatchSampler, ResumableLoader
 from lit_rlhf.data.schemas import DataError, PromptRow, Row
-from lit_rlhf.data.strength import apply_strength_treatments
 from lit_rlhf.data.sources import Source, read_rows, source_name, task_rows
+from lit_rlhf.data.strength import apply_strength_treatments
 from lit_rlhf.data.tokenize import Encoder, TooLong, TrainOn, Truncation
 from lit_rlhf.losses.reward import LLAMA2_MARGINS
 from lit_rlhf.tasks.base import Task

@@ -12,8 +12,8 @@ import csv
 import difflib
 import gzip
 import io
-import lzma
 import json
+import lzma
 import os
 import re
 from collections import Counter

@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from lit_rlhf.data.schemas import (
-    DataError, Message, PreferenceRow, PromptRow, SFTRow, StepRow, Text, UnpairedRow, WeakLabelRow,
+    DataError,
+    Message,
+    PreferenceRow,
+    PromptRow,
+    SFTRow,
+    StepRow,
+    Text,
+    UnpairedRow,
+    WeakLabelRow,
 )
 
 Truncation = Literal["drop", "truncate_prompt", "error"]

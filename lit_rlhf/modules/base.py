@@ -14,11 +14,23 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
 
 from lit_rlhf.models import (
-    DropoutPolicy, HeadModel, ModelLike, ModelSpec, apply_dropout_policy, export_head, sequence_logps,
+    DropoutPolicy,
+    HeadModel,
+    ModelLike,
+    ModelSpec,
+    apply_dropout_policy,
+    export_head,
+    sequence_logps,
     trainable_parameters,
 )
 from lit_rlhf.models.checkpoint import (  # noqa: F401  (build_policy, resolve_checkpoint: also imported from here)
-    CLASS_KEY, NETWORK_KEY, PROVENANCE_KEY, build_policy, network_record, rebuild_policy, resolve_checkpoint,
+    CLASS_KEY,
+    NETWORK_KEY,
+    PROVENANCE_KEY,
+    build_policy,
+    network_record,
+    rebuild_policy,
+    resolve_checkpoint,
 )
 from lit_rlhf.models.sharding import block_classes, is_sharded, shard_children
 from lit_rlhf.modules.rng import TrainingRNG

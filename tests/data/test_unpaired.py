@@ -32,7 +32,7 @@ def test_pairs_become_a_desirable_and_an_undesirable_row(tmp_path):
 def test_bad_label_is_located(tmp_path, label):
     f = _write(tmp_path / "bad.jsonl", [{"prompt": "Q", "completion": "a", "label": True},
                                         {"prompt": "Q", "completion": "b", "label": label}])
-    with pytest.raises(DataError, match=rf"bad.jsonl:2: field 'label'"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: field 'label'"):
         read_rows(f, "unpaired")
 
 

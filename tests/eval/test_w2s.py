@@ -25,7 +25,13 @@ from conftest import TINY, write_jsonl  # noqa: E402
 
 from lit_rlhf.data import WeakLabelDataModule, WeakLabelRow  # noqa: E402
 from lit_rlhf.eval.w2s import (  # noqa: E402
-    FeatureProbe, W2SSettings, check_disjoint, parse_loss, row_view, run_w2s, split_rows,
+    FeatureProbe,
+    W2SSettings,
+    check_disjoint,
+    parse_loss,
+    row_view,
+    run_w2s,
+    split_rows,
 )
 from lit_rlhf.tasks import SalientSynthetic  # noqa: E402
 

@@ -130,8 +130,8 @@ def test_best_of_n_feeds_the_orm_the_tasks_solution_text(monkeypatch):
 
 
 def test_best_of_n_cli_samples_from_a_policy_checkpoint(tiny_spec, tmp_path):
-    from lit_rlhf.models.checkpoint import load_policy
     from lit_rlhf.data import SFTDataModule
+    from lit_rlhf.models.checkpoint import load_policy
     from lit_rlhf.modules import SFT
 
     sft = SFT(model=tiny_spec)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from lit_rlhf.rollout import AdaptiveKLController, FixedKLController, RolloutBuffer, RunningMoments, kl_controller
-from lit_rlhf.rollout import response_mask
+from lit_rlhf.rollout import (
+    AdaptiveKLController,
+    FixedKLController,
+    RolloutBuffer,
+    RunningMoments,
+    kl_controller,
+    response_mask,
+)
 
 
 def filled_buffer(n=6):
