@@ -205,10 +205,11 @@ def curves(args: argparse.Namespace) -> None:
         rows: list[dict[str, float]] = []
 
         class Record(L.Callback):
-            def on_train_batch_end(self, trainer, pl_module, *a):
+            def on_train_batch_end(self, trainer, pl_module, *a, rows=rows):
                 m = pl_module.last_metrics
                 if "rs/mean_score" in m:  # RS: the mean gold reward of its K samples per prompt (T = 1)
-                    rows.append({"proxy": float("nan"), "kl": float("nan"), "beta": float("nan"), "gold": m["rs/mean_score"]})
+                    nan = float("nan")
+                    rows.append({"proxy": nan, "kl": nan, "beta": nan, "gold": m["rs/mean_score"]})
                     return
                 texts = pl_module.buffer.texts["completions"]
                 rows.append({"proxy": proxy_reward([], texts).mean().item(), "kl": m["objective/kl"],

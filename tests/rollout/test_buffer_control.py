@@ -24,7 +24,7 @@ def filled_buffer(n=6):
 def test_minibatches_cover_every_rollout_once_per_epoch():
     buf = filled_buffer(6)
     seen = {}
-    for epoch, i, mb in buf.minibatches(3, epochs=2, generator=torch.Generator().manual_seed(0)):
+    for epoch, _i, mb in buf.minibatches(3, epochs=2, generator=torch.Generator().manual_seed(0)):
         assert mb["response"].shape == (2, 3)
         assert torch.equal(mb["response"][:, 0] // 3, mb["scores"].long())  # rows stay aligned across fields
         seen.setdefault(epoch, []).extend(mb["scores"].long().tolist())
