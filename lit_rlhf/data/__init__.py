@@ -27,7 +27,8 @@ from lit_rlhf.data.sources import iter_records, read_rows, task_rows
 from lit_rlhf.data.tokenize import Encoder, render_completion, render_prompt
 
 __all__ = [
-    "Collator", "DataError", "Encoder", "GAttData", "LengthGroupedBatchSampler", "MetaRMDataModule", "ResumableLoader", "PreferenceDataModule", "PreferenceRow",
+    "Collator", "DataError", "Encoder", "GAttData", "LengthGroupedBatchSampler", "MetaRMDataModule", "ResumableLoader",
+    "PreferenceDataModule", "PreferenceRow",
     "PromptDataModule", "PromptRow", "RowDataModule", "SFTDataModule", "SFTRow", "SourceNotFound",
     "StepLabelDataModule", "StepRow", "UnpairedPreferenceDataModule", "UnpairedRow", "WeakLabelDataModule",
     "WeakLabelRow", "iter_records", "read_rows", "render_completion", "render_prompt",

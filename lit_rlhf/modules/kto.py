@@ -85,5 +85,7 @@ class KTO(DPO):
             means[f"rewards/{name}"] = (rewards[rows].mean() if n else rewards.new_zeros(()), n)
             means[f"logps/{name}"] = (logps.detach()[rows].mean() if n else rewards.new_zeros(()), n)
         both = bool(desirable.any() and (~desirable).any())
-        means["rewards/margins"] = (means["rewards/chosen"][0] - means["rewards/rejected"][0], len(losses) if both else 0)
+        means["rewards/margins"] = (
+            means["rewards/chosen"][0] - means["rewards/rejected"][0], len(losses) if both else 0
+        )
         return out.add_subset_means(means)
