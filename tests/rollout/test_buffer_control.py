@@ -17,7 +17,8 @@ from lit_rlhf.rollout import (
 
 def filled_buffer(n=6):
     buf = RolloutBuffer()
-    buf.add(response=torch.arange(n * 3).view(n, 3), scores=torch.arange(n).float(), prompts=[f"p{i}" for i in range(n)])
+    buf.add(response=torch.arange(n * 3).view(n, 3), scores=torch.arange(n).float(),
+            prompts=[f"p{i}" for i in range(n)])
     return buf
 
 
