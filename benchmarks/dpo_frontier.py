@@ -214,8 +214,8 @@ def report(seeds: dict[int, dict[str, list[dict]]], out: Path, grid: list[float]
     reach = {m: [max_kl(c, m) for c in seeds.values()] for m in methods}
     print("\nHighest KL reached (per seed): " + "; ".join(
         f"{m}: {', '.join(f'{k:.2f}' for k in ks)}" for m, ks in reach.items()))
-    print(f"\nBest gold reward at estimated KL ≤ k (upper concave envelope of every run and evaluation), mean ± std over "
-          f"{len(seeds)} seeds; the difference is taken per seed:\n")
+    print("\nBest gold reward at estimated KL ≤ k (upper concave envelope of every run and evaluation), "
+          f"mean ± std over {len(seeds)} seeds; the difference is taken per seed:\n")
     print("| KL ≤ | DPO | Preferred-FT | DPO − Preferred-FT | seeds DPO ahead |\n|---|---|---|---|---|")
     table = {m: [[envelope(c, m, k) for c in seeds.values()] for k in grid] for m in methods}
     fmt = lambda xs: f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.3f}"

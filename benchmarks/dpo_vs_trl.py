@@ -7,8 +7,9 @@
 The same tiny Llama (`lit-rlhf:tiny-llama`: hidden 128, 4 layers, or the sizes given) with the same initial
 weights, saved once as a Hugging Face folder that every runner loads; the same byte tokenizer and preference
 pairs (BOS + prompt, reply + EOS); batches of 8 pairs; fp32; no gradient checkpointing; β = 0.1 sigmoid loss;
-fused AdamW (TRL's default optimizer) with the same settings; no gradient clipping; one CPU thread. References: (a) a frozen copy of
-the starting model, (b) reference log-probs precomputed before training (their one-off pass is not timed).
+fused AdamW (TRL's default optimizer) with the same settings; no gradient clipping; one CPU thread. References:
+(a) a frozen copy of the starting model, (b) reference log-probs precomputed before training (their one-off pass is
+not timed).
 lit_rlhf runs padding-free by default (the padded [chosen; rejected] rows are packed into fewer, up to twice as
 wide rows, so little compute is spent on padding) and applies the LM head only at the positions that predict
 completion tokens; its padded run does the work of the hand-written loop with that LM-head trick (the loop is run
@@ -35,9 +36,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from transformers import TrainerCallback
-
 from rm_vs_trl import pairs
+from transformers import TrainerCallback
 
 BATCH, WARMUP, LR, BETA = 8, 5, 1e-4, 0.1
 
@@ -122,7 +122,8 @@ def run_trl(folder: Path, data: Path, steps: int, reference: str, out: Path) -> 
     )
     model = AutoModelForCausalLM.from_pretrained(folder)
     ref_model = None if precompute else AutoModelForCausalLM.from_pretrained(folder)
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, processing_class=AutoTokenizer.from_pretrained(folder),
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args,
+                         processing_class=AutoTokenizer.from_pretrained(folder),
                          train_dataset=load_dataset("json", data_files=str(data), split="train"), callbacks=[clock])
     trainer.train()
     return clock.times[WARMUP:]
@@ -230,7 +231,8 @@ def main() -> None:
         tmp = Path(name)
         folder, data = prepare(tmp, args.steps, overrides)
         if args.memory:
-            print(f"| runner | peak RSS (MiB) | rise above RSS after imports (MiB) | CPU-s per step (median of {args.steps}) |")
+            print("| runner | peak RSS (MiB) | rise above RSS after imports (MiB) | "
+                  f"CPU-s per step (median of {args.steps}) |")
             print("|---|---|---|---|")
             for runner in RUNNERS:
                 out = subprocess.run([sys.executable, __file__, "--only", runner, "--tmp", name, "--steps",

@@ -102,12 +102,15 @@ def main() -> None:
         runs = [r for r in results if r["arm"] == arm]
         cells = [mean_std([r["follow"][t - 1] for r in runs]) for t in turns]
         cost = f"{statistics.mean(r['train_s'] for r in runs):.0f}"
-        toks = f"{statistics.mean(r['tokens'] for r in runs) / 1e6:.2f}M ({statistics.mean(r['trained_tokens'] for r in runs) / 1e6:.2f}M)"
+        tokens = statistics.mean(r["tokens"] for r in runs) / 1e6
+        trained = statistics.mean(r["trained_tokens"] for r in runs) / 1e6
+        toks = f"{tokens:.2f}M ({trained:.2f}M)"
         print(f"| {arm} | " + " | ".join(cells) + f" | {cost} | {toks} |")
     print("\nexact replies (right word and instructions), mean over seeds:")
     for arm in args.arms:
         runs = [r for r in results if r["arm"] == arm]
-        print(f"| {arm} | " + " | ".join(f"{statistics.mean(r['correct'][t - 1] for r in runs):.2f}" for t in turns) + " |")
+        cells = [f"{statistics.mean(r['correct'][t - 1] for r in runs):.2f}" for t in turns]
+        print(f"| {arm} | " + " | ".join(cells) + " |")
     if args.plot:
         import matplotlib
 

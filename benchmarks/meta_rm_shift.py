@@ -145,7 +145,9 @@ def spread(module: RewardModel, path: str) -> float:
     return meta_difference_loss(rewards).mean().item()
 
 
-def train_and_measure(data: dict[str, str], root: Path, meta_lr: float | None, seed: int, steps: int) -> dict[str, float]:
+def train_and_measure(
+    data: dict[str, str], root: Path, meta_lr: float | None, seed: int, steps: int
+) -> dict[str, float]:
     """Train one model (``meta_lr=None``: vanilla RM) and return its three metrics."""
     L.seed_everything(seed, verbose=False)  # same initial weights for every method of a seed
     kw = {"model": ModelSpec(config=dict(TINY)), "optimizer": lambda p: torch.optim.AdamW(p, lr=3e-3)}

@@ -1,8 +1,8 @@
 """PPO benchmarks.
 
 (a) ``curves``: reward hacking against a flawed proxy. Gold reward = 1 if the completion has 1–3 'z' characters
-    (whether or not it ended), proxy = number of 'z' characters (more is always "better"). PPO from the same tiny policy with
-    adaptive KL, fixed β and β = 0; per iteration: proxy, gold and KL(π‖π_ref) of the rollouts.
+    (whether or not it ended), proxy = number of 'z' characters (more is always "better"). PPO from the same tiny
+    policy with adaptive KL, fixed β and β = 0; per iteration: proxy, gold and KL(π‖π_ref) of the rollouts.
 (b) ``speed``: seconds per PPO iteration (generation vs update) of lit_rlhf's ``PPO`` and TRL 1.12's
     ``PPOTrainer`` on the same tiny Llama policy, reward model, value model, prompts, response length and batch
     sizes; both sides in subprocesses, one thread, interleaved rounds, medians. TRL runs from its own venv
@@ -49,7 +49,7 @@ def prompts(n: int) -> list[str]:
 # ------------------------------------------------------------------ shared assets
 def make_assets(folder: Path) -> None:
     """A tiny causal-LM policy folder and a tiny reward-model folder (HF sequence classifier)."""
-    from lit_rlhf.modules import RewardModel, SFT
+    from lit_rlhf.modules import SFT, RewardModel
 
     torch.manual_seed(0)
     SFT(model={"config": MODEL}).export(folder / "policy")
@@ -150,7 +150,8 @@ def speed(args: argparse.Namespace) -> None:
     for _ in range(args.rounds):
         for side in ("lit_rlhf", "trl"):
             cmd = [pythons[side], __file__, "_side", side, str(folder)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+            env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode:
                 raise RuntimeError(f"{side} failed:\n{proc.stderr[-3000:]}")
             iterations = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -158,7 +159,8 @@ def speed(args: argparse.Namespace) -> None:
     table = {side: {k: statistics.median(r[k] for r in rows) for k in ("wall", "cpu", "generation", "update")}
              for side, rows in results.items()}
     for side, t in table.items():
-        print(f"{side:9s} per iteration: wall {t['wall']:.3f} s, CPU {t['cpu']:.3f} s, generation {t['generation']:.3f} s, "
+        print(f"{side:9s} per iteration: wall {t['wall']:.3f} s, CPU {t['cpu']:.3f} s, "
+              f"generation {t['generation']:.3f} s, "
               f"update {t['update']:.3f} s  (median of {len(results[side])} iterations)")
     print(f"TRL / lit_rlhf: wall {table['trl']['wall'] / table['lit_rlhf']['wall']:.2f}x, "
           f"CPU {table['trl']['cpu'] / table['lit_rlhf']['cpu']:.2f}x, "
@@ -188,8 +190,10 @@ def curves(args: argparse.Namespace) -> None:
     data = folder / "prompts.jsonl"
     data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts(args.batch * args.iterations)))
     reward = proxy_reward if args.reward == "proxy" else gold_reward
-    kl_settings = {"adaptive": dict(kl_coef=0.1, kl_target=args.kl_target, kl_horizon=args.kl_horizon or args.batch * 10),
-                   "fixed": dict(kl_coef=0.1), "beta0": dict(kl_coef=0.0)}
+    kl_settings = {
+        "adaptive": dict(kl_coef=0.1, kl_target=args.kl_target, kl_horizon=args.kl_horizon or args.batch * 10),
+        "fixed": dict(kl_coef=0.1), "beta0": dict(kl_coef=0.0),
+    }
     settings = args.settings
     history: dict[str, list[dict[str, float]]] = {}
     for name in settings:
@@ -205,10 +209,11 @@ def curves(args: argparse.Namespace) -> None:
         rows: list[dict[str, float]] = []
 
         class Record(L.Callback):
-            def on_train_batch_end(self, trainer, pl_module, *a):
+            def on_train_batch_end(self, trainer, pl_module, *a, rows=rows):
                 m = pl_module.last_metrics
                 if "rs/mean_score" in m:  # RS: the mean gold reward of its K samples per prompt (T = 1)
-                    rows.append({"proxy": float("nan"), "kl": float("nan"), "beta": float("nan"), "gold": m["rs/mean_score"]})
+                    nan = float("nan")
+                    rows.append({"proxy": nan, "kl": nan, "beta": nan, "gold": m["rs/mean_score"]})
                     return
                 texts = pl_module.buffer.texts["completions"]
                 rows.append({"proxy": proxy_reward([], texts).mean().item(), "kl": m["objective/kl"],
@@ -220,7 +225,8 @@ def curves(args: argparse.Namespace) -> None:
         history[name] = rows
     print("iter | " + " | ".join(f"{n}: proxy gold KL beta" for n in settings))
     for i in range(args.iterations):
-        cells = [f"{h[i]['proxy']:.2f} {h[i]['gold']:.2f} {h[i]['kl']:.2f} {h[i]['beta']:.3f}" for h in history.values()]
+        cells = [f"{h[i]['proxy']:.2f} {h[i]['gold']:.2f} {h[i]['kl']:.2f} {h[i]['beta']:.3f}"
+                 for h in history.values()]
         print(f"{i:4d} | " + " | ".join(cells))
     if args.output:
         Path(args.output).write_text(json.dumps(history, indent=1))
@@ -274,8 +280,10 @@ def gold_run(args: argparse.Namespace, method: str, policy: Path, seed: int) -> 
                      optimizer=lambda p: torch.optim.AdamW(p, lr=args.lr, eps=1e-5, weight_decay=0.0))
         batch, iterations = args.batch, args.iterations
     else:
-        module = RejectionSampling(model=str(policy), sampling={"temperature": args.rs_temperature, "max_new_tokens": 48},
-                                   k=args.rs_k, pool="all", sft_steps=args.rs_sft_steps, sft_batch_size=32, min_score=0.5,
+        module = RejectionSampling(model=str(policy),
+                                   sampling={"temperature": args.rs_temperature, "max_new_tokens": 48},
+                                   k=args.rs_k, pool="all", sft_steps=args.rs_sft_steps, sft_batch_size=32,
+                                   min_score=0.5,
                                    warmup=args.rs_warmup, schedule="constant",
                                    optimizer=lambda p: torch.optim.AdamW(p, lr=args.rs_lr, weight_decay=0.0))
         batch, iterations = args.rs_batch, args.rs_iterations
@@ -310,7 +318,8 @@ def gold_run(args: argparse.Namespace, method: str, policy: Path, seed: int) -> 
 
     start = time.perf_counter()
     L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Record()]).fit(module, dm)
+              enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+              callbacks=[Record()]).fit(module, dm)
     print(f"{method} seed {seed}: gold greedy / T=0.7 / T=1.0 " + " | ".join(
         f"{e['gold']:.3f} {e['gold_t0.7']:.3f} {e['gold_t1.0']:.3f}" for e in evals[:: max(1, len(evals) - 1)])
         + f" ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -331,7 +340,8 @@ def gold(args: argparse.Namespace) -> None:
         for key in ("gold", "gold_t0.7", "gold_t1.0"):
             before, after = torch.tensor([r[0][key] for r in runs]), torch.tensor([r[-1][key] for r in runs])
             gain = after - before
-            print(f"{method} {key}: {before.mean():.3f} -> {after.mean():.3f} ± {after.std(unbiased=len(runs) > 1):.3f}, "
+            print(f"{method} {key}: {before.mean():.3f} -> {after.mean():.3f} "
+                  f"± {after.std(unbiased=len(runs) > 1):.3f}, "
                   f"gain {gain.mean():+.3f} ± {gain.std(unbiased=len(runs) > 1):.3f} over seeds {args.seeds}")
 
 
@@ -373,6 +383,7 @@ def plot_gold(csv: str, out: str, steps_per_iteration: int = 8) -> None:
     """PPO rows are logged per iteration (Lightning's step under manual optimisation counts batches);
     ``GoldEval`` logs at optimizer steps, converted with ``steps_per_iteration`` (ppo_epochs × num_mini_batches)."""
     import csv as csv_
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,7 +401,8 @@ def plot_gold(csv: str, out: str, steps_per_iteration: int = 8) -> None:
         ax.set_xlabel("PPO iteration")
     gold = series("gold/reward")
     if gold:
-        axes[0].plot([s / steps_per_iteration for s, _ in gold], [v for _, v in gold], "s-", color="C3", label="greedy, 200 val prompts")
+        axes[0].plot([s / steps_per_iteration for s, _ in gold], [v for _, v in gold], "s-", color="C3",
+                     label="greedy, 200 val prompts")
         axes[0].legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -415,7 +427,8 @@ def plot_gold_runs(path: str, out: str) -> None:
             ax.fill_between(x, series.min(0).values, series.max(0).values, color=color, alpha=0.15)
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-    for method, color, label in (("ppo", "C0", "PPO (adaptive KL)"), ("rs", "C2", f"rejection sampling (K={args['rs_k']})")):
+    arms = (("ppo", "C0", "PPO (adaptive KL)"), ("rs", "C2", f"rejection sampling (K={args['rs_k']})"))
+    for method, color, label in arms:
         if f"{method}/{seeds[0]}" not in runs:
             continue
         evals = [runs[f"{method}/{s}"]["greedy"] for s in seeds]

@@ -78,7 +78,8 @@ def main() -> None:
 
     start = time.time()
     L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Report()]).fit(module, dm)
+              enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+              callbacks=[Report()]).fit(module, dm)
     print("wall", time.time() - start)
 
 

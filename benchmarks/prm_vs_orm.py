@@ -189,7 +189,9 @@ def diagnose(task: Arithmetic, result: BestOfNResult, ns: list[int], trials: int
     kinds = torch.tensor([[kind_index[k.split(" ")[0]] for k in row] for row in kind_names])
     fine_names = sorted({k for row in kind_names for k in row}, key=lambda k: (kind_index[k.split(" ")[0]], k))
     fine = torch.tensor([[fine_names.index(k) for k in row] for row in kind_names])
-    text_ids = torch.tensor([[{t: i for i, t in enumerate(dict.fromkeys(row))}[c] for c in row] for row in result.candidates])
+    text_ids = torch.tensor(
+        [[{t: i for i, t in enumerate(dict.fromkeys(row))}[c] for c in row] for row in result.candidates]
+    )
     copies = (text_ids[:, :, None] == text_ids[:, None, :]).sum(-1)  # (P, M) copies of each text in the pool
     solvable_problem = correct.any(-1)
     answer_ids, answer_correct = _answer_ids(result.answers, correct)
@@ -227,10 +229,13 @@ def diagnose(task: Arithmetic, result: BestOfNResult, ns: list[int], trials: int
         return float("nan") if not len(values) else float(values.median() if how == "median" else values.mean())
 
     by_n = {name: {n: {
-        "accuracy": acc["hit"], "pass@N": acc["solvable"], "solved_if_solvable": acc["hit"] / max(acc["solvable"], 1e-9),
+        "accuracy": acc["hit"], "pass@N": acc["solvable"],
+        "solved_if_solvable": acc["hit"] / max(acc["solvable"], 1e-9),
         "weighted_vote": acc["vote"],
-        "wrong_pick_score": stat(acc["wrong_pick_score"], "median"), "best_right_score": stat(acc["best_right_score"], "median"),
-        "pool_count_wrong_pick": stat(acc["count_wrong"], "mean"), "pool_count_right_pick": stat(acc["count_right"], "mean"),
+        "wrong_pick_score": stat(acc["wrong_pick_score"], "median"),
+        "best_right_score": stat(acc["best_right_score"], "median"),
+        "pool_count_wrong_pick": stat(acc["count_wrong"], "mean"),
+        "pool_count_right_pick": stat(acc["count_right"], "mean"),
         "wrong_pick_kinds": dict(zip(ERROR_KINDS, (acc["kinds"] / acc["kinds"].sum().clamp(min=1)).tolist())),
     } for n, acc in per_n.items()} for name, per_n in sums.items()}
     by_kind = {}
@@ -282,7 +287,8 @@ def diagnose_tables(d: dict) -> str:
             lines.append(f"| {name} | {n} | {x['accuracy']:.3f} | {x['pass@N']:.3f} | {x['solved_if_solvable']:.3f} | "
                          f"{x['wrong_pick_score']:.3f} / {x['best_right_score']:.3f} | "
                          f"{x['pool_count_wrong_pick']:.1f} / {x['pool_count_right_pick']:.1f} | "
-                         + " / ".join(f"{x['wrong_pick_kinds'][k]:.2f}" for k in wrong_kinds) + f" | {x['weighted_vote']:.3f} |")
+                         + " / ".join(f"{x['wrong_pick_kinds'][k]:.2f}" for k in wrong_kinds)
+                         + f" | {x['weighted_vote']:.3f} |")
     lines += ["", "distinct texts per draw (right / wrong): " + ", ".join(
         f"N={n} {x['right']:.2f} / {x['wrong']:.2f}" for n, x in d["distinct"].items()), ""]
     names = list(d["by_kind"])
@@ -346,7 +352,8 @@ def main() -> None:
     for name in names:
         print(f"| {name} | " + " | ".join(f"{mean[name][n][0]:.3f} ± {mean[name][n][1]:.3f}" for n in args.n) + " |")
     if args.diagnose:
-        print(f"\ndiagnostics, mean over seeds {args.seeds}:\n" + diagnose_tables(mean_over([r["diagnose"] for r in runs])))
+        tables = diagnose_tables(mean_over([r["diagnose"] for r in runs]))
+        print(f"\ndiagnostics, mean over seeds {args.seeds}:\n" + tables)
     plot_best_of_n(mean, args.plot, title=f"best-of-N on arithmetic ({len(runs)} seeds)")
     print(f"plot: {args.plot}")
 

@@ -65,7 +65,8 @@ model:
 data:
   class_path: lit_rlhf.data.PreferenceDataModule
   init_args: {{train: {train}, val: {val}, batch_size: 32, max_length: 48}}
-trainer: {{accelerator: cpu, max_epochs: {epochs}, logger: false, enable_checkpointing: false, enable_progress_bar: false,
+trainer: {{accelerator: cpu, max_epochs: {epochs}, logger: false, enable_checkpointing: false,
+          enable_progress_bar: false,
           enable_model_summary: false, num_sanity_val_steps: 0, default_root_dir: {tmp}}}
 """)
     return path
@@ -86,8 +87,11 @@ def run(seed: int, noise: float, pairs: int, epochs: int, margins_only: bool) ->
         cfg = config(tmp, train, val, epochs)
         result = {} if margins_only else denoising(seed, cfg, train, scored)
         for table in ("none", "small", "large"):
-            extra = [f"--data.init_args.train={train}", "--model.init_args.margin=" + ("none" if table == "none" else "rating")]
-            metrics = val_metrics(cfg, seed, extra + ([] if table == "none" else [f"--model.init_args.rating_margins={table}"]))
+            extra = [f"--data.init_args.train={train}",
+                     "--model.init_args.margin=" + ("none" if table == "none" else "rating")]
+            if table != "none":
+                extra.append(f"--model.init_args.rating_margins={table}")
+            metrics = val_metrics(cfg, seed, extra)
             for lvl in LEVELS:
                 result[f"{table}|{lvl}"] = metrics.get(f"val/accuracy/{lvl}", float("nan"))
     return result
@@ -104,7 +108,9 @@ def denoising(seed: int, cfg: Path, train: Path, scored: Path) -> dict[str, floa
     variants = {
         "baseline": [f"--data.init_args.train={train}"],
         "flip 20%": [f"--data.init_args.train={scored}", "--data.init_args.flip_fraction=0.2"],
-        "soft 0.5 on weakest 20%": [f"--data.init_args.train={scored}", "--data.init_args.soft_label_bands=[[0.0, 0.2, 0.5]]"],
+        "soft 0.5 on weakest 20%": [
+            f"--data.init_args.train={scored}", "--data.init_args.soft_label_bands=[[0.0, 0.2, 0.5]]"
+        ],
         "adaptive margin": [f"--data.init_args.train={scored}", *margin],
         "flip + margin": [f"--data.init_args.train={scored}", "--data.init_args.flip_fraction=0.2", *margin],
     }

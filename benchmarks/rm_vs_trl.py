@@ -5,8 +5,9 @@
 
 Same tiny Llama (`lit-rlhf:tiny-llama`: hidden 128, 4 layers) with the same initial weights, the same byte
 tokenizer, the same preference pairs (BOS + prompt + reply + EOS), batches of 8 pairs, fp32, no gradient
-checkpointing, fused AdamW (TRL's default optimizer) with the same settings, one CPU thread. Measured: CPU-seconds (process time) per optimizer step from
-batch start to step end, after 5 warm-up steps; median over all measured steps of all repeats; the three
+checkpointing, fused AdamW (TRL's default optimizer) with the same settings, one CPU thread. Measured:
+CPU-seconds (process time) per optimizer step from batch start to step end, after 5 warm-up steps; median over
+all measured steps of all repeats; the three
 runners are interleaved within each repeat.
 """
 

@@ -44,7 +44,8 @@ def run_setting(name: str, spec: dict, seeds: list[int], out: Path) -> dict:
     settings = W2SSettings(weak=spec["weak"], strong=spec["strong"], losses=LOSSES, seeds=seeds,
                            output=str(out / name.split()[0]))
     clock = time.perf_counter()
-    summary = run_w2s(settings, pool, test, lambda model, role: FeatureProbe(probe_features(model), **spec["probe"][role]),
+    summary = run_w2s(settings, pool, test,
+                      lambda model, role: FeatureProbe(probe_features(model), **spec["probe"][role]),
                       log=lambda line: print(line, flush=True))
     summary["seconds"] = time.perf_counter() - clock
     return summary
@@ -84,7 +85,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, summary in results.items():
         for loss, s in summary["by_loss"].items():
-            print(f"| {name} | {loss} | {s['weak_acc']['mean']:.3f} | {s['w2s_acc']['mean']:.3f} ± {s['w2s_acc']['std']:.3f} | "
+            print(f"| {name} | {loss} | {s['weak_acc']['mean']:.3f} | "
+                  f"{s['w2s_acc']['mean']:.3f} ± {s['w2s_acc']['std']:.3f} | "
                   f"{s['strong_acc']['mean']:.3f} | {s['pgr']['mean']:.3f} ± {s['pgr']['std']:.3f} |")
         print(f"({name}: {summary['seconds']:.0f} s)")
     out.mkdir(parents=True, exist_ok=True)

@@ -65,11 +65,29 @@ def word_pairs(path, n, seed, noise=0.0, alphabet="xyzqwv ") -> str:
 
 
 def quiet_trainer(tmp_path, **kwargs):
-    """A CPU Lightning trainer without logger, checkpoints, progress bar, summary or sanity validation."""
+    """A CPU Lightning trainer without logger, checkpoints, progress bar, summary or sanity validation
+    (``kwargs`` may override any of these)."""
     import lightning as L
 
-    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path, **kwargs)
+    settings = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, num_sanity_val_steps=0)
+    return L.Trainer(default_root_dir=tmp_path, **{**settings, **kwargs})
+
+
+def online_trainer(tmp_path, max_steps, callbacks=(), **kwargs):
+    """:func:`quiet_trainer` for the online-RL modules: ``max_steps`` iterations, no validation, checkpoints only
+    when ``callbacks`` (e.g. a ``ModelCheckpoint``) are given."""
+    return quiet_trainer(tmp_path, max_steps=max_steps, enable_checkpointing=bool(callbacks),
+                         callbacks=list(callbacks), limit_val_batches=0, **kwargs)
+
+
+def arithmetic_prompts(n_train=8, batch_size=4):
+    """A prompt data module over the arithmetic task (at most 2 steps): ``n_train`` train, 4 val and 4 test prompts."""
+    from lit_rlhf.data import PromptDataModule
+    from lit_rlhf.tasks import Arithmetic
+
+    return PromptDataModule(task=Arithmetic(max_steps=2), task_sizes={"train": n_train, "val": 4, "test": 4},
+                            batch_size=batch_size, max_length=64)
 
 
 def keyword_text(rng, positive: bool) -> str:
@@ -77,3 +95,20 @@ def keyword_text(rng, positive: bool) -> str:
     noise = "".join(rng.choice("xyzqwv ") for _ in range(12))
     cut = rng.randint(0, 12)
     return noise[:cut] + ("right" if positive else "wrong") + noise[cut:]
+
+
+def run_in_group(cmd: list[str], cwd: os.PathLike | str, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+    """Run ``cmd`` in a new process group (stdout and stderr merged); after ``timeout`` seconds kill the whole
+    group. Returns ``(exit code, output)``, the exit code ``None`` when the run was killed."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        return None, output
+    return proc.returncode, output

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import run_in_group
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -159,15 +158,10 @@ def workdir(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def run_command(command: Command, cwd: Path, env: dict[str, str], timeout: float) -> None:
-    proc = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", command.text], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
+    returncode, output = run_in_group(["bash", "-e", "-o", "pipefail", "-c", command.text], cwd, env, timeout)
+    if returncode is None:
         pytest.fail(f"{command} did not finish in {timeout} s; output tail:\n{output[-3000:]}")
-    assert proc.returncode == 0, f"{command} exited with {proc.returncode}; output tail:\n{output[-5000:]}"
+    assert returncode == 0, f"{command} exited with {returncode}; output tail:\n{output[-5000:]}"
 
 
 @pytest.mark.parametrize(("command", "action"), _params())

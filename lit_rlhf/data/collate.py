@@ -38,7 +38,9 @@ class Collator:
             of ``2B`` rows (chosen first) so one forward pass serves both.
     """
 
-    def __init__(self, pad_id: int, padding_side: Literal["right", "left"] = "right", pair_keys: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, pad_id: int, padding_side: Literal["right", "left"] = "right", pair_keys: tuple[str, ...] = ()
+    ) -> None:
         self.pad_id, self.padding_side, self.pair_keys = pad_id, padding_side, pair_keys
 
     def _is_paired(self, key: str) -> bool:

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from lit_rlhf.data.collate import Collator, UnpairedCollator
 from lit_rlhf.data.sampling import LengthGroupedBatchSampler, ResumableLoader
 from lit_rlhf.data.schemas import DataError, PromptRow, Row
-from lit_rlhf.data.strength import apply_strength_treatments
 from lit_rlhf.data.sources import Source, read_rows, source_name, task_rows
+from lit_rlhf.data.strength import apply_strength_treatments
 from lit_rlhf.data.tokenize import Encoder, TooLong, TrainOn, Truncation
 from lit_rlhf.losses.reward import LLAMA2_MARGINS
 from lit_rlhf.tasks.base import Task
@@ -221,7 +221,9 @@ class RowDataModule(L.LightningDataModule, ABC):
             elif self.trainer is not None and getattr(self.trainer.lightning_module, "tokenizer", None) is not None:
                 self.tokenizer = self.trainer.lightning_module.tokenizer
             else:
-                raise ValueError(f"{type(self).__name__} needs a tokenizer: pass `tokenizer=` or attach it to a trainer")
+                raise ValueError(
+                    f"{type(self).__name__} needs a tokenizer: pass `tokenizer=` or attach it to a trainer"
+                )
         return self.tokenizer
 
     @property
@@ -249,10 +251,13 @@ class RowDataModule(L.LightningDataModule, ABC):
             if dropped:
                 why = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
                 first = ", ".join(at[:3]) + (", ..." if len(at) > 3 else "")
-                rank_zero_info(f"[lit_rlhf] {split}: kept {len(items)} of {len(rows)} rows; filtered: {why} (at {first})")
+                rank_zero_info(
+                    f"[lit_rlhf] {split}: kept {len(items)} of {len(rows)} rows; filtered: {why} (at {first})"
+                )
             if encoder.cut:
                 rank_zero_info(
-                    f"[lit_rlhf] {split}: cut the start of {encoder.cut} of {len(rows)} rows to fit max_length={self.max_length}"
+                    f"[lit_rlhf] {split}: cut the start of {encoder.cut} of {len(rows)} rows "
+                    f"to fit max_length={self.max_length}"
                 )
             if not rows:
                 raise ValueError(f"{type(self).__name__}: the '{split}' split has no rows ({self._name(split)})")
@@ -516,7 +521,8 @@ class StepLabelDataModule(RowDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.step_separator, self.num_classes, self.neutral, self.supervise = step_separator, num_classes, neutral, supervise
+        self.step_separator, self.num_classes = step_separator, num_classes
+        self.neutral, self.supervise = neutral, supervise
 
     def encode(self, row, encoder):
         return encoder.steps(row, self.step_separator, STEP_CLASSES[self.num_classes][self.neutral], self.supervise)

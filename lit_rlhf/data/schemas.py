@@ -65,9 +65,13 @@ def check_text(value: Any, name: str, where: str, allow_empty: bool = False) -> 
             if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
                 raise DataError(where, f"{name}[{i}]", "chat message must be a dict with 'role' and 'content'")
             if msg["role"] not in CHAT_ROLES:
-                raise DataError(where, f"{name}[{i}].role", f"unknown role {msg['role']!r}; expected one of {CHAT_ROLES}")
+                raise DataError(
+                    where, f"{name}[{i}].role", f"unknown role {msg['role']!r}; expected one of {CHAT_ROLES}"
+                )
             if not isinstance(msg["content"], str):
-                raise DataError(where, f"{name}[{i}].content", f"expected a string, got {type(msg['content']).__name__}")
+                raise DataError(
+                    where, f"{name}[{i}].content", f"expected a string, got {type(msg['content']).__name__}"
+                )
             if msg["role"] in ("user", "assistant") and not msg["content"].strip():
                 raise DataError(where, f"{name}[{i}].content", f"empty {msg['role']} message")
         return [{"role": m["role"], "content": m["content"]} for m in value]

@@ -12,8 +12,8 @@ import csv
 import difflib
 import gzip
 import io
-import lzma
 import json
+import lzma
 import os
 import re
 from collections import Counter
@@ -360,7 +360,9 @@ def _json_error(text: str, err: ValueError, where: str, in_list: bool = False) -
         return DataError(where, None, f"invalid JSON: {err.msg} (column {err.colno})")
     if in_list:
         path = path[next((i + 1 for i, p in enumerate(path) if isinstance(p, int)), len(path)):]
-    return DataError(where, _field_name(path), "invalid JSON: the text stops before the record is complete (truncated file?)")
+    return DataError(
+        where, _field_name(path), "invalid JSON: the text stops before the record is complete (truncated file?)"
+    )
 
 
 class _Duplicated(dict):

@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from lit_rlhf.data.schemas import (
-    DataError, Message, PreferenceRow, PromptRow, SFTRow, StepRow, Text, UnpairedRow, WeakLabelRow,
+    DataError,
+    Message,
+    PreferenceRow,
+    PromptRow,
+    SFTRow,
+    StepRow,
+    Text,
+    UnpairedRow,
+    WeakLabelRow,
 )
 
 Truncation = Literal["drop", "truncate_prompt", "error"]
@@ -163,14 +171,18 @@ class Encoder:
                 problem = f"{prompt_len} prompt tokens leave no room for the completion in max_length={self.max_length}"
                 raise DataError(where, "prompt", problem)
             field = fields[list(lengths).index(longest)]
-            problem = f"{longest} tokens ({prompt_len} prompt + {longest - prompt_len} {field}) exceed max_length={self.max_length}"
+            problem = (
+                f"{longest} tokens ({prompt_len} prompt + {longest - prompt_len} {field}) "
+                f"exceed max_length={self.max_length}"
+            )
             raise DataError(where, field, problem)
         raise TooLong(where)
 
     def fit(
         self, ids: list[int], mask: list[int], prompt_len: int, where: str, field: str = "completion"
     ) -> tuple[list[int], list[int], int]:
-        """Apply the truncation policy (see :meth:`excess`) to a sequence whose first ``prompt_len`` tokens are the prompt."""
+        """Apply the truncation policy (see :meth:`excess`) to a sequence whose first ``prompt_len`` tokens are
+        the prompt."""
         cut = self.excess([len(ids)], prompt_len, where, [field])
         return ids[cut:], mask[cut:], prompt_len - cut
 
@@ -187,7 +199,12 @@ class Encoder:
         raise TooLong(where)
 
     def pair(
-        self, prompt: Text, completion: Text, where: str, train_on: TrainOn = "last_assistant", field: str = "completion"
+        self,
+        prompt: Text,
+        completion: Text,
+        where: str,
+        train_on: TrainOn = "last_assistant",
+        field: str = "completion",
     ) -> tuple[list[int], list[int], list[int]]:
         """``(input_ids, completion_mask, prompt_ids)`` after truncation (see :meth:`excess`).
 
@@ -219,7 +236,9 @@ class Encoder:
         else:
             messages, start = as_dialogue(prompt, completion)
             if messages[start]["role"] != "assistant":
-                raise DataError(where, "completion", f"must start with an assistant message, got {messages[start]['role']!r}")
+                raise DataError(
+                    where, "completion", f"must start with an assistant message, got {messages[start]['role']!r}"
+                )
             if train_on not in ("all_assistant", "last_assistant"):
                 raise ValueError(f"train_on must be 'all_assistant' or 'last_assistant', got {train_on!r}")
             trained = [train_on == "all_assistant" or i >= start for i in range(len(messages))]
@@ -262,10 +281,15 @@ class Encoder:
     def weak(self, row: WeakLabelRow, num_classes: int) -> dict[str, Any]:
         ids = self.limit(_ids(self.tokenizer, row.text, special=True), row.where, "text", keep="start")
         if not 0 <= row.label < num_classes:
-            raise DataError(row.where, row.label_field, f"label {row.label} is outside [0, {num_classes - 1}] (num_classes={num_classes})")
+            raise DataError(
+                row.where, row.label_field,
+                f"label {row.label} is outside [0, {num_classes - 1}] (num_classes={num_classes})",
+            )
         gold = row.meta.get("gt_label")
         if isinstance(gold, int) and not 0 <= gold < num_classes:
-            raise DataError(row.where, "gt_label", f"label {gold} is outside [0, {num_classes - 1}] (num_classes={num_classes})")
+            raise DataError(
+                row.where, "gt_label", f"label {gold} is outside [0, {num_classes - 1}] (num_classes={num_classes})"
+            )
         soft = row.soft_label if row.soft_label is not None else [float(k == row.label) for k in range(num_classes)]
         if len(soft) != num_classes:
             raise DataError(row.where, "soft_label", f"has {len(soft)} classes, expected {num_classes}")

@@ -7,7 +7,8 @@ from lit_rlhf.eval.w2s import performance_gap_recovered
 from lit_rlhf.eval.wandb import AutoWandbLogger
 
 __all__ = [
-    "AutoWandbLogger", "BestOfNResult", "GoldEval", "GoldResult", "best_of_n", "correct_probability", "first_wrong_step",
+    "AutoWandbLogger", "BestOfNResult", "GoldEval", "GoldResult", "best_of_n", "correct_probability",
+    "first_wrong_step",
     "performance_gap_recovered", "sample_and_score", "sample_candidates", "score_outcomes", "score_steps",
     "selection_accuracy", "sequence_log_ratios", "solution_scores",
 ]

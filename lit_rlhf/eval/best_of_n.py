@@ -35,7 +35,9 @@ def sample_candidates(
     return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
-def _answer_ids(answers: Sequence[Sequence[Hashable | None]], correct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _answer_ids(
+    answers: Sequence[Sequence[Hashable | None]], correct: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per problem, number the distinct final answers 0..K−1 (``None`` → −1) and mark which are correct.
 
     Returns ``(ids (P, M) long, id_correct (P, K) bool)``.
@@ -142,7 +144,10 @@ class BestOfNResult:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "accuracy.json").write_text(json.dumps(
-            {name: {str(n): {"mean": m, "std": s} for n, (m, s) in by_n.items()} for name, by_n in self.accuracy.items()},
+            {
+                name: {str(n): {"mean": m, "std": s} for n, (m, s) in by_n.items()}
+                for name, by_n in self.accuracy.items()
+            },
             indent=1))
         with (folder / "candidates.jsonl").open("w") as f:
             for p, prompt in enumerate(self.prompts):

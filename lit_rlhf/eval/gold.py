@@ -37,7 +37,9 @@ class GoldResult:
         return float(self.rewards.mean()) if len(self.rewards) else float("nan")
 
 
-def completion_token_ids(sequences: torch.Tensor, width: int, eos_id: int | None, pad_id: int | None) -> list[list[int]]:
+def completion_token_ids(
+    sequences: torch.Tensor, width: int, eos_id: int | None, pad_id: int | None
+) -> list[list[int]]:
     """The generated tokens of each row of ``generate``'s output: up to and including the first EOS,
     else without the trailing padding (a sequence stopped by a stop string)."""
     out = []

@@ -20,7 +20,9 @@ Aggregate = Literal["product", "min", "last"]
 AGGREGATES: tuple[str, ...] = ("product", "min", "last")
 
 
-def solution_scores(step_probs: torch.Tensor, step_mask: torch.Tensor, aggregate: Aggregate = "product") -> torch.Tensor:
+def solution_scores(
+    step_probs: torch.Tensor, step_mask: torch.Tensor, aggregate: Aggregate = "product"
+) -> torch.Tensor:
     """One score per solution from its step probabilities.
 
     Args:
@@ -99,6 +101,7 @@ def score_outcomes(orm: Any, texts: list[str], batch_size: int = 64, max_length:
     orm.eval()
     for start in range(0, len(items), batch_size):
         batch = collate(items[start:start + batch_size])
-        out.append(orm.score(batch["input_ids"].to(_device(orm)), batch["attention_mask"].to(_device(orm))).float().cpu())
+        device = _device(orm)
+        out.append(orm.score(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu())
     orm.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)

@@ -350,7 +350,8 @@ def run_w2s(
         weak_acc = accuracy(weak.predict(test), test)
         labels = weak.predict(parts[1])
         path = write_weak_labels(parts[1], labels, output / f"seed{seed}" / "weak_labels.jsonl")
-        log(f"[w2s] weak {settings.weak}: test acc {weak_acc:.4f}, label acc {accuracy(labels, parts[1]):.4f} -> {path}")
+        log(f"[w2s] weak {settings.weak}: test acc {weak_acc:.4f}, "
+            f"label acc {accuracy(labels, parts[1]):.4f} -> {path}")
         ceiling = learner(settings.strong, "strong")
         ceiling.fit(with_targets(parts[-1], None), "xent", seed)
         strong_acc = accuracy(ceiling.predict(test), test)
@@ -388,8 +389,8 @@ def log_summary_to_wandb(summary: dict[str, Any], output: Path) -> None:
 
     from lit_rlhf.eval.wandb import wandb_online_possible
 
-    run = wandb.init(project="lit-rlhf", name="w2s", dir=str(output), mode=None if wandb_online_possible() else "offline",
-                     config=summary["settings"])
+    run = wandb.init(project="lit-rlhf", name="w2s", dir=str(output),
+                     mode=None if wandb_online_possible() else "offline", config=summary["settings"])
     keys = ("seed", "loss", "weak_acc", "w2s_acc", "strong_acc", "pgr")
     run.log({"w2s/runs": wandb.Table(columns=list(keys), data=[[r[k] for k in keys] for r in summary["runs"]])})
     for loss, stats in summary["by_loss"].items():

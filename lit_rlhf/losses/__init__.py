@@ -1,20 +1,40 @@
 """Pure loss functions: tensors in, per-example tensors out. No models, no Lightning."""
 
 from lit_rlhf.losses.classification import (
-    W2S_LOSSES, confidence_weight, hardened_predictions, logconf_loss, product_loss, step_loss,
-    weak_to_strong_loss, xent_loss,
+    W2S_LOSSES,
+    confidence_weight,
+    hardened_predictions,
+    logconf_loss,
+    product_loss,
+    step_loss,
+    weak_to_strong_loss,
+    xent_loss,
 )
 from lit_rlhf.losses.contrastive import simcse_loss, sinkhorn, swav_loss
 from lit_rlhf.losses.dpo import DPO_LOSS_TYPES, PAIR_LOSSES, REFERENCE_FREE, dpo_loss
 from lit_rlhf.losses.group import (
-    AGGREGATIONS, aggregate, group_advantages, group_std, kl_loss, policy_gradient_loss, reinforce_pp_advantages,
+    AGGREGATIONS,
+    aggregate,
+    group_advantages,
+    group_std,
+    kl_loss,
+    policy_gradient_loss,
+    reinforce_pp_advantages,
     rloo_advantages,
 )
 from lit_rlhf.losses.kto import kto_loss, kto_reference_point, kto_weight_bounds
 from lit_rlhf.losses.meta import meta_difference_loss
 from lit_rlhf.losses.ppo import (
-    entropy_from_logits, gae, kl_penalty, masked_mean, masked_var, ppo_policy_loss, ppo_value_loss, shape_scores,
-    token_rewards, whiten,
+    entropy_from_logits,
+    gae,
+    kl_penalty,
+    masked_mean,
+    masked_var,
+    ppo_policy_loss,
+    ppo_value_loss,
+    shape_scores,
+    token_rewards,
+    whiten,
 )
 from lit_rlhf.losses.reward import LLAMA2_MARGINS, bradley_terry_loss, reward_centering_penalty
 from lit_rlhf.losses.sft import NLL_REDUCTIONS, completion_nll, sft_loss

@@ -57,7 +57,9 @@ def first_wrong_step(step_probs: torch.Tensor, step_mask: torch.Tensor, threshol
     return torch.where(wrong.any(-1), wrong.long().argmax(-1), -1)
 
 
-def confidence_weight(step_frac: float, aux_coef: float = 0.5, warmup_frac: float = 0.1, schedule: str = "repo") -> float:
+def confidence_weight(
+    step_frac: float, aux_coef: float = 0.5, warmup_frac: float = 0.1, schedule: str = "repo"
+) -> float:
     """Weight ``α`` of the hardened strong predictions in :func:`logconf_loss`.
 
     * ``repo`` (openai/weak-to-strong ``loss.py``): ``α = aux_coef · step_frac`` while
@@ -130,7 +132,9 @@ def logconf_loss(
     return xent_loss(logits, (1.0 - coef) * soft_labels.float() + coef * hard)
 
 
-def product_loss(logits: torch.Tensor, soft_labels: torch.Tensor, alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
+def product_loss(
+    logits: torch.Tensor, soft_labels: torch.Tensor, alpha: float = 1.0, beta: float = 1.0
+) -> torch.Tensor:
     """Product loss (openai/weak-to-strong ``loss.py``): CE against the renormalised product of beliefs.
 
     ``target ∝ p^β ⊙ y_w^α`` (detached), ``L = CE(z, target)``, ``p = softmax(z)``; computed in log space.

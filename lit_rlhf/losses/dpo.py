@@ -25,7 +25,8 @@ REFERENCE_FREE: frozenset[str] = frozenset({"sft", "simpo", "orpo"})
 NEEDS_LENGTHS: frozenset[str] = frozenset({"sft", "sigmoid_norm", "simpo", "orpo"})
 #: valid range [low, high) of ``label_smoothing`` ε for the loss types that read it
 SMOOTHING_RANGE: dict[str, tuple[float, float]] = {
-    "sigmoid": (0.0, 1.0), "robust": (0.0, 0.5), "exo_pair": (1e-12, 1.0), "aot": (0.0, 1.0), "aot_unpaired": (0.0, 1.0),
+    "sigmoid": (0.0, 1.0), "robust": (0.0, 0.5), "exo_pair": (1e-12, 1.0), "aot": (0.0, 1.0),
+    "aot_unpaired": (0.0, 1.0),
 }
 
 
@@ -222,7 +223,8 @@ def dpo_loss(
     if chosen_lengths is None and NEEDS_LENGTHS & set(types):
         raise ValueError(f"loss types {sorted(NEEDS_LENGTHS & set(types))} need chosen_lengths and rejected_lengths")
     terms = PairTerms(
-        policy_chosen_logps.float(), policy_rejected_logps.float(), ref_chosen_logps.float(), ref_rejected_logps.float(),
+        policy_chosen_logps.float(), policy_rejected_logps.float(),
+        ref_chosen_logps.float(), ref_rejected_logps.float(),
         None if chosen_lengths is None else chosen_lengths.float(),
         None if rejected_lengths is None else rejected_lengths.float(),
         beta, label_smoothing, discopop_tau, simpo_gamma,

@@ -8,7 +8,9 @@ import torch
 
 
 def kto_reference_point(
-    kl_policy_logps: torch.Tensor, kl_ref_logps: torch.Tensor, gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+    kl_policy_logps: torch.Tensor,
+    kl_ref_logps: torch.Tensor,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """KTO's reference point ``z₀ = max(0, mean_i [log π(y'_i|x_i) − log π_ref(y'_i|x_i)])``, detached (§4.1).
 

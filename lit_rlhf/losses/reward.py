@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 # Llama 2 (Touvron et al. 2023, Table 27): margin m(r) per preference rating.
 LLAMA2_MARGINS: dict[str, dict[str, float]] = {
-    "small": {"significantly better": 1.0, "better": 2 / 3, "slightly better": 1 / 3, "negligibly better / unsure": 0.0},
+    "small": {
+        "significantly better": 1.0, "better": 2 / 3, "slightly better": 1 / 3, "negligibly better / unsure": 0.0,
+    },
     "large": {"significantly better": 3.0, "better": 2.0, "slightly better": 1.0, "negligibly better / unsure": 0.0},
 }
 

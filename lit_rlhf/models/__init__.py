@@ -2,12 +2,27 @@
 
 from lit_rlhf.models.dropout import DropoutPolicy, apply_dropout_policy, disable_dropout, dropout_probabilities
 from lit_rlhf.models.heads import (
-    HeadModel, export_head, pool, read_mask, scalar_head_model, sequence_classifier, token_classifier,
+    HeadModel,
+    export_head,
+    pool,
+    read_mask,
+    scalar_head_model,
+    sequence_classifier,
+    token_classifier,
 )
 from lit_rlhf.models.loading import apply_lora, hidden_size, load_model, load_tokenizer, trainable_parameters
 from lit_rlhf.models.logprobs import (
-    completion_logps, gather_last, last_token_index, pack_rows, packed_sequence_logps, packing_plan, packing_width,
-    predicted_logps, selected_logits, sequence_logps, token_logps,
+    completion_logps,
+    gather_last,
+    last_token_index,
+    pack_rows,
+    packed_sequence_logps,
+    packing_plan,
+    packing_width,
+    predicted_logps,
+    selected_logits,
+    sequence_logps,
+    token_logps,
 )
 from lit_rlhf.models.spec import LoraSpec, ModelLike, ModelSpec
 from lit_rlhf.models.tokenizer import build_byte_tokenizer

@@ -14,11 +14,23 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
 
 from lit_rlhf.models import (
-    DropoutPolicy, HeadModel, ModelLike, ModelSpec, apply_dropout_policy, export_head, sequence_logps,
+    DropoutPolicy,
+    HeadModel,
+    ModelLike,
+    ModelSpec,
+    apply_dropout_policy,
+    export_head,
+    sequence_logps,
     trainable_parameters,
 )
 from lit_rlhf.models.checkpoint import (  # noqa: F401  (build_policy, resolve_checkpoint: also imported from here)
-    CLASS_KEY, NETWORK_KEY, PROVENANCE_KEY, build_policy, network_record, rebuild_policy, resolve_checkpoint,
+    CLASS_KEY,
+    NETWORK_KEY,
+    PROVENANCE_KEY,
+    build_policy,
+    network_record,
+    rebuild_policy,
+    resolve_checkpoint,
 )
 from lit_rlhf.models.sharding import block_classes, is_sharded, shard_children
 from lit_rlhf.modules.rng import TrainingRNG
@@ -123,7 +135,8 @@ class LitRLHFModule(L.LightningModule):
         for key, value in metrics.items():
             weight = counts.get(key, 1)
             value = value.detach().float()
-            self._train_sums[key] = self._train_sums.get(key, 0.0) + (value * weight if weight else torch.zeros_like(value))
+            weighted = value * weight if weight else torch.zeros_like(value)
+            self._train_sums[key] = self._train_sums.get(key, 0.0) + weighted
             self._train_counts[key] = self._train_counts.get(key, 0) + weight
         connector = getattr(self._trainer, "_logger_connector", None)
         if connector is not None and not connector.should_update_logs:
@@ -222,7 +235,8 @@ class LitRLHFModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _refuse_sharded_8bit_optimizer(self, optimizer: Any) -> None:
-        """bitsandbytes' 8-bit optimizers keep per-block quantised states that do not work on DTensor/flat FSDP shards."""
+        """bitsandbytes' 8-bit optimizers keep per-block quantised states that do not work on DTensor/flat FSDP
+        shards."""
         from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 
         strategy = self._trainer.strategy if self._trainer is not None else None
@@ -281,7 +295,10 @@ class LitRLHFModule(L.LightningModule):
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return True
-        where = f"{type(self).__name__}: non-finite {name} ({loss.detach().flatten()[:4].tolist()}) at step {self.global_step}"
+        where = (
+            f"{type(self).__name__}: non-finite {name} ({loss.detach().flatten()[:4].tolist()}) "
+            f"at step {self.global_step}"
+        )
         if self.nonfinite == "stop":
             raise FloatingPointError(
                 f"{where}; lower the learning rate, check the data, use 32-true precision, or set nonfinite: skip"

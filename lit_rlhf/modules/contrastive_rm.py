@@ -12,7 +12,6 @@ from lit_rlhf.losses.contrastive import simcse_loss, swav_loss
 from lit_rlhf.models.loading import hidden_size
 from lit_rlhf.modules.reward_model import RewardModel
 
-
 Contrastive = Literal["simcse", "swav"]
 ContrastOn = Literal["pairs", "differences"]
 

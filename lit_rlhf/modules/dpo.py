@@ -199,13 +199,16 @@ class DPO(StepModule, PolicyModule):
                 self.reference_status[split] = "computed"
             for item, (chosen, rejected) in zip(items, values.tolist()):
                 item[REF_KEYS[0]], item[REF_KEYS[1]] = chosen, rejected
+            cache_path = self.reference_cache.path(data_fp, self.reference_fingerprint)
             rank_zero_info(f"[lit_rlhf] DPO reference log-probs of {len(items)} '{split}' pairs "
-                           f"{self.reference_status[split]} ({self.reference_cache.path(data_fp, self.reference_fingerprint)})")
+                           f"{self.reference_status[split]} ({cache_path})")
 
     def _reference_pass(self, items: list[dict[str, Any]], collate: Any) -> torch.Tensor:
         """``(N, 2)`` log-probs (chosen, rejected) of the starting policy, eval mode, no grad."""
         def logps(batch: dict[str, Any]) -> torch.Tensor:
-            values = self.sequence_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])[0]
+            values = self.sequence_logps(
+                self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+            )[0]
             return torch.stack(values.chunk(2), dim=1)  # a batch is [chosen; rejected]
 
         was_training = self.model.training

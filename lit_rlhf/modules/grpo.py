@@ -23,8 +23,15 @@ from typing import Any, Literal
 import torch
 
 from lit_rlhf.losses import (
-    AGGREGATIONS, group_advantages, group_std, kl_loss, kl_penalty, masked_mean, policy_gradient_loss,
-    reinforce_pp_advantages, rloo_advantages,
+    AGGREGATIONS,
+    group_advantages,
+    group_std,
+    kl_loss,
+    kl_penalty,
+    masked_mean,
+    policy_gradient_loss,
+    reinforce_pp_advantages,
+    rloo_advantages,
 )
 from lit_rlhf.losses.group import Aggregation, Level, Scale
 from lit_rlhf.losses.ppo import KLKind

@@ -111,7 +111,8 @@ class MetaRM(RewardModel):
 
     # -- Algorithm 1 --------------------------------------------------------------------------
     def shifted_objective(self, shifted: dict[str, Any], params: Params | None = None) -> torch.Tensor:
-        """``J`` (mean over the ``G`` prompts) of a shifted batch of ``G·K`` sequences, at ``params`` (θ if ``None``)."""
+        """``J`` (mean over the ``G`` prompts) of a shifted batch of ``G·K`` sequences, at ``params``
+        (θ if ``None``)."""
         with self.parameters_as(params):
             rewards = self.features_and_rewards(shifted)[1]
         k = int(shifted["group_size"])

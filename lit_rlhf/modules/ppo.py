@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from lit_rlhf.losses import (
-    gae, kl_penalty, masked_mean, ppo_policy_loss, ppo_value_loss, shape_scores, token_rewards, whiten,
+    gae,
+    kl_penalty,
+    masked_mean,
+    ppo_policy_loss,
+    ppo_value_loss,
+    shape_scores,
+    token_rewards,
+    whiten,
 )
 from lit_rlhf.losses.ppo import KLKind
 from lit_rlhf.models import HeadModel, ModelLike, ModelSpec, hidden_size, load_model

@@ -67,7 +67,9 @@ class ProcessRewardModel(StepModule):
         for name in ("step_separator", "num_classes"):
             theirs = getattr(data, name, getattr(self, name))
             if theirs != getattr(self, name):
-                raise ValueError(f"ProcessRewardModel.{name}={getattr(self, name)!r} but the data module uses {theirs!r}")
+                raise ValueError(
+                    f"ProcessRewardModel.{name}={getattr(self, name)!r} but the data module uses {theirs!r}"
+                )
 
     def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
         """Step loss averaged over the batch's labelled steps, step accuracy and first-error accuracy."""

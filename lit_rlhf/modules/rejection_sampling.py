@@ -74,7 +74,8 @@ class RejectionSampling(PolicyModule):
         task = getattr(self.trainer.datamodule, "task", None) if self._trainer is not None else None
         scores = score_completions(self.reward_source, task, [p for p in prompts for _ in range(self.k)], texts)
         scores = scores.view(len(prompts), self.k)
-        lengths = response_mask(sequences[:, width:], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)[0].sum(-1)
+        tok = self.tokenizer
+        lengths = response_mask(sequences[:, width:], tok.eos_token_id, tok.pad_token_id)[0].sum(-1)
         winners = []
         for i, j in enumerate(scores.argmax(-1).tolist()):
             if self.min_score is not None and scores[i, j] < self.min_score:

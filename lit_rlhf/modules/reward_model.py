@@ -64,7 +64,9 @@ class RewardModel(StepModule):
         self.model = scalar_head_model(self.spec, self.tokenizer, pooling=pooling)
         if isinstance(rating_margins, str):
             if rating_margins not in LLAMA2_MARGINS:
-                raise ValueError(f"rating_margins must be one of {sorted(LLAMA2_MARGINS)} or a table, got {rating_margins!r}")
+                raise ValueError(
+                    f"rating_margins must be one of {sorted(LLAMA2_MARGINS)} or a table, got {rating_margins!r}"
+                )
             rating_margins = LLAMA2_MARGINS[rating_margins]
         self.rating_margins = {k.lower(): float(v) for k, v in rating_margins.items()}
         self.margin_source, self.margin_scale, self.clip_margin = margin, margin_scale, clip_margin

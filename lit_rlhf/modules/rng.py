@@ -46,7 +46,8 @@ class TrainingRNG:
             self.outer = None
 
     def state_dict(self, device: torch.device) -> dict[str, Any] | None:
-        """The stream's state now (inside a batch, e.g. saved by ``ModelCheckpoint`` at batch end) or between batches."""
+        """The stream's state now (inside a batch, e.g. saved by ``ModelCheckpoint`` at batch end) or between
+        batches."""
         return capture_rng(device) if self.outer is not None else self.saved
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:

@@ -60,7 +60,10 @@ class RolloutBuffer:
                 yield epoch, i, {k: v[idx] for k, v in self.data.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"data": {k: v.cpu() for k, v in self.data.items()}, "texts": {k: list(v) for k, v in self.texts.items()}}
+        return {
+            "data": {k: v.cpu() for k, v in self.data.items()},
+            "texts": {k: list(v) for k, v in self.texts.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.data = dict(state.get("data", {}))

@@ -78,7 +78,9 @@ class RunningMoments:
         self.mean += delta * n / total
         self.var, self.count = m2 / total, total
 
-    def normalize(self, x: torch.Tensor, shift_mean: bool = True, clip: float | None = None, eps: float = 1e-8) -> torch.Tensor:
+    def normalize(
+        self, x: torch.Tensor, shift_mean: bool = True, clip: float | None = None, eps: float = 1e-8
+    ) -> torch.Tensor:
         """``(x − μ) / σ`` (or ``x / σ``) with the current statistics, optionally clipped to ``±clip``."""
         out = ((x - self.mean) if shift_mean else x) / (self.std + eps)
         return out.clamp(-clip, clip) if clip is not None else out

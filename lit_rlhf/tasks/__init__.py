@@ -12,7 +12,8 @@ from lit_rlhf.tasks.sentiment import Sentiment
 from lit_rlhf.tasks.w2s_synthetic import SalientSynthetic
 
 TASKS: dict[str, type[Task]] = {
-    "arithmetic": Arithmetic, "dialogue": Dialogue, "gsm": GSM, "sentiment": Sentiment, "w2s_synthetic": SalientSynthetic,
+    "arithmetic": Arithmetic, "dialogue": Dialogue, "gsm": GSM, "sentiment": Sentiment,
+    "w2s_synthetic": SalientSynthetic,
 }
 
 
@@ -28,5 +29,6 @@ def get_task(name_or_task: str | Task, **kwargs: Any) -> Task:
 
 
 __all__ = [
-    "GSM", "TASKS", "Arithmetic", "Dialogue", "Instruction", "SalientSynthetic", "Sentiment", "Task", "get_task", "split_of",
+    "GSM", "TASKS", "Arithmetic", "Dialogue", "Instruction", "SalientSynthetic", "Sentiment", "Task", "get_task",
+    "split_of",
 ]

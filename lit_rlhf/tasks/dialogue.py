@@ -50,7 +50,9 @@ END_MARKERS = ("!", "?", "#", "*", "+")
 _WORD_RE = re.compile(r"[a-z]+")
 
 
-def instruction_set(start_markers: Sequence[str] = START_MARKERS, end_markers: Sequence[str] = END_MARKERS) -> tuple[Instruction, ...]:
+def instruction_set(
+    start_markers: Sequence[str] = START_MARKERS, end_markers: Sequence[str] = END_MARKERS
+) -> tuple[Instruction, ...]:
     """The task's instructions: upper case, start with a marker, end with a marker (each with a short form)."""
     return (
         Instruction("case", "Reply in upper case.", "Case: upper", "upper"),
@@ -185,7 +187,10 @@ class Dialogue(Task):
             messages = [self.system(conv, rng)]
             texts = [i.text for i in conv.instruction]
             if kind == "prompt":
-                yield f"task:{self.name}/{split}#{i}", {"prompt": [*messages, _user(conv.turns[0])], "instruction": texts}
+                yield (
+                    f"task:{self.name}/{split}#{i}",
+                    {"prompt": [*messages, _user(conv.turns[0])], "instruction": texts},
+                )
                 continue
             for word in conv.turns:
                 messages.append(_user(word))

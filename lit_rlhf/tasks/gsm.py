@@ -333,10 +333,10 @@ class GSM(ProblemTask):
         """
         rg = _reasoning_gym()
         base = seeded_rng(self.name, split, seed).randrange(2**31)
-        size, index, found = 16 * n + 256, 0, 0
+        size, start, found = 16 * n + 256, 0, 0
         while found < n:
             data = rg.create_dataset(DATASET, size=size, seed=base)  # item i depends on (seed, i) only
-            for index in range(index, size):
+            for index in range(start, size):
                 item = data[index]
                 if split_of(item["question"]) == split and not item["answer"].startswith("-"):
                     problem = Problem.from_item(item)
@@ -345,7 +345,7 @@ class GSM(ProblemTask):
                     found += 1
                     if found == n:
                         return
-            index, size = size, 2 * size
+            start, size = size, 2 * size
 
     def answer_of(self, prompt: str) -> str:
         """The true answer of a question this task generated."""

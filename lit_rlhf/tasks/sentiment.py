@@ -40,7 +40,8 @@ from lit_rlhf.tasks.base import Kind, Split, Task, seeded_rng, split_of
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
 DEFAULT_CACHE = "~/.cache/lit_rlhf"
 FETCH_COMMAND = (
-    f"lit-rlhf assets --data-only   (or: pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d {DEFAULT_CACHE})"
+    "lit-rlhf assets --data-only   "
+    f"(or: pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d {DEFAULT_CACHE})"
 )
 INSTALL_HINT = "pip install 'lit-rlhf[assets]'"
 _INNER_ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"

@@ -47,7 +47,8 @@ class SalientSynthetic(Task):
                  salience: float = 3.0, nuisance: int = 8, concept_seed: int = 0) -> None:
         if not 0 < weak_dims <= dim:
             raise ValueError(f"need 0 < weak_dims <= dim, got weak_dims={weak_dims}, dim={dim}")
-        self.dim, self.weak_dims, self.weak_noise, self.salience, self.nuisance = dim, weak_dims, weak_noise, salience, nuisance
+        self.dim, self.weak_dims, self.weak_noise = dim, weak_dims, weak_noise
+        self.salience, self.nuisance = salience, nuisance
         g = torch.Generator().manual_seed(concept_seed)
         w = torch.randn(dim, generator=g)
         self.w_star = w / w.norm()

@@ -77,7 +77,9 @@ ERRORS: dict[str, Bad] = {
     "step/wrong_type_completions.jsonl": Bad(2, "completions", "expected a list, got str"),
     "step/empty_step.jsonl": Bad(2, "completions[1]", "empty string"),
     "step/non_utf8.jsonl": Bad(2, "completions[1]", "not valid UTF-8 (byte 0xc3)"),
-    "step/prm800k_rating_out_of_range.jsonl": Bad(3, "label.steps[0].completions[0].rating", "step label 5 is not one of"),
+    "step/prm800k_rating_out_of_range.jsonl": Bad(
+        3, "label.steps[0].completions[0].rating", "step label 5 is not one of"
+    ),
     "step/math_shepherd_label_mismatch.jsonl": Bad(2, "label", "has 21 characters, expected 36"),
     # weak labels (num_classes=2)
     "weak/nan_soft_label.jsonl": Bad(3, "soft_label[0]", "must be finite, got nan"),
@@ -163,7 +165,8 @@ def test_over_length_rows_are_dropped_counted_and_reported(name, caplog):
     assert len(dm.datasets["train"]) == len(kept)
     places = ", ".join(f"{path}:{n}" for n in dropped)
     total = len(kept) + len(dropped)
-    report = f"train: kept {len(kept)} of {total} rows; filtered: {len(dropped)} longer than max_length={MAX_LENGTH} (at {places})"
+    report = (f"train: kept {len(kept)} of {total} rows; "
+              f"filtered: {len(dropped)} longer than max_length={MAX_LENGTH} (at {places})")
     assert report in caplog.text
 
 
@@ -229,7 +232,8 @@ def test_misspelt_column_is_kept_and_warned_about():
     with pytest.warns(UserWarning) as record:
         dm = setup(path, "preference")
     message = str(record[0].message)
-    assert f"{path}: preference format 'trl' does not read the column(s) 'id' (2 records), 'margn' (2 records)" in message
+    assert (f"{path}: preference format 'trl' does not read the column(s) "
+            "'id' (2 records), 'margn' (2 records)") in message
     assert "'margn' (did you mean 'margin'?)" in message
     rows = dm.rows["train"]
     assert [(r.margin, r.meta) for r in rows] == [(None, {"id": 1, "margn": 2.0}), (None, {"id": 2, "margn": 0.5})]
@@ -242,5 +246,6 @@ def test_extra_columns_are_reported_without_a_warning(tmp_path, caplog):
     with warnings.catch_warnings(), caplog.at_level(logging.INFO):
         warnings.simplefilter("error")  # 'prompt_id' is not taken for a misspelt 'prompt': the file has 'prompt'
         dm = setup(Path(path), "preference")
-    assert f"{path}: preference format 'trl' does not read the column(s) 'prompt_id' (2 records), 'source' (2 records)" in caplog.text
+    assert (f"{path}: preference format 'trl' does not read the column(s) "
+            "'prompt_id' (2 records), 'source' (2 records)") in caplog.text
     assert dm.rows["train"][0].meta == {"source": "x", "prompt_id": 7}

@@ -42,7 +42,8 @@ def test_sampling_sees_the_instruction_on_every_user_turn_and_samples_keep_it_on
         instruction = task.found(system["content"])
         replies = [m["content"] for m in rest if m["role"] == "assistant"]
         assert all(task.follows(instruction, r) for r in replies)  # GAtt replies follow at every turn
-        assert [m["content"] for m in rest if m["role"] == "user"] == TURNS[int(where.split("#")[1].split("/")[0])][: rec["turn"]]
+        conversation = int(where.split("#")[1].split("/")[0])
+        assert [m["content"] for m in rest if m["role"] == "user"] == TURNS[conversation][: rec["turn"]]
 
 
 def test_loss_is_zero_on_every_earlier_turn(tmp_path, tok):
@@ -72,7 +73,8 @@ def test_combinations_shortening_and_cuts():
     short = sum(r["messages"][0]["content"] != " ".join(r["instruction"]) for _, r in records)
     assert 60 < short < 140
     shortened = next(r for _, r in records if r["messages"][0]["content"] != " ".join(r["instruction"]))
-    assert shortened["messages"][0]["content"] == render_instruction(task.found(" ".join(shortened["instruction"])), True)
+    found = task.found(" ".join(shortened["instruction"]))
+    assert shortened["messages"][0]["content"] == render_instruction(found, True)
     rand = build_gatt(turns, task.instructions, task.reply, seed=0, cuts="random")
     assert len(rand) == 200 and len({r["turn"] for _, r in rand}) > 3
     with pytest.raises(ValueError, match="cuts must be"):

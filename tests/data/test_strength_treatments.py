@@ -28,7 +28,9 @@ def test_flip_swaps_and_negates():
 
 def test_flip_fraction_and_bands():
     rows = _rows([0.5, -1.0, 2.0, 0.0, 1.0])  # quantiles 0.4, 0.0, 0.8, 0.2, 0.6
-    out, counts = apply_strength_treatments(rows, flip_fraction=0.2, soft_label_bands=[(0.2, 0.4, 0.7), (0.8, 1.0, 0.95)])
+    out, counts = apply_strength_treatments(
+        rows, flip_fraction=0.2, soft_label_bands=[(0.2, 0.4, 0.7), (0.8, 1.0, 0.95)]
+    )
     assert [r.chosen for r in out] == ["c0", "r1", "c2", "c3", "c4"]
     assert [r.soft_label for r in out] == [None, None, 0.95, 0.7, None]
     assert counts == {"flipped": 1, "soft_label=0.7": 1, "soft_label=0.95": 1}

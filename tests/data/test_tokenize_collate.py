@@ -119,7 +119,9 @@ def test_truncation_error_names_where(tok):
     with pytest.raises(DataError) as info:
         Encoder(tok, 10, "error").sft(row)
     assert info.value.where == "data.jsonl:3"
-    assert str(info.value) == "data.jsonl:3: field 'completion': 11 tokens (7 prompt + 4 completion) exceed max_length=10"
+    assert str(info.value) == (
+        "data.jsonl:3: field 'completion': 11 tokens (7 prompt + 4 completion) exceed max_length=10"
+    )
 
 
 def test_prompt_encoder_truncation(tok):

@@ -18,7 +18,9 @@ def test_trl_unpaired_rows(tmp_path):
     f = _write(tmp_path / "u.jsonl", [{"prompt": "2+2=", "completion": "4", "label": True},
                                       {"prompt": "2+2=", "completion": "5", "label": 0, "source": "x"}])
     rows = read_rows(f, "unpaired")
-    assert rows == [UnpairedRow("2+2=", "4", True, f"{f}:1"), UnpairedRow("2+2=", "5", False, f"{f}:2", {"source": "x"})]
+    assert rows == [
+        UnpairedRow("2+2=", "4", True, f"{f}:1"), UnpairedRow("2+2=", "5", False, f"{f}:2", {"source": "x"})
+    ]
 
 
 def test_pairs_become_a_desirable_and_an_undesirable_row(tmp_path):
@@ -32,7 +34,7 @@ def test_pairs_become_a_desirable_and_an_undesirable_row(tmp_path):
 def test_bad_label_is_located(tmp_path, label):
     f = _write(tmp_path / "bad.jsonl", [{"prompt": "Q", "completion": "a", "label": True},
                                         {"prompt": "Q", "completion": "b", "label": label}])
-    with pytest.raises(DataError, match=rf"bad.jsonl:2: field 'label'"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: field 'label'"):
         read_rows(f, "unpaired")
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_in_group
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -38,19 +37,14 @@ def run_fit(args: list[str], tmp_path: Path, scale: str | None = "ddp", timeout:
            "--trainer.default_root_dir", str(tmp_path / "run"), f"--trainer.callbacks+={json.dumps(callback)}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+    returncode, out = run_in_group(cmd, ROOT, env, timeout)
+    if returncode is None:
         pytest.fail(f"run did not finish in {timeout:.0f}s (killed):\n{' '.join(cmd)}\n{out[-4000:]}")
     if expect_failure:
-        assert proc.returncode != 0, f"the run should have failed:\n{out[-3000:]}"
+        assert returncode != 0, f"the run should have failed:\n{out[-3000:]}"
         return out
-    if proc.returncode != 0:
-        pytest.fail(f"run failed (exit {proc.returncode}):\n{' '.join(cmd)}\n{out[-6000:]}")
+    if returncode != 0:
+        pytest.fail(f"run failed (exit {returncode}):\n{' '.join(cmd)}\n{out[-6000:]}")
     world = 2 if scale else 1
     return [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in range(world)]
 

@@ -12,7 +12,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
 from launch import ROOT, assert_ranks_in_sync, run_fit
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from launch import assert_ranks_in_sync, run_fit
 
 pytestmark = pytest.mark.slow

@@ -38,7 +38,8 @@ def fit_args(config: str, root: Path, every: int, callbacks: list[dict], *overri
     return ["fit", "--config", str(REPO / "configs" / config), f"--model.init_args.model={json.dumps(TINY)}",
             "--trainer.logger=false", f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false", "--trainer.limit_val_batches=0",
-            f"--trainer.callbacks={json.dumps([checkpoint, *callbacks])}", *(o.replace("{root}", str(root)) for o in overrides)]
+            f"--trainer.callbacks={json.dumps([checkpoint, *callbacks])}",
+            *(o.replace("{root}", str(root)) for o in overrides)]
 
 
 def start_killed(args: list[str], kill_step: int) -> subprocess.Popen:
@@ -182,7 +183,8 @@ def test_rejection_sampling_resume_after_kill_restores_pool_rng_and_run(tmp_path
     restored = resumed_rec.at_start
     assert restored["pool"] == ckpt["rs_pool"] and len(ckpt["rs_pool"]) == 8
     saved = restored["training_rng"].saved  # torch generator (sampling) and Python random (pool draws)
-    assert torch.equal(saved["torch"], ckpt["training_rng"]["torch"]) and saved["python"] == ckpt["training_rng"]["python"]
+    assert torch.equal(saved["torch"], ckpt["training_rng"]["torch"])
+    assert saved["python"] == ckpt["training_rng"]["python"]
     assert resumed_rec.batches == full_rec.batches[2:]
     assert resumed.pool == full.pool
     assert_same_parameters(full, resumed)

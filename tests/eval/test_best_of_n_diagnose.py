@@ -13,7 +13,9 @@ _spec = importlib.util.spec_from_file_location("prm_vs_orm", Path(__file__).pare
 prm_vs_orm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(prm_vs_orm)
 
-RIGHT, SLIP, TRAP = "7+5=12\n12*2=24\n24-3=21\n#### 21", "7+5=12\n12*2=26\n26-3=23\n#### 23", "7+5=12\n12*2=27\n27-3=24\n#### 24"
+RIGHT = "7+5=12\n12*2=24\n24-3=21\n#### 21"
+SLIP = "7+5=12\n12*2=26\n26-3=23\n#### 23"
+TRAP = "7+5=12\n12*2=27\n27-3=24\n#### 24"
 TRAPPED = "7*2=17\n17*3=51\n#### 51"  # the only answer on an unsolvable problem
 
 
@@ -32,7 +34,8 @@ def test_diagnose_by_hand():
     assert (full["wrong_pick_score"], full["best_right_score"]) == (pytest.approx(0.8), pytest.approx(0.5))
     assert full["pool_count_wrong_pick"] == pytest.approx(2.5)  # 1 copy of the slip, 4 of the trap
     assert full["weighted_vote"] == pytest.approx(0.5)  # 21 gets 0.5 + 0.5 > 0.8 for 23 on problem 0
-    assert full["wrong_pick_kinds"]["slip"] == pytest.approx(0.5) and full["wrong_pick_kinds"]["trap"] == pytest.approx(0.5)
+    assert full["wrong_pick_kinds"]["slip"] == pytest.approx(0.5)
+    assert full["wrong_pick_kinds"]["trap"] == pytest.approx(0.5)
     assert d["distinct"][4] == {"right": pytest.approx(0.5), "wrong": pytest.approx(1.5)}  # (1 + 0) / 2, (2 + 1) / 2
     one = d["by_n"]["PRM"][1]
     assert 0.15 < one["accuracy"] < 0.35 and one["accuracy"] == pytest.approx(one["pass@N"])  # N = 1: no choice
@@ -42,7 +45,8 @@ def test_diagnose_by_hand():
     assert kinds["trap *"]["beats_right"] == 0.0  # only the solvable problem's trap counts, and it scores below
     assert kinds["trap *"]["share"] == pytest.approx(5 / 8) and kinds["correct"]["mean_score"] == pytest.approx(0.5)
     table = prm_vs_orm.diagnose_tables(prm_vs_orm.mean_over([d, d]))
-    assert "| PRM | 4 | 0.000 | 0.500 | 0.000 | 0.800 / 0.500 | 2.5 / nan | 0.50 / 0.50 / 0.00 / 0.00 | 0.500 |" in table
+    assert ("| PRM | 4 | 0.000 | 0.500 | 0.000 | 0.800 / 0.500 | 2.5 / nan | "
+            "0.50 / 0.50 / 0.00 / 0.00 | 0.500 |") in table
 
 
 def test_weighted_vote_ties_and_missing_answers():

@@ -97,7 +97,8 @@ def test_best_of_n_result_save_load_round_trip(tmp_path):
     )
     back = BestOfNResult.load(result.save(tmp_path / "bon", plot=False))
     assert back.prompts == result.prompts and back.candidates == result.candidates and back.answers == result.answers
-    assert torch.equal(back.correct, result.correct) and torch.equal(back.scores["PRM (product)"], result.scores["PRM (product)"])
+    assert torch.equal(back.correct, result.correct)
+    assert torch.equal(back.scores["PRM (product)"], result.scores["PRM (product)"])
     assert back.accuracy == result.accuracy
     lines = (tmp_path / "bon" / "candidates.jsonl").read_text().splitlines()
     (tmp_path / "bon" / "candidates.jsonl").write_text(lines[0] + "\n" + lines[1].replace('"answers"', '"answer"'))

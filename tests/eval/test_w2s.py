@@ -25,7 +25,13 @@ from conftest import TINY, write_jsonl  # noqa: E402
 
 from lit_rlhf.data import WeakLabelDataModule, WeakLabelRow  # noqa: E402
 from lit_rlhf.eval.w2s import (  # noqa: E402
-    FeatureProbe, W2SSettings, check_disjoint, parse_loss, row_view, run_w2s, split_rows,
+    FeatureProbe,
+    W2SSettings,
+    check_disjoint,
+    parse_loss,
+    row_view,
+    run_w2s,
+    split_rows,
 )
 from lit_rlhf.tasks import SalientSynthetic  # noqa: E402
 
@@ -70,7 +76,9 @@ class _Spy:
 
 def test_pipeline_never_trains_on_test_and_reports_exact_pgr(tmp_path):
     task = SalientSynthetic()
-    sample = lambda split, n: [WeakLabelRow(r["text"], r["label"], None, w, r) for w, r in task.records("weak", split, n)]  # noqa: E731
+    sample = lambda split, n: [  # noqa: E731
+        WeakLabelRow(r["text"], r["label"], None, w, r) for w, r in task.records("weak", split, n)
+    ]
     pool, test = sample("train", 1200), sample("test", 400)
     pool += test[:50]  # a leak in the source: test texts inside the pool
     seen = []

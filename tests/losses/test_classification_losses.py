@@ -18,7 +18,9 @@ def test_xent_hand_values():
 def test_xent_with_one_hot_equals_cross_entropy():
     logits, labels = torch.randn(5, 3), torch.tensor([0, 2, 1, 1, 0])
     one_hot = torch.nn.functional.one_hot(labels, 3).float()
-    assert torch.allclose(xent_loss(logits, one_hot), torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
+    assert torch.allclose(
+        xent_loss(logits, one_hot), torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    )
 
 
 def test_step_loss_hand_computed():
@@ -136,7 +138,8 @@ def test_product_hand_values():
     assert product_loss(logits, weak).item() == pytest.approx(expected, rel=1e-6)
     # beta = 0: the target is the weak label (xent); alpha = 0: the target is the prediction (entropy)
     assert torch.allclose(product_loss(logits, weak, beta=0.0), xent_loss(logits, weak))
-    assert product_loss(logits, weak, alpha=0.0).item() == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert product_loss(logits, weak, alpha=0.0).item() == pytest.approx(entropy)
     # alpha = 2, beta = .5: target ∝ [.75^.5 * .04, .25^.5 * .64]
     t = torch.tensor([0.75 ** 0.5 * 0.04, 0.25 ** 0.5 * 0.64])
     t = t / t.sum()

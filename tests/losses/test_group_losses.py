@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from lit_rlhf.losses import (
-    entropy_from_logits, group_advantages, kl_loss, policy_gradient_loss, reinforce_pp_advantages, rloo_advantages,
-    shape_scores, token_rewards,
+    entropy_from_logits,
+    group_advantages,
+    kl_loss,
+    policy_gradient_loss,
+    reinforce_pp_advantages,
+    rloo_advantages,
+    shape_scores,
+    token_rewards,
 )
 
 

@@ -83,7 +83,8 @@ def test_smollm2_completion_logps_with_the_head_on_completion_positions_only(smo
     seqs = [tok(p + c)["input_ids"] for p, c in texts]
     starts = [len(tok(p)["input_ids"]) for p, _ in texts]
     ids = pad(seqs, tok.pad_token_id)
-    args = ids, pad([[1] * len(s) for s in seqs], 0), pad([[0] * n + [1] * (len(s) - n) for s, n in zip(seqs, starts)], 0)
+    completion = pad([[0] * n + [1] * (len(s) - n) for s, n in zip(seqs, starts)], 0)
+    args = ids, pad([[1] * len(s) for s in seqs], 0), completion
     seen = []
     handle = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
     with torch.no_grad():

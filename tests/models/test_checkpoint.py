@@ -21,7 +21,13 @@ from lightning.pytorch.loggers import CSVLogger
 from lit_rlhf.data import PreferenceDataModule, SFTDataModule
 from lit_rlhf.models import LoraSpec, build_byte_tokenizer, load_model, sequence_logps
 from lit_rlhf.models.checkpoint import (
-    NETWORK_KEY, PROVENANCE_KEY, load_head_model, load_module, load_policy, load_reward_head, resolve_checkpoint,
+    NETWORK_KEY,
+    PROVENANCE_KEY,
+    load_head_model,
+    load_module,
+    load_policy,
+    load_reward_head,
+    resolve_checkpoint,
 )
 from lit_rlhf.modules import DPO, SFT, RewardModel
 

@@ -194,15 +194,17 @@ def test_head_model_save_pretrained(tok, tmp_path):
     clf = sequence_classifier(spec(), num_classes=4, tokenizer=tok, pooling="mean")
     clf.save_pretrained(tmp_path)
     assert (tmp_path / "config.json").exists()
-    assert json.loads((tmp_path / "head.json").read_text()) == {"num_outputs": 4, "pooling": "mean", "squeeze": False, "bias": True,
-                                                                "pad_token_id": tok.pad_token_id}
+    assert json.loads((tmp_path / "head.json").read_text()) == {
+        "num_outputs": 4, "pooling": "mean", "squeeze": False, "bias": True, "pad_token_id": tok.pad_token_id,
+    }
     state = torch.load(tmp_path / "head.pt", weights_only=True)
     assert set(state) == {"weight", "bias"}
     torch.testing.assert_close(state["weight"], clf.head.weight.detach())
     rm = scalar_head_model(spec(), tokenizer=tok)
     rm.save_pretrained(tmp_path / "rm")
-    assert json.loads((tmp_path / "rm" / "head.json").read_text()) == {"num_outputs": 1, "pooling": "last", "squeeze": True, "bias": False,
-                                                                      "pad_token_id": tok.pad_token_id}
+    assert json.loads((tmp_path / "rm" / "head.json").read_text()) == {
+        "num_outputs": 1, "pooling": "last", "squeeze": True, "bias": False, "pad_token_id": tok.pad_token_id,
+    }
     assert isinstance(rm, HeadModel) and rm.config is rm.backbone.config
 
 

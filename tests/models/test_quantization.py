@@ -78,7 +78,8 @@ def test_qlora_trains_only_adapters(method, tiny_folder, tmp_path):
 
 
 def test_8bit_optimizer_from_yaml_trains(tiny_folder, tmp_path):
-    """The optimizer block of a config names bitsandbytes' AdamW8bit; LightningCLI builds it over the trainable weights."""
+    """The optimizer block of a config names bitsandbytes' AdamW8bit; LightningCLI builds it over the trainable
+    weights."""
     import bitsandbytes as bnb
 
     from lit_rlhf.cli import LitRLHFCLI
@@ -111,7 +112,8 @@ def test_8bit_optimizer_with_sharding_is_refused(tiny_folder, tmp_path):
     from lit_rlhf.cli import LitRLHFCLI
 
     cli = LitRLHFCLI(args=[
-        "--model=lit_rlhf.modules.SFT", f"--model.model={tiny_folder}", "--model.optimizer=bitsandbytes.optim.AdamW8bit",
+        "--model=lit_rlhf.modules.SFT", f"--model.model={tiny_folder}",
+        "--model.optimizer=bitsandbytes.optim.AdamW8bit",
         "--data=lit_rlhf.data.SFTDataModule", f"--data.train={EXAMPLE_SFT}",
         "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
     ], run=False)

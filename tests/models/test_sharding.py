@@ -38,5 +38,6 @@ def test_trainable_weights_outside_sub_models_are_refused():
             self.net = torch.nn.Linear(2, 2)
             self.prototypes = torch.nn.Parameter(torch.zeros(3, 2))
 
-    with pytest.raises(ValueError, match=r"Owner keeps trainable parameters outside its sub-models \(\['prototypes'\]\)"):
+    match = r"Owner keeps trainable parameters outside its sub-models \(\['prototypes'\]\)"
+    with pytest.raises(ValueError, match=match):
         shard_children(Owner(), mesh=None)

@@ -30,7 +30,9 @@ from lit_rlhf.modules import RewardModel
 from lit_rlhf.modules.meta_rm import MetaRM
 
 ROOT = Path(__file__).resolve().parents[2]
-PAIRS = [("1:", "xx good yy", "xx bad yy"), ("2:", "qgood", "badq"), ("3:", "a good", "a bad"), ("4:", "good w", "bad w")]
+PAIRS = [
+    ("1:", "xx good yy", "xx bad yy"), ("2:", "qgood", "badq"), ("3:", "a good", "a bad"), ("4:", "good w", "bad w"),
+]
 GROUPS = [{"prompt": "5:", "responses": ["abc", "great", "awful", "ok ok"]},
           {"prompt": "6:", "responses": ["zz", "fine day", "poor", "c"]}]
 
@@ -43,7 +45,8 @@ def pref_batch(tok, pairs=PAIRS):
 
 def shifted_batch(tok, groups=GROUPS):
     enc = Encoder(tok, max_length=64)
-    return ShiftedCollator(tok.pad_token_id)([encode_shifted(enc, shifted_row(g, f"mem:{i}")) for i, g in enumerate(groups)])
+    items = [encode_shifted(enc, shifted_row(g, f"mem:{i}")) for i, g in enumerate(groups)]
+    return ShiftedCollator(tok.pad_token_id)(items)
 
 
 def shifted_responses(path, n, seed, k=4, words=("good", "bad", ""), alphabet="abcde "):
@@ -222,7 +225,8 @@ def _train_and_measure(spec, tmp_path, meta_lr, seed, steps=48):
     L.seed_everything(seed, verbose=False)
     kw = dict(model=spec, optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
     if meta_lr is None:
-        module, dm = RewardModel(**kw), PreferenceDataModule(train=train, val=val, batch_size=16, max_length=64, seed=seed)
+        module = RewardModel(**kw)
+        dm = PreferenceDataModule(train=train, val=val, batch_size=16, max_length=64, seed=seed)
     else:
         module = MetaRM(meta_lr=meta_lr, **kw)
         dm = MetaRMDataModule(train=train, val=val, shifted=shifted, batch_size=16, max_length=64, seed=seed)
@@ -299,7 +303,9 @@ DDP_SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("mode", ["reducer", *(pytest.param(m, marks=pytest.mark.slow) for m in ("fallback", "second_order"))])
+@pytest.mark.parametrize(
+    "mode", ["reducer", *(pytest.param(m, marks=pytest.mark.slow) for m in ("fallback", "second_order"))]
+)
 def test_ddp_ranks_stay_identical(tmp_path, mode):
     word_pairs(tmp_path / "train.jsonl", 64, 0)
     shifted_responses(tmp_path / "shifted.jsonl", 16, 1, k=3)

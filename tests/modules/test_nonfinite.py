@@ -1,4 +1,5 @@
-"""Non-finite losses: stop with a message naming the step, or skip the update (parameters and optimizer state untouched)."""
+"""Non-finite losses: stop with a message naming the step, or skip the update (parameters and optimizer state
+untouched)."""
 
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def _fit(module: Toy, steps: int = 4) -> Snapshots:
     torch.manual_seed(0)
     data = DataLoader(TensorDataset(torch.randn(16, 3), torch.arange(16) // 4), batch_size=4)  # x, batch index
     snaps = Snapshots()
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, log_every_n_steps=1, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[snaps])
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, log_every_n_steps=1,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[snaps])
     trainer.fit(module, data)
     return snaps
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import TINY
+from conftest import arithmetic_prompts as datamodule
+from conftest import online_trainer as trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_rlhf.data import PromptDataModule
 from lit_rlhf.modules import PPO, RewardModel
 from lit_rlhf.rollout.rewards import load_reward_head
-from lit_rlhf.tasks import Arithmetic
-
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "num_key_value_heads": 2}
 
 
 def length_reward(prompts, completions):
@@ -25,17 +23,6 @@ def make_ppo(**kwargs):
     args = dict(model={"config": TINY}, sampling={"temperature": 0.7, "max_new_tokens": 6}, ppo_epochs=2,
                 num_mini_batches=2, reward_fn=length_reward, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
     return PPO(**{**args, **kwargs})
-
-
-def datamodule(n_train=8, batch_size=4):
-    return PromptDataModule(task=Arithmetic(max_steps=2), task_sizes={"train": n_train, "val": 4, "test": 4},
-                            batch_size=batch_size, max_length=64)
-
-
-def trainer(tmp_path, max_steps, callbacks=(), **kwargs):
-    return L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=bool(callbacks),
-                     callbacks=list(callbacks), enable_progress_bar=False, enable_model_summary=False,
-                     num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp_path, **kwargs)
 
 
 class RatioProbe(L.Callback):

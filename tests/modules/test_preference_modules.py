@@ -90,7 +90,8 @@ def test_readme_subclass_example_gets_its_defaults_through_the_cli(tmp_path, mon
     exec(compile(code, "README.md", "exec"), package.__dict__)
     monkeypatch.setitem(sys.modules, "readme_example", package)
     module = _cli(tmp_path, "--model=readme_example.MarginSimPO").model
-    assert (module.beta, module.gamma, module.delta, module.reference, module.ref_model) == (2.0, 1.0, 0.01, "none", None)
+    settings = (module.beta, module.gamma, module.delta, module.reference, module.ref_model)
+    assert settings == (2.0, 1.0, 0.01, "none", None)
     trainer = quiet_trainer(tmp_path, max_steps=2)
     trainer.fit(module, datamodule=_data(tmp_path, n=32))
     assert trainer.global_step == 2

@@ -91,7 +91,8 @@ def test_best_of_n_on_arithmetic_candidates_and_cli(tiny_spec, tmp_path):
     truth = torch.tensor([[task.parse_answer(c) == p.answer for c in row] for p, row in zip(problems, candidates)])
     assert torch.equal(result.correct, truth)
     assert set(result.accuracy) == {"PRM (product)", "PRM (min)", "ORM", "majority", "pass@N"}
-    assert result.scores["ORM"].shape == (6, 4) and ((result.scores["PRM (min)"] >= 0) & (result.scores["PRM (min)"] <= 1)).all()
+    assert result.scores["ORM"].shape == (6, 4)
+    assert ((result.scores["PRM (min)"] >= 0) & (result.scores["PRM (min)"] <= 1)).all()
     for name, by_n in result.accuracy.items():
         assert by_n[4][0] <= result.accuracy["pass@N"][4][0] + 1e-9, name
     folder = result.save(tmp_path / "report")
@@ -107,7 +108,8 @@ def test_best_of_n_on_arithmetic_candidates_and_cli(tiny_spec, tmp_path):
     cli_main(["best-of-n", "--candidates", str(tmp_path / "cands.jsonl"), "--prm", str(tmp_path / "prm.ckpt"),
               "--n", "1", "2", "--trials", "3", "--output", str(tmp_path / "cli")])
     accuracy = json.loads((tmp_path / "cli" / "accuracy.json").read_text())
-    assert set(accuracy) == {"PRM (product)", "PRM (min)", "majority", "pass@N"} and set(accuracy["pass@N"]) == {"1", "2"}
+    assert set(accuracy) == {"PRM (product)", "PRM (min)", "majority", "pass@N"}
+    assert set(accuracy["pass@N"]) == {"1", "2"}
 
 
 def test_best_of_n_feeds_the_orm_the_tasks_solution_text(monkeypatch):
@@ -120,7 +122,9 @@ def test_best_of_n_feeds_the_orm_the_tasks_solution_text(monkeypatch):
             return f"{prompt} | {completion}"
 
     task, seen = Spaced(), []
-    monkeypatch.setattr(bon, "score_outcomes", lambda orm, texts, batch_size: seen.extend(texts) or torch.zeros(len(texts)))
+    monkeypatch.setattr(
+        bon, "score_outcomes", lambda orm, texts, batch_size: seen.extend(texts) or torch.zeros(len(texts))
+    )
     prompts = ["1+2=", "3*2="]
     candidates = [["1+2=3\n#### 3", "1+2=4\n#### 4"], ["3*2=6\n#### 6", "oops"]]
     bon.best_of_n(task, prompts, candidates, [1], orm=object(), trials=1)
@@ -130,8 +134,8 @@ def test_best_of_n_feeds_the_orm_the_tasks_solution_text(monkeypatch):
 
 
 def test_best_of_n_cli_samples_from_a_policy_checkpoint(tiny_spec, tmp_path):
-    from lit_rlhf.models.checkpoint import load_policy
     from lit_rlhf.data import SFTDataModule
+    from lit_rlhf.models.checkpoint import load_policy
     from lit_rlhf.modules import SFT
 
     sft = SFT(model=tiny_spec)

@@ -55,7 +55,8 @@ def test_large_table_and_clipping(tiny_spec):
     assert torch.allclose(rm.margins(_batch(rm.tokenizer, PAIRS, rating=["better", "slightly better"]), 2),
                           torch.tensor([2.0, 1.0]))
     clipped = RewardModel(model=tiny_spec, margin="adaptive", clip_margin=True)
-    assert torch.allclose(clipped.margins(_batch(rm.tokenizer, PAIRS, strength=[0.5, -1.0]), 2), torch.tensor([0.5, 0.0]))
+    strengths = _batch(rm.tokenizer, PAIRS, strength=[0.5, -1.0])
+    assert torch.allclose(clipped.margins(strengths, 2), torch.tensor([0.5, 0.0]))
 
 
 def test_unknown_rating_and_missing_strength_are_errors(tiny_spec):

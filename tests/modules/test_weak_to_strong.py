@@ -59,7 +59,7 @@ def test_micro_batches_give_the_full_batch_logconf_gradient(tiny_spec, tmp_path,
         batch = _batch(module, rows, tmp_path)
         module.train()
         if per_chunk_quantile:  # what naive gradient accumulation would do
-            ids, mask, soft = batch["input_ids"].split(size), batch["attention_mask"].split(size), batch["soft_label"].split(size)
+            ids, mask, soft = (batch[k].split(size) for k in ("input_ids", "attention_mask", "soft_label"))
             loss = sum(logconf_loss(module(i, m), s, 0.5).sum() for i, m, s in zip(ids, mask, soft)) / 8
         else:
             loss = module.step(batch, "train").loss

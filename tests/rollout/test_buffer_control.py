@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from lit_rlhf.rollout import AdaptiveKLController, FixedKLController, RolloutBuffer, RunningMoments, kl_controller
-from lit_rlhf.rollout import response_mask
+from lit_rlhf.rollout import (
+    AdaptiveKLController,
+    FixedKLController,
+    RolloutBuffer,
+    RunningMoments,
+    kl_controller,
+    response_mask,
+)
 
 
 def filled_buffer(n=6):
     buf = RolloutBuffer()
-    buf.add(response=torch.arange(n * 3).view(n, 3), scores=torch.arange(n).float(), prompts=[f"p{i}" for i in range(n)])
+    buf.add(response=torch.arange(n * 3).view(n, 3), scores=torch.arange(n).float(),
+            prompts=[f"p{i}" for i in range(n)])
     return buf
 
 
 def test_minibatches_cover_every_rollout_once_per_epoch():
     buf = filled_buffer(6)
     seen = {}
-    for epoch, i, mb in buf.minibatches(3, epochs=2, generator=torch.Generator().manual_seed(0)):
+    for epoch, _i, mb in buf.minibatches(3, epochs=2, generator=torch.Generator().manual_seed(0)):
         assert mb["response"].shape == (2, 3)
         assert torch.equal(mb["response"][:, 0] // 3, mb["scores"].long())  # rows stay aligned across fields
         seen.setdefault(epoch, []).extend(mb["scores"].long().tolist())
