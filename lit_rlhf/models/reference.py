@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,15 +68,21 @@ class ReferenceCache:
 def batched_logps(
     logps_fn: Callable[[dict[str, Any]], torch.Tensor], items: Sequence[dict[str, Any]],
     collate: Callable[[list[dict[str, Any]]], dict[str, Any]], batch_size: int, device: torch.device | str,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> torch.Tensor:
     """Apply ``logps_fn`` (a collated batch on ``device`` -> ``(rows, ...)``) over ``items`` in order.
 
+    Args:
+        progress: called after each batch with ``(items done, items in all, seconds so far)``.
     Returns:
         the concatenated float32 values on the CPU.
     """
     out = []
+    start_time = time.perf_counter()
     for start in range(0, len(items), batch_size):
         batch = collate(list(items[start:start + batch_size]))
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         out.append(logps_fn(batch).float().cpu())
+        if progress is not None:
+            progress(min(start + batch_size, len(items)), len(items), time.perf_counter() - start_time)
     return torch.cat(out) if out else torch.zeros(0)

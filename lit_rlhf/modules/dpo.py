@@ -193,7 +193,7 @@ class DPO(StepModule, PolicyModule):
                     f"no cached reference log-probs for the '{split}' data of this run in {self.reference_cache.folder}"
                     " and the policy is no longer the starting one; precompute them from the starting policy")
             else:
-                values = self._reference_pass(items, dm.collator())
+                values = self._reference_pass(items, dm.collator(), split)
                 if self.trainer.is_global_zero:
                     self.reference_cache.save(data_fp, self.reference_fingerprint, values)
                 self.reference_status[split] = "computed"
@@ -203,8 +203,19 @@ class DPO(StepModule, PolicyModule):
             rank_zero_info(f"[lit_rlhf] DPO reference log-probs of {len(items)} '{split}' pairs "
                            f"{self.reference_status[split]} ({cache_path})")
 
-    def _reference_pass(self, items: list[dict[str, Any]], collate: Any) -> torch.Tensor:
-        """``(N, 2)`` log-probs (chosen, rejected) of the starting policy, eval mode, no grad."""
+    def _reference_pass(self, items: list[dict[str, Any]], collate: Any, split: str = "train") -> torch.Tensor:
+        """``(N, 2)`` log-probs (chosen, rejected) of the starting policy, eval mode, no grad; the pass says what it
+        covers against what the run will use, estimates its time after the first batch and reports every 10%."""
+        rank_zero_info(self._reference_pass_plan(len(items), split))
+        reported = [0]
+
+        def progress(done: int, total: int, seconds: float) -> None:
+            if done == total or done * 10 // total > reported[0] or done == min(total, self.reference_batch_size):
+                reported[0] = done * 10 // total
+                rest = seconds / done * (total - done)
+                rank_zero_info(f"[lit_rlhf] DPO reference log-probs: {done}/{total} '{split}' pairs in {seconds:.0f} s"
+                               + (f", about {rest:.0f} s left" if done < total else ""))
+
         def logps(batch: dict[str, Any]) -> torch.Tensor:
             values = self.sequence_logps(
                 self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
@@ -214,9 +225,22 @@ class DPO(StepModule, PolicyModule):
         was_training = self.model.training
         self.model.eval()
         try:
-            return batched_logps(logps, items, collate, self.reference_batch_size, self.device)
+            return batched_logps(logps, items, collate, self.reference_batch_size, self.device, progress)
         finally:
             self.model.train(was_training)
+
+    def _reference_pass_plan(self, pairs: int, split: str) -> str:
+        """What the reference pass covers, and how many training pairs this run can use at most (``max_steps``)."""
+        line = (f"[lit_rlhf] DPO reference log-probs: one pass of the starting policy over all {pairs} '{split}' pairs "
+                f"(cached on disk for later runs)")
+        trainer = self._trainer
+        if split == "train" and trainer is not None and trainer.max_steps > 0:
+            dm = trainer.datamodule
+            used = trainer.max_steps * trainer.accumulate_grad_batches * trainer.world_size * getattr(dm, "batch_size", 1)
+            if used < pairs:
+                line += (f"; this run's max_steps={trainer.max_steps} uses at most {used} of them — a shorter train file "
+                         f"(or data.task_sizes) makes the pass shorter")
+        return line
 
     def on_fit_start(self) -> None:
         if self.reference == "precomputed":

@@ -205,3 +205,20 @@ def test_init_from_errors(tiny_spec, tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="not a checkpoint of a lit_rlhf policy"):
         build_policy(tiny_spec, str(tmp_path / "other.ckpt"))
+
+
+def test_reference_pass_states_what_the_run_uses_and_reports_progress(tiny_spec, tmp_path, caplog):
+    """A short run over a large pair file: the precomputing pass says it covers more than max_steps will use,
+    estimates its time after the first batch and reports its progress (issue: a 5-step run computed 8,000 pairs
+    without a word)."""
+    import logging
+
+    module = _dpo(tiny_spec, tmp_path, reference="precomputed", reference_batch_size=8)
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        _trainer(tmp_path, 2, limit_val_batches=0).fit(module, datamodule=_data(tmp_path, n=64))
+    lines = [r.getMessage() for r in caplog.records if "DPO reference log-probs" in r.getMessage()]
+    plan = next(line for line in lines if "one pass" in line and "'train'" in line)
+    assert "over all 64 'train' pairs" in plan and "max_steps=2 uses at most 32 of them" in plan, plan
+    progress = [line for line in lines if "/64 'train' pairs in" in line]
+    assert progress[0].startswith("[lit_rlhf] DPO reference log-probs: 8/64") and "s left" in progress[0]
+    assert progress[-1].startswith("[lit_rlhf] DPO reference log-probs: 64/64") and "left" not in progress[-1]
