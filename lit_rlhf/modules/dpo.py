@@ -236,10 +236,11 @@ class DPO(StepModule, PolicyModule):
         trainer = self._trainer
         if split == "train" and trainer is not None and trainer.max_steps > 0:
             dm = trainer.datamodule
-            used = trainer.max_steps * trainer.accumulate_grad_batches * trainer.world_size * getattr(dm, "batch_size", 1)
+            batches = trainer.max_steps * trainer.accumulate_grad_batches * trainer.world_size
+            used = batches * getattr(dm, "batch_size", 1)
             if used < pairs:
-                line += (f"; this run's max_steps={trainer.max_steps} uses at most {used} of them — a shorter train file "
-                         f"(or data.task_sizes) makes the pass shorter")
+                line += (f"; this run's max_steps={trainer.max_steps} uses at most {used} of them — a shorter train "
+                         f"file (or data.task_sizes) makes the pass shorter")
         return line
 
     def on_fit_start(self) -> None:
