@@ -1,5 +1,7 @@
 """KTO module: learns from unpaired labels, reference point from mismatched pairs, imbalance warning, CLI."""
 
+import warnings
+
 import pytest
 import torch
 from conftest import quiet_trainer, word_pairs, write_jsonl
@@ -61,8 +63,13 @@ def test_step_uses_the_mismatched_pairs_for_the_reference_point(tiny_spec, tmp_p
 def test_imbalance_warning_names_the_weight_range(tiny_spec, tmp_path):
     rows = [{"prompt": "q", "completion": f"a{i}", "label": i < 2} for i in range(8)]  # 2 desirable, 6 not
     dm = UnpairedPreferenceDataModule(train=write_jsonl(tmp_path / "u.jsonl", rows), batch_size=4, max_length=32)
-    with pytest.warns(UserWarning, match=r"desirable_weight in \[3, 4\]"):
+    with pytest.warns(UserWarning, match=r"2 desirable and 6 undesirable .* desirable_weight in \[3, 4\]"):
         quiet_trainer(tmp_path, max_steps=1).fit(_kto(tiny_spec), datamodule=dm)
+    # weights inside the rule (3 · 2 / (1 · 6) = 1): no warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer(tmp_path, max_steps=1).fit(_kto(tiny_spec, desirable_weight=3.0), datamodule=dm)
+    assert not [w for w in caught if "KTO:" in str(w.message)]
 
 
 def test_precomputed_reference_is_refused(tiny_spec):
