@@ -38,7 +38,7 @@ RULES: list[tuple[str, str, str]] = [
      "a template with placeholders (<x>, CKPT, OUT_DIR, M, ...), not a runnable command"),
     (r"^lit-rlhf assets\b", SKIP, "installs packages and downloads an archive (network)"),
     (r"configs/scale/", SKIP, "multi-process runs of the DPO config, which needs the DPO path's pairs first; "
-                              "tests/distributed runs every config under DDP and FSDP2"),
+                              "tests/distributed runs every method under DDP and FSDP2"),
     (r"configs/dpo\.yaml", SKIP,
      "the DPO path: SFT (~3 min), sampling 2,200 problems × 4 and DPO; minutes to tens of minutes"),
     (r"--ckpt_path\b", SKIP, "resumes a run of configs/reward.yaml that has to exist first"),
