@@ -125,6 +125,7 @@ def test_every_fit_records_its_config_in_its_own_folder_and_its_wandb_run(tmp_pa
     assert not (tmp_path / "config.yaml").exists()  # no shared file that every run overwrites
 
 
+@pytest.mark.slow
 def test_other_loggers_and_no_logger_get_a_config_file_per_run(tmp_path):
     csv = json.dumps({"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}})
     for _ in range(2):
@@ -170,6 +171,7 @@ def trained(cli) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in cli.model.model.state_dict().items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [4, 8], ids=["mid-epoch", "epoch-end"])
 def test_ckpt_path_last_extends_a_finished_run_in_the_same_wandb_run(tmp_path, steps):
     # 64 rows / 8 = 8 batches per epoch. mid-epoch: 4 steps then 8; epoch-end: a max_epochs=1 run of 8 steps,

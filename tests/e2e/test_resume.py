@@ -101,6 +101,7 @@ RM = ('--data.init_args.task_sizes={"train": 48, "val": 8, "test": 8}', "--data.
       "--trainer.max_epochs=2")
 
 
+@pytest.mark.slow
 def test_reward_model_resume_after_kill_equals_uninterrupted_run(tmp_path):
     # 48 pairs / 8 = 6 batches per epoch, 12 steps; last.ckpt at step 8 (epoch 1, batch 2 of 6); killed at 10
     full, full_rec, resumed, resumed_rec, ckpt = kill_and_resume(tmp_path, "reward.yaml", 4, 10, (), *RM)
@@ -125,6 +126,7 @@ def test_reward_model_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(full.parameters(), stateless.parameters()))
 
 
+@pytest.mark.slow
 def test_dpo_resume_after_kill_equals_uninterrupted_run(tmp_path):
     # task-generated pairs; precomputed reference, cached by the killed run and found again by the resumed one
     overrides = ("--model.init_args.init_from=null", "--model.init_args.reference_cache={root}/reference",
