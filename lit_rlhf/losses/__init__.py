@@ -38,13 +38,15 @@ from lit_rlhf.losses.ppo import (
 )
 from lit_rlhf.losses.reward import LLAMA2_MARGINS, bradley_terry_loss, reward_centering_penalty
 from lit_rlhf.losses.sft import NLL_REDUCTIONS, completion_nll, sft_loss
+from lit_rlhf.losses.shaping import ensemble_reward, length_reward, place_step_rewards
 
 __all__ = [
     "AGGREGATIONS", "DPO_LOSS_TYPES", "LLAMA2_MARGINS", "NLL_REDUCTIONS", "PAIR_LOSSES", "REFERENCE_FREE", "W2S_LOSSES",
-    "aggregate", "bradley_terry_loss", "completion_nll", "confidence_weight", "dpo_loss", "entropy_from_logits", "gae",
-    "group_advantages", "group_std", "hardened_predictions", "kl_loss", "kl_penalty", "kto_loss", "kto_reference_point",
-    "kto_weight_bounds", "logconf_loss", "masked_mean", "masked_var", "meta_difference_loss", "policy_gradient_loss",
-    "ppo_policy_loss", "ppo_value_loss", "product_loss", "reinforce_pp_advantages", "reward_centering_penalty",
-    "rloo_advantages", "sft_loss", "shape_scores", "simcse_loss", "sinkhorn", "step_loss", "swav_loss", "token_rewards",
-    "weak_to_strong_loss", "whiten", "xent_loss",
+    "aggregate", "bradley_terry_loss", "completion_nll", "confidence_weight", "dpo_loss", "ensemble_reward",
+    "entropy_from_logits", "gae", "group_advantages", "group_std", "hardened_predictions", "kl_loss", "kl_penalty",
+    "kto_loss", "kto_reference_point", "kto_weight_bounds", "length_reward", "logconf_loss", "masked_mean",
+    "masked_var", "meta_difference_loss", "place_step_rewards", "policy_gradient_loss", "ppo_policy_loss",
+    "ppo_value_loss", "product_loss", "reinforce_pp_advantages", "reward_centering_penalty", "rloo_advantages",
+    "sft_loss", "shape_scores", "simcse_loss", "sinkhorn", "step_loss", "swav_loss", "token_rewards",
+    "weak_to_strong_loss", "whiten", "xent_loss"
 ]

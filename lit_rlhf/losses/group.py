@@ -99,13 +99,15 @@ def reinforce_pp_advantages(
     beta: float = 0.0,
     group_size: int | None = None,
     gamma: float = 1.0,
+    step_rewards: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """REINFORCE++ advantages (Hu 2025, arXiv 2501.03262, §3.1–3.3).
 
     Token rewards as in PPO, ``r_t = −β KL_t`` plus the outcome reward on the last real token; returns
     ``G_t = Σ_{s≥t} γ^{s−t} r_s``; advantages normalised over every valid token of the (global) batch,
     ``Â = (G − mean) / std``. With ``group_size`` (REINFORCE++-baseline) each outcome reward first has its
-    group's mean subtracted.
+    group's mean subtracted. ``step_rewards`` (dense process rewards, e.g. a PRM's step scores on the tokens
+    that close the steps, :func:`~lit_rlhf.losses.place_step_rewards`) are added to ``r_t`` before the returns.
 
     Args:
         rewards: ``(B,)`` outcome rewards.
@@ -114,6 +116,7 @@ def reinforce_pp_advantages(
         beta: KL coefficient β.
         group_size: subtract the group mean first (``None`` = no baseline).
         gamma: discount γ (1 in the paper).
+        step_rewards: ``(B, T)`` dense per-token rewards added to the token rewards (``None`` = none).
     Returns:
         ``(B, T)`` advantages, 0 on padding.
     """
@@ -122,6 +125,9 @@ def reinforce_pp_advantages(
         rewards = (grouped - grouped.mean(-1, keepdim=True)).flatten()
     kl = torch.zeros(mask.shape, device=mask.device) if kl is None else kl
     shaped = token_rewards(rewards, kl, mask, beta)
+    if step_rewards is not None:
+        _check_shapes(mask, step_rewards=step_rewards)
+        shaped = shaped + step_rewards.float() * mask.float()
     returns = torch.zeros_like(shaped)
     running = torch.zeros_like(shaped[:, 0])
     for t in reversed(range(shaped.shape[1])):

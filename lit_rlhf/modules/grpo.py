@@ -52,7 +52,9 @@ class GRPO(OnlineRL):
         model: policy name or spec (full fine-tuning, or LoRA through ``lora``).
         sampling: rollout decoding (``temperature`` > 0; default 1.0 and 64 new tokens).
         reward_model: a ``RewardModel`` checkpoint or exported folder used as the reward source.
-        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; neither = the task's gold reward.
+        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; none of the three = the task's gold reward.
+        rewards: weighted reward sources (:class:`~lit_rlhf.modules.rl.OnlineRL`); a ``prm`` source gives dense
+            step rewards to ``reinforce_pp``, and the ``aggregate`` of its step scores to the other estimators.
         group_size: completions per prompt ``G`` (≥ 2).
         advantage: ``grpo`` | ``dr_grpo`` | ``rloo`` | ``reinforce_pp`` | ``reinforce_pp_baseline``.
         scale_rewards: ``grpo``'s std division: ``group`` | ``batch`` | ``none`` (TRL's ``scale_rewards``).
@@ -79,6 +81,7 @@ class GRPO(OnlineRL):
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
         reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+        rewards: list[dict[str, Any]] | None = None,
         group_size: int = 8,
         advantage: Advantage = "grpo",
         scale_rewards: Scale = "group",
@@ -111,7 +114,7 @@ class GRPO(OnlineRL):
                              f"{clip_low}, {clip_high}, {max_sampling_batches}")
         sampling = SamplingConfig.of(sampling if sampling is not None else {"temperature": 1.0, "max_new_tokens": 64})
         super().__init__(model=model, sampling=sampling, reward_model=reward_model, reward_fn=reward_fn,
-                         group_size=group_size, reference=beta > 0, ppo_epochs=num_iterations,
+                         rewards=rewards, group_size=group_size, reference=beta > 0, ppo_epochs=num_iterations,
                          num_mini_batches=num_mini_batches, gradient_clip_val=gradient_clip_val, **kwargs)
         self.record_hparams(ignore=("reward_fn",))
         self.advantage, self.scale_rewards, self.beta = advantage, scale_rewards, beta
@@ -164,10 +167,18 @@ class GRPO(OnlineRL):
         return chosen
 
     # ------------------------------------------------------------------ rewards and advantages
+    @property
+    def dense_rewards(self) -> bool:
+        return self.advantage == "reinforce_pp"
+
     def shape_rewards(self, exp: dict[str, torch.Tensor], samples: Samples) -> dict[str, torch.Tensor]:
-        """Scores as rewards; ``rloo`` subtracts ``β Σ_t KL_t``; ``reinforce_pp`` keeps the per-token KL."""
+        """Scores as rewards; ``rloo`` subtracts ``β Σ_t KL_t``; ``reinforce_pp`` keeps the per-token KL and the
+        dense step rewards (outcome sources on the last token, step sources on the tokens closing the steps)."""
         scores, mask = samples["scores"].to(self.device).float(), exp["response_mask"]
         exp["rewards"] = scores
+        steps = self.step_token_rewards(samples, mask)
+        if steps is not None:
+            exp["rewards"], exp["step_rewards"] = samples["outcome_scores"].to(self.device).float(), steps
         if self.has_reference and not self.kl_in_loss:
             kl = kl_penalty(exp["logprobs"], exp["ref_logprobs"], self.kl_estimator) * mask
             exp["kl"] = kl
@@ -185,7 +196,8 @@ class GRPO(OnlineRL):
             adv = rloo_advantages(rewards, G)
         else:
             adv = reinforce_pp_advantages(rewards, exp["response_mask"], exp.get("kl"), self.beta,
-                                          G if self.advantage == "reinforce_pp_baseline" else None)
+                                          G if self.advantage == "reinforce_pp_baseline" else None,
+                                          step_rewards=exp.get("step_rewards"))
         if adv.dim() == 1:  # one advantage per sequence, stored per token (the buffer's minibatches are row slices)
             adv = adv.unsqueeze(-1) * exp["response_mask"].float()
         exp["advantages"] = adv

@@ -53,7 +53,10 @@ class PPO(OnlineRL):
         sampling: rollout decoding (``temperature`` > 0; log-probs use logits / temperature).
         reward_model: a ``RewardModel`` checkpoint or exported folder used as the reward source.
         reward_fn: any callable ``(prompts, completions) -> Tensor (B,)`` (e.g. a task's gold reward).
-            With neither, the data module's task's gold reward is used.
+            With none of the three, the data module's task's gold reward is used.
+        rewards: weighted reward sources (:class:`~lit_rlhf.modules.rl.OnlineRL`); a ``prm`` source's step scores
+            are dense rewards on the tokens that close the steps (the outcome sources' sum is the score on the last
+            token, with the EOS penalty and normalisation below).
         value_model: critic backbone name or spec (default: the policy's spec); ignored with ``value_head``.
         value_head: put the value head on the policy's last hidden state instead of a separate critic.
         value_init: initialise the critic from a reward model (``.ckpt`` or folder, as ``reward_model``).
@@ -92,6 +95,7 @@ class PPO(OnlineRL):
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
         reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+        rewards: list[dict[str, Any]] | None = None,
         value_model: ModelLike | None = None,
         value_head: bool = False,
         value_init: str | None = None,
@@ -118,9 +122,10 @@ class PPO(OnlineRL):
         sampling = SamplingConfig.of(sampling if sampling is not None else {"temperature": 0.7, "max_new_tokens": 53})
         if value_lr is not None and value_lr <= 0:
             raise ValueError(f"value_lr must be > 0, got {value_lr}")
-        super().__init__(model=model, sampling=sampling, reward_model=reward_model, reward_fn=reward_fn, group_size=1,
-                         reference=True, ppo_epochs=ppo_epochs, num_mini_batches=num_mini_batches,
-                         entropy_coef=entropy_coef, gradient_clip_val=gradient_clip_val, **kwargs)
+        super().__init__(model=model, sampling=sampling, reward_model=reward_model, reward_fn=reward_fn,
+                         rewards=rewards, group_size=1, reference=True, ppo_epochs=ppo_epochs,
+                         num_mini_batches=num_mini_batches, entropy_coef=entropy_coef,
+                         gradient_clip_val=gradient_clip_val, **kwargs)
         self.record_hparams(ignore=("reward_fn",))
         if value_head:
             self.value_model: nn.Module | None = None
@@ -165,6 +170,10 @@ class PPO(OnlineRL):
     def values_from_hidden(self) -> bool:
         return self.value_head is not None
 
+    @property
+    def dense_rewards(self) -> bool:
+        return True
+
     def critic_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                       policy_out: Any, response_width: int) -> torch.Tensor:
         R = response_width
@@ -176,10 +185,13 @@ class PPO(OnlineRL):
 
     # ------------------------------------------------------------------ rewards and advantages
     def shape_rewards(self, exp: dict[str, torch.Tensor], samples: Samples) -> dict[str, torch.Tensor]:
-        """``r_t = −β kl_t`` plus the EOS-penalised, normalised, clipped score on the last real token."""
+        """``r_t = −β kl_t`` plus the EOS-penalised, normalised, clipped score on the last real token, plus dense
+        step rewards (a PRM source) on the tokens that close the steps."""
         raw_scores, rmask = samples["scores"].to(self.device), exp["response_mask"]
         ended = samples["ended"].to(self.device)
-        scores = shape_scores(raw_scores, ended, self.missing_eos_penalty)
+        steps = self.step_token_rewards(samples, rmask)
+        outcome = raw_scores if steps is None else samples["outcome_scores"].to(self.device)
+        scores = shape_scores(outcome, ended, self.missing_eos_penalty)
         if self.reward_norm:
             self.reward_stats.update(scores)
             scores = shape_scores(scores, mean=self.reward_stats.mean, std=self.reward_stats.std, clip=self.reward_clip)
@@ -189,6 +201,8 @@ class PPO(OnlineRL):
         beta = self.kl_ctl.value
         kl = kl_penalty(logprobs, ref_logprobs, self.kl_estimator) * rmask
         exp["rewards"] = token_rewards(scores, kl, rmask, beta)
+        if steps is not None:
+            exp["rewards"] = exp["rewards"] + steps
         exp["shaped_scores"] = scores
         seq_kl = (kl_penalty(logprobs, ref_logprobs, "k1") * rmask).sum(-1)
         metrics = {

@@ -26,7 +26,7 @@ from lit_rlhf.models import ModelLike, disable_dropout, selected_logits, sequenc
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, SamplingConfig
 from lit_rlhf.rollout.experience import Samples, pack, sample_groups
-from lit_rlhf.rollout.rewards import RewardFn, reward_source, score_completions
+from lit_rlhf.rollout.rewards import RewardFn, dense_step_rewards, evaluate_rewards, reward_source, score_completions
 
 
 def position_ids_of(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -41,7 +41,11 @@ class OnlineRL(PolicyModule):
         model: policy name or spec (full fine-tuning, or LoRA through ``lora``).
         sampling: rollout decoding (``temperature`` > 0; log-probs use logits / temperature).
         reward_model: a ``RewardModel`` checkpoint or exported folder used as the reward source.
-        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; neither = the task's gold reward.
+        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; none of the three = the task's gold reward.
+        rewards: a weighted combination of reward sources, ``[{source: gold | reward_model | orm | prm | ensemble |
+            callable | format | length, weight: w, ...}, ...]`` (:class:`~lit_rlhf.rollout.rewards.Rewards`); each
+            source's mean is logged as ``rewards/<name>``. A ``prm`` source gives dense per-token rewards to the
+            estimators that take them (:attr:`dense_rewards`), else the aggregate of its step scores.
         group_size: completions sampled per prompt (``G``).
         reference: keep a reference policy (frozen copy, or the LoRA-disabled base with ``lora``).
         ppo_epochs: passes over the rollout buffer per iteration (μ).
@@ -60,6 +64,7 @@ class OnlineRL(PolicyModule):
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
         reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+        rewards: list[dict[str, Any]] | None = None,
         group_size: int = 1,
         reference: bool = True,
         ppo_epochs: int = 1,
@@ -81,7 +86,7 @@ class OnlineRL(PolicyModule):
         self.use_lora_reference = reference and self.spec.lora is not None
         self.ref_model = (copy.deepcopy(self.model).requires_grad_(False)
                           if reference and not self.use_lora_reference else None)
-        self.reward_source: RewardFn | None = reward_source(reward_model, reward_fn)
+        self.reward_source: RewardFn | None = reward_source(reward_model, reward_fn, rewards)
         self.group_size, self.ppo_epochs, self.num_mini_batches = group_size, ppo_epochs, num_mini_batches
         self.entropy_coef, self.gradient_clip_val = entropy_coef, gradient_clip_val
         self.buffer = RolloutBuffer()
@@ -163,6 +168,28 @@ class OnlineRL(PolicyModule):
         """Scores ``(B,)`` from the reward source (default: the data module's task)."""
         return score_completions(self.reward_source, self.task, prompts, completions).to(self.device)
 
+    @property
+    def dense_rewards(self) -> bool:
+        """Whether the estimator takes per-token rewards, so step sources (a PRM) give dense step rewards."""
+        return False
+
+    def score_samples(self, samples: Samples, metrics: dict[str, torch.Tensor]) -> None:
+        """Put ``scores (B,)`` into ``samples``, and with dense step rewards ``outcome_scores (B,)`` (the sources
+        without steps) and ``step_rewards`` (per row ``[char_end, reward]`` of each step); log each source's mean
+        as ``rewards/<name>``."""
+        result = evaluate_rewards(self.reward_source, self.task, samples["prompts"], samples["completions"],
+                                  self.dense_rewards)
+        samples["scores"] = result.total.cpu()
+        if result.steps is not None:
+            samples["outcome_scores"], samples["step_rewards"] = result.outcome.cpu(), result.steps
+        metrics.update({f"rewards/{name}": value.float().mean() for name, value in result.components.items()})
+
+    def step_token_rewards(self, samples: Samples, response_mask: torch.Tensor) -> torch.Tensor | None:
+        """Dense per-token step rewards ``(B, R)`` on the tokens that close the steps; ``None`` without any."""
+        if "step_rewards" not in samples:
+            return None
+        return dense_step_rewards(self.tokenizer, samples["responses"], samples["step_rewards"], response_mask)
+
     def select(self, samples: Samples, metrics: dict[str, torch.Tensor]) -> Samples | None:
         """The scored samples to learn from now; ``None`` = no update at this step (e.g. a batch still filling)."""
         return samples
@@ -214,7 +241,7 @@ class OnlineRL(PolicyModule):
         t0 = time.perf_counter()
         samples = self.sample(batch)
         t1 = time.perf_counter()
-        samples["scores"] = self.score(samples["prompts"], samples["completions"]).cpu()
+        self.score_samples(samples, metrics)
         metrics["time/generation"] = torch.tensor(t1 - t0)
         metrics["time/score"] = torch.tensor(time.perf_counter() - t1)
         return self.select(samples, metrics)
@@ -239,7 +266,7 @@ class OnlineRL(PolicyModule):
         t0 = time.perf_counter()
         samples = self.sample(batch)
         metrics["time/generation"] = torch.tensor(time.perf_counter() - t0)
-        samples["scores"] = self.score(samples["prompts"], samples["completions"]).cpu()
+        self.score_samples(samples, metrics)
         self.experience(samples, metrics)
         return metrics
 
