@@ -112,3 +112,22 @@ def run_in_group(cmd: list[str], cwd: os.PathLike | str, env: dict[str, str], ti
         output, _ = proc.communicate()
         return None, output
     return proc.returncode, output
+
+
+def tiny_prm_checkpoint(folder, steps: int = 1, lr: float = 1e-3) -> str:
+    """A ``ProcessRewardModel`` (tiny Llama) trained ``steps`` steps on arithmetic step labels; its ``.ckpt`` path."""
+    from pathlib import Path
+
+    from lit_rlhf.data import StepLabelDataModule
+    from lit_rlhf.models import ModelSpec
+    from lit_rlhf.modules import ProcessRewardModel
+    from lit_rlhf.tasks import Arithmetic
+
+    prm = ProcessRewardModel(model=ModelSpec(config=dict(TINY)), optimizer=lambda p: torch.optim.AdamW(p, lr=lr))
+    dm = StepLabelDataModule(task=Arithmetic(max_steps=2), task_sizes={"train": 16, "val": 4, "test": 4},
+                             batch_size=8, max_length=64)
+    trainer = quiet_trainer(folder, max_steps=steps, limit_val_batches=0)
+    trainer.fit(prm, datamodule=dm)
+    path = Path(folder) / "prm.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path)

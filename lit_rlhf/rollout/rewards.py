@@ -169,11 +169,11 @@ class LengthReward(RewardSource):
 
 
 class HeadReward(RewardSource):
-    """A reward model (:class:`ModelReward`) as a source."""
+    """A reward model (:class:`ModelReward`) as a source; ``model``: its checkpoint, run folder or export."""
 
-    def __init__(self, path: str, batch_size: int = 64, max_length: int = 1024) -> None:
+    def __init__(self, model: str, batch_size: int = 64, max_length: int = 1024) -> None:
         super().__init__()
-        self.model = ModelReward.load(path, batch_size=batch_size, max_length=max_length)
+        self.model = ModelReward.load(model, batch_size=batch_size, max_length=max_length)
 
     def reward(self, prompts: list[str], completions: list[str], task: Any) -> torch.Tensor:
         return self.model(prompts, completions)
