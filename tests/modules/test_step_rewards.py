@@ -10,7 +10,7 @@ from conftest import online_trainer as trainer
 
 from lit_rlhf.losses import whiten
 from lit_rlhf.modules import GRPO, PPO
-from lit_rlhf.rollout.rewards import RewardSource, Rewards
+from lit_rlhf.rollout.rewards import Rewards, RewardSource
 
 TEXTS = ["ab\ncd\n#### 1", "xy"]  # steps "ab" and "cd" close at characters 2 and 5 (the "\n" tokens)
 STEPS = [[[2.0, 0.5], [5.0, -1.0]], []]
