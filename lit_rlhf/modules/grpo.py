@@ -39,6 +39,7 @@ from lit_rlhf.models import ModelLike
 from lit_rlhf.modules.rl import OnlineRL
 from lit_rlhf.rollout import SamplingConfig
 from lit_rlhf.rollout.experience import Samples, concat, take
+from lit_rlhf.rollout.rewards import RewardSpec
 
 Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"]
 ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
@@ -81,7 +82,7 @@ class GRPO(OnlineRL):
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
         reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
-        rewards: list[dict[str, Any]] | None = None,
+        rewards: list[RewardSpec] | None = None,
         group_size: int = 8,
         advantage: Advantage = "grpo",
         scale_rewards: Scale = "group",

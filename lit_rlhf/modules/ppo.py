@@ -40,7 +40,7 @@ from lit_rlhf.models.checkpoint import portable_spec
 from lit_rlhf.modules.rl import OnlineRL, disable_dropout, position_ids_of
 from lit_rlhf.rollout import RunningMoments, SamplingConfig, kl_controller
 from lit_rlhf.rollout.experience import Samples
-from lit_rlhf.rollout.rewards import load_reward_head
+from lit_rlhf.rollout.rewards import RewardSpec, load_reward_head
 
 __all__ = ["PPO", "disable_dropout", "position_ids_of"]
 
@@ -95,7 +95,7 @@ class PPO(OnlineRL):
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
         reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
-        rewards: list[dict[str, Any]] | None = None,
+        rewards: list[RewardSpec] | None = None,
         value_model: ModelLike | None = None,
         value_head: bool = False,
         value_init: str | None = None,

@@ -26,7 +26,14 @@ from lit_rlhf.models import ModelLike, disable_dropout, selected_logits, sequenc
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, SamplingConfig
 from lit_rlhf.rollout.experience import Samples, pack, sample_groups
-from lit_rlhf.rollout.rewards import RewardFn, dense_step_rewards, evaluate_rewards, reward_source, score_completions
+from lit_rlhf.rollout.rewards import (
+    RewardFn,
+    RewardSpec,
+    dense_step_rewards,
+    evaluate_rewards,
+    reward_source,
+    score_completions,
+)
 
 
 def position_ids_of(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -64,7 +71,7 @@ class OnlineRL(PolicyModule):
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
         reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
-        rewards: list[dict[str, Any]] | None = None,
+        rewards: list[RewardSpec] | None = None,
         group_size: int = 1,
         reference: bool = True,
         ppo_epochs: int = 1,

@@ -21,7 +21,7 @@ Sources (``source:`` and its fields; every entry also takes ``weight`` (default 
 * ``prm`` — ``path``: a ``ProcessRewardModel`` checkpoint; ``P(step correct)`` of each step. For the estimators
   that take per-token rewards (PPO, REINFORCE++) each step's score is a reward on the token that closes the step
   (its separator); for the group methods the outcome is the ``aggregate`` (``min`` | ``product`` | ``last``) of
-  the step scores (:class:`ProcessReward`).
+  the step scores (:class:`ProcessReward`); ``offset`` is subtracted from each dense step reward.
 * ``ensemble`` — ``paths``: reward models; ``mean − penalty · std`` over members (:class:`EnsembleReward`).
 * ``format`` — ``pattern``: 1 where ``re.search(pattern, completion)`` matches, else 0.
 * ``length`` — ``−|L − target|`` (or ``−L`` without ``target``), ``unit`` ``chars`` | ``words``.
@@ -34,7 +34,7 @@ import importlib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict
 
 import torch
 from torch import nn
@@ -50,6 +50,28 @@ from lit_rlhf.rollout.verifiers import AGGREGATES, score_outcomes, score_steps, 
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 StepRewards = list[list[list[float]]]
 """Per completion, ``[char_end, reward]`` of each located step: the step's text ends at ``char_end``."""
+
+
+class RewardSpec(TypedDict, total=False):
+    """One entry of ``rewards``: ``source`` and the fields of that source (see the module docstring)."""
+
+    source: Required[str]
+    weight: float
+    name: str
+    path: str
+    paths: list[str]
+    pattern: str
+    target: float
+    unit: str
+    aggregate: str
+    step_separator: str
+    neutral_is_correct: bool
+    offset: float
+    penalty: float
+    function: str
+    init_args: dict[str, Any]
+    batch_size: int
+    max_length: int
 
 
 class ModelReward(torch.nn.Module):
@@ -257,13 +279,15 @@ class ProcessReward(RewardSource):
         aggregate: ``min`` | ``product`` | ``last``.
         step_separator: text after every step (``None``: the checkpoint's, else ``"\n"``).
         neutral_is_correct: with 3 classes, whether P(correct) includes neutral (``None``: the checkpoint's, else True).
+        offset: subtracted from each step's score in the dense step rewards (e.g. 0.5: a step judged wrong is a
+            penalty, and extra steps earn nothing by themselves; with 0 every step adds a positive reward).
     """
 
     has_steps = True
 
     def __init__(self, model: HeadModel | str, tokenizer: Any = None, aggregate: str = "min",
-                 step_separator: str | None = None, neutral_is_correct: bool | None = None, batch_size: int = 64,
-                 max_length: int = 2048) -> None:
+                 step_separator: str | None = None, neutral_is_correct: bool | None = None, offset: float = 0.0,
+                 batch_size: int = 64, max_length: int = 2048) -> None:
         super().__init__()
         hparams: dict[str, Any] = {}
         if isinstance(model, (str, Path)):
@@ -277,7 +301,7 @@ class ProcessReward(RewardSource):
         self.step_separator = step_separator if step_separator is not None else hparams.get("step_separator", "\n")
         self.neutral_is_correct = (neutral_is_correct if neutral_is_correct is not None
                                    else hparams.get("neutral_is_correct", True))
-        self.batch_size, self.max_length = batch_size, max_length
+        self.offset, self.batch_size, self.max_length = float(offset), batch_size, max_length
         self.model.requires_grad_(False)
 
     def step_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -306,7 +330,7 @@ class ProcessReward(RewardSource):
         out = []
         for completion, row_steps, row_probs in zip(completions, steps, probs.tolist()):
             ends = step_ends(completion, row_steps)
-            out.append([[float(end), p] for end, p in zip(ends, row_probs)])
+            out.append([[float(end), p - self.offset] for end, p in zip(ends, row_probs)])
         return out
 
 
@@ -376,7 +400,8 @@ SOURCES: dict[str, tuple[type[RewardSource], tuple[str, ...]]] = {
     "callable": (CallableReward, ("function", "init_args")),
     "reward_model": (HeadReward, ("path", "batch_size", "max_length")),
     "orm": (OutcomeReward, ("path", "batch_size", "max_length")),
-    "prm": (ProcessReward, ("path", "aggregate", "step_separator", "neutral_is_correct", "batch_size", "max_length")),
+    "prm": (ProcessReward, ("path", "aggregate", "step_separator", "neutral_is_correct", "offset", "batch_size",
+                            "max_length")),
     "ensemble": (EnsembleReward, ("paths", "penalty", "batch_size", "max_length")),
     "format": (FormatReward, ("pattern",)),
     "length": (LengthReward, ("target", "unit")),
@@ -408,7 +433,7 @@ class Rewards(nn.Module):
         specs: one dict per source: ``source`` (kind), ``weight``, ``name`` and the kind's fields.
     """
 
-    def __init__(self, specs: list[dict[str, Any]]) -> None:
+    def __init__(self, specs: list[RewardSpec]) -> None:
         super().__init__()
         if not specs:
             raise ValueError("rewards: give at least one source")
@@ -484,7 +509,7 @@ def _checked(scores: Any, n: int, name: str) -> torch.Tensor:
 
 
 def reward_source(reward_model: str | None, reward_fn: RewardFn | None,
-                  rewards: list[dict[str, Any]] | None = None) -> RewardFn | None:
+                  rewards: list[RewardSpec] | None = None) -> RewardFn | None:
     """The configured reward source: a loaded reward model, a callable, a :class:`Rewards` combination, or ``None``
     (use the task's gold reward)."""
     if sum(x is not None for x in (reward_model, reward_fn, rewards)) > 1:

@@ -6,8 +6,11 @@ with 20-row jsonl files in the format that config's data module reads (written h
 records, exactly as a user's file would hold them). Paths a config expects from an earlier run (an SFT
 policy under ``runs/quickstart``, a reward model export under ``runs/rm``) are replaced by a tiny model or
 a tiny reward model exported in the test (rejection sampling then keeps every winner: an untrained policy
-has no correct ones). SmolLM2-135M (a Llama) is replaced by the tiny Llama, its LoRA and reference settings
-kept: two of its steps with gold evaluation take more than the slow tier's 10 minutes on a shared CPU.
+has no correct ones); a process reward model from a prm run (a ``rewards`` entry) by a tiny PRM trained one
+step here. The ``gsm`` task grades only problems it generated itself, so on a user's prompt file its gold
+reward is left out of ``rewards`` and its gold evaluation callback is off. SmolLM2-135M (a Llama) is replaced
+by the tiny Llama, its LoRA and reference settings kept: two of its steps with gold evaluation take more than
+the slow tier's 10 minutes on a shared CPU.
 Nothing else in the config changes. Configs whose packaged model is an optional package (MiniLM) skip,
 naming it, only when it is missing.
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import yaml
+from conftest import tiny_prm_checkpoint
 
 from lit_rlhf.cli import main
 
@@ -69,6 +73,29 @@ def _tiny_reward_model(folder: Path) -> str:
         "num_key_value_heads": 2}}).export(folder))
 
 
+def _ungradable(config: dict, kind: str) -> bool:
+    """Prompts from a user's file that the config's task cannot grade (the gsm task knows only its own problems)."""
+    return kind == "prompt" and config["data"]["init_args"].get("task", {}).get("class_path", "").endswith(".GSM")
+
+
+def _user_file_rewards(config: dict, kind: str, tmp_path: Path) -> list[dict]:
+    """The config's ``rewards`` with models from earlier runs replaced by tiny ones built here (and the gold
+    reward left out where the task cannot grade the user's prompts)."""
+    out = []
+    for entry in config["model"]["init_args"]["rewards"]:
+        entry = dict(entry)
+        if entry["source"] == "gold" and _ungradable(config, kind):
+            continue
+        if str(entry.get("path", "")).startswith("runs/"):
+            if entry["source"] == "prm":
+                entry["path"] = tiny_prm_checkpoint(tmp_path / "prm")
+            else:
+                folder = tmp_path / "rm"
+                entry["path"] = str(folder) if folder.exists() else _tiny_reward_model(folder)
+        out.append(entry)
+    return out
+
+
 def _params(configs):
     for path in configs:
         marks = [] if path.stem in FAST else [pytest.mark.slow]
@@ -105,6 +132,11 @@ def test_config_fits_two_steps_on_20_row_user_files(config_path, tmp_path, monke
             if not folder.exists():
                 _tiny_reward_model(folder)
             args.append(f"--model.{key}={folder}")
+    if init.get("rewards"):
+        args.append(f"--model.rewards={json.dumps(_user_file_rewards(config, kind, tmp_path))}")
+    if _ungradable(config, kind):
+        callbacks = [c for c in config["trainer"].get("callbacks", []) if not c["class_path"].endswith(".GoldEval")]
+        args.append(f"--trainer.callbacks={json.dumps(callbacks)}")
     shifted = config["data"]["init_args"].get("shifted")
     if shifted:
         args.append(f"--data.shifted={ROOT / shifted}")

@@ -160,4 +160,6 @@ def test_prm_source_outcome_and_dense_step_rewards(prm_ckpt):
     expected = torch.zeros(2, width)
     expected[0, 5], expected[0, 20], expected[1, 12] = 2 * probs[0, 0], 2 * probs[0, 1], 2 * probs[1, 0]
     assert torch.allclose(placed, expected)  # on the "\n" closing step 1, and on the EOS after the answer line
+    shifted = Rewards([{"source": "prm", "path": prm_ckpt, "offset": 0.5}]).evaluate(PROMPTS, COMPLETIONS, task, True)
+    assert shifted.steps[0][1] == [20.0, pytest.approx(probs[0, 1].item() - 0.5)]
     assert evaluate_rewards(None, task, PROMPTS, COMPLETIONS).total.tolist() == [1.0, 0.0]
