@@ -1,17 +1,83 @@
-"""Precomputed reference log-probs: fingerprints of weights and data, and an on-disk cache."""
+"""The reference policy of every method that trains a causal LM against one (DPO and its relatives, KTO, PPO,
+GRPO): :class:`ReferencePolicy` (a frozen copy, the LoRA-disabled base, or none); and for precomputed reference
+log-probs, fingerprints of weights and data and an on-disk cache."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
+
+ReferenceKind = Literal["copy", "lora_disabled", "none"]
+REFERENCE_PREFIX = "ref_model."
+"""Where a module keeps the frozen copy (its ``ref_model`` attribute), in its state dict and checkpoints."""
+
+
+class ReferencePolicy:
+    """The reference policy π_ref of a trained causal LM.
+
+    * ``copy`` — a frozen copy of the policy as it starts (no gradients, eval mode): :attr:`copy`, which the method
+      module registers as its ``ref_model`` (so it moves, shards and is checkpointed with the module: a resumed run
+      keeps the starting policy, never a copy of the trained one).
+    * ``lora_disabled`` — the policy itself with its LoRA adapter disabled (no second copy in memory; nothing extra
+      in checkpoints).
+    * ``none`` — no reference.
+
+    Checkpoints and exports treat it alike in every method: the copy is in the checkpoint under
+    :data:`REFERENCE_PREFIX` (:meth:`fill_state` adds it to a checkpoint written without it), and exports hold the
+    policy alone.
+
+    Args:
+        policy: the policy network (a PEFT model for ``lora_disabled``).
+        kind: ``copy`` | ``lora_disabled`` | ``none``.
+    """
+
+    def __init__(self, policy: nn.Module, kind: ReferenceKind) -> None:
+        if kind not in get_args(ReferenceKind):
+            raise ValueError(f"reference must be one of {list(get_args(ReferenceKind))}, got {kind!r}")
+        if kind == "lora_disabled" and not hasattr(policy, "disable_adapter"):
+            raise ValueError("reference='lora_disabled' needs a LoRA policy: set model.lora")
+        self.kind = kind
+        self.copy = copy.deepcopy(policy).requires_grad_(False).eval() if kind == "copy" else None
+
+    @staticmethod
+    def cheapest(policy: nn.Module) -> ReferenceKind:
+        """``lora_disabled`` for a LoRA policy (free), else ``copy``."""
+        return "lora_disabled" if hasattr(policy, "disable_adapter") else "copy"
+
+    def __bool__(self) -> bool:
+        return self.kind != "none"
+
+    def network(self, policy: nn.Module) -> nn.Module | None:
+        """The network that computes the reference (use it inside :meth:`active`); ``None`` without one."""
+        return self.copy if self.kind == "copy" else policy if self.kind == "lora_disabled" else None
+
+    def active(self, policy: nn.Module) -> AbstractContextManager:
+        """The context in which :meth:`network` is the reference (the adapter disabled, for ``lora_disabled``)."""
+        return policy.disable_adapter() if self.kind == "lora_disabled" else nullcontext()
+
+    @torch.no_grad()
+    def logps(self, policy: nn.Module, logps_fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor | None:
+        """``logps_fn(reference network, *args)`` without gradients; ``None`` without a reference."""
+        if self.kind == "none":
+            return None
+        with self.active(policy):
+            return logps_fn(self.network(policy), *args)
+
+    def fill_state(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Add the copy's weights to a module state dict that lacks them (a checkpoint written before checkpoints
+        kept the copy): the copy built now from the same start is the reference."""
+        if self.copy is not None and not any(k.startswith(REFERENCE_PREFIX) for k in state_dict):
+            state_dict.update({f"{REFERENCE_PREFIX}{k}": v for k, v in self.copy.state_dict().items()})
 
 
 def weights_fingerprint(net: nn.Module, skip: tuple[str, ...] = ("lora_",)) -> str:

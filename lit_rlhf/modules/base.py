@@ -32,6 +32,7 @@ from lit_rlhf.models.checkpoint import (  # noqa: F401  (build_policy, resolve_c
     rebuild_policy,
     resolve_checkpoint,
 )
+from lit_rlhf.models.reference import ReferenceKind, ReferencePolicy
 from lit_rlhf.models.sharding import block_classes, is_sharded, shard_children
 from lit_rlhf.modules.rng import TrainingRNG
 from lit_rlhf.rollout.generation import SamplingConfig, generate
@@ -406,6 +407,24 @@ class PolicyModule(LitRLHFModule):
         apply_dropout_policy(self.model, self.dropout)
         if built.init_from is not None:
             self.provenance = {"init_from": built.init_from, "model": self.spec.to_dict()}
+        self.reference_policy = ReferencePolicy(self.model, "none")
+        self.ref_model: torch.nn.Module | None = None
+
+    def set_reference(self, kind: ReferenceKind) -> None:
+        """Keep a reference policy (:class:`~lit_rlhf.models.reference.ReferencePolicy`) of the policy as it is now;
+        a frozen copy is registered as ``self.ref_model``."""
+        self.reference_policy = ReferencePolicy(self.model, kind)
+        self.ref_model = self.reference_policy.copy
+
+    def train(self, mode: bool = True) -> PolicyModule:
+        super().train(mode)
+        if self.ref_model is not None:
+            self.ref_model.eval()  # a frozen copy stays in eval mode
+        return self
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.reference_policy.fill_state(checkpoint["state_dict"])
 
     def network_spec(self) -> ModelSpec:
         """The root model this policy was built from, with its own LoRA adapter."""
@@ -419,16 +438,23 @@ class PolicyModule(LitRLHFModule):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs ``(B,)`` under the policy, and completion lengths ``(B,)``."""
-        return sequence_logps(self.model, input_ids, attention_mask, completion_mask)
+        return self.sequence_logps(self.model, input_ids, attention_mask, completion_mask)
 
     def reference_logps(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
     ) -> torch.Tensor | None:
         """Summed completion log-probs ``(B,)`` under the method's reference policy; ``None`` = it has none.
 
-        Used by :class:`~lit_rlhf.eval.GoldEval` for ``gold/kl``; methods with a reference override it.
+        Used by :class:`~lit_rlhf.eval.GoldEval` for ``gold/kl``.
         """
-        return None
+        return self.reference_policy.logps(self.model, lambda net, *args: self.sequence_logps(net, *args)[0],
+                                           input_ids, attention_mask, completion_mask)
+
+    def sequence_logps(
+        self, net: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs and lengths ``(B,)`` of ``net`` (the policy or its reference)."""
+        return sequence_logps(net, input_ids, attention_mask, completion_mask)
 
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig | None = None) -> list[str]:
         """Decoded completions for token-id prompts."""

@@ -3,7 +3,6 @@ combinations, the reference-free SimPO, ORPO and CPO, and an optional RPO NLL te
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal, get_args
 
 import torch
@@ -103,11 +102,7 @@ class DPO(StepModule, PolicyModule):
         self.reference_cache = ReferenceCache(reference_cache or cache_dir() / "dpo_reference")
         self.reference_fingerprint: str | None = None  # weights of the starting policy (precomputed mode)
         self.reference_status: dict[str, str] = {}  # split -> "computed" | "loaded" (precomputed mode)
-        self.ref_model: torch.nn.Module | None = None
-        if reference == "lora_disabled" and not hasattr(self.model, "disable_adapter"):
-            raise ValueError("reference='lora_disabled' needs a LoRA policy: set model.lora")
-        if reference == "copy":
-            self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.set_reference(reference if reference in ("copy", "lora_disabled") else "none")
 
     # -- log-probs ----------------------------------------------------------------------------
     def sequence_logps(
@@ -130,30 +125,7 @@ class DPO(StepModule, PolicyModule):
                                f"{(padded - packed).abs().max():.3g}); DPO falls back to padded batches")
         return (packed_sequence_logps if self.padding_free else sequence_logps)(net, *args)
 
-    def policy_logps(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.sequence_logps(self.model, input_ids, attention_mask, completion_mask)
-
     # -- reference ----------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> DPO:
-        super().train(mode)
-        if self.ref_model is not None:
-            self.ref_model.eval()
-        return self
-
-    @torch.no_grad()
-    def reference_logps(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Reference log-probs ``(B,)`` from the frozen copy or the adapter-free base (``None``: precomputed / none)."""
-        if self.reference == "copy":
-            return self.sequence_logps(self.ref_model, input_ids, attention_mask, completion_mask)[0]
-        if self.reference == "lora_disabled":
-            with self.model.disable_adapter():
-                return self.sequence_logps(self.model, input_ids, attention_mask, completion_mask)[0]
-        return None
-
     def batch_reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
         """Reference log-probs ``(2B,)`` of a ``[chosen; rejected]`` batch."""
         if self.reference == "none":
@@ -260,12 +232,8 @@ class DPO(StepModule, PolicyModule):
         checkpoint["dpo_reference_fingerprint"] = self.reference_fingerprint
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
+        super().on_load_checkpoint(checkpoint)  # a checkpoint without the copy gets the one rebuilt from init_from
         self.reference_fingerprint = checkpoint.get("dpo_reference_fingerprint")
-        state = checkpoint["state_dict"]
-        if self.ref_model is not None and not any(k.startswith("ref_model.") for k in state):
-            # written before checkpoints kept the copy: the one just rebuilt from init_from
-            state.update({f"ref_model.{k}": v for k, v in self.ref_model.state_dict().items()})
 
     # -- training -----------------------------------------------------------------------------
     def pair_losses(

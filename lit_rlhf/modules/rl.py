@@ -12,17 +12,16 @@ the uninterrupted one drew.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import nn
 
 from lit_rlhf.losses import entropy_from_logits
-from lit_rlhf.models import ModelLike, disable_dropout, selected_logits, sequence_logps, token_logps
+from lit_rlhf.models import ModelLike, disable_dropout, selected_logits, token_logps
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, SamplingConfig
 from lit_rlhf.rollout.experience import Samples, pack, sample_groups
@@ -89,10 +88,7 @@ class OnlineRL(PolicyModule):
         super().__init__(model=model, sampling=sampling, **kwargs)
         self.automatic_optimization = False
         disable_dropout(self.model)
-        self.has_reference = reference
-        self.use_lora_reference = reference and self.spec.lora is not None
-        self.ref_model = (copy.deepcopy(self.model).requires_grad_(False)
-                          if reference and not self.use_lora_reference else None)
+        self.set_reference(self.reference_policy.cheapest(self.model) if reference else "none")
         self.reward_source: RewardFn | None = reward_source(reward_model, reward_fn, rewards)
         self.group_size, self.ppo_epochs, self.num_mini_batches = group_size, ppo_epochs, num_mini_batches
         self.entropy_coef, self.gradient_clip_val = entropy_coef, gradient_clip_val
@@ -106,24 +102,17 @@ class OnlineRL(PolicyModule):
         """Whether :meth:`forward_pass` also computes values (PPO)."""
         return False
 
+    @property
+    def has_reference(self) -> bool:
+        return bool(self.reference_policy)
+
     def reference(self) -> AbstractContextManager:
         """Context in which :attr:`ref_policy` is the reference (LoRA adapter disabled, or the frozen copy)."""
-        return self.model.disable_adapter() if self.use_lora_reference else nullcontext()
+        return self.reference_policy.active(self.model)
 
     @property
     def ref_policy(self) -> nn.Module | None:
-        if not self.has_reference:
-            return None
-        return self.model if self.use_lora_reference else self.ref_model
-
-    def reference_logps(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Summed completion log-probs ``(B,)`` under the reference (for ``GoldEval``'s ``gold/kl``); ``None``: none."""
-        if not self.has_reference:
-            return None
-        with self.reference():
-            return sequence_logps(self.ref_policy, input_ids, attention_mask, completion_mask)[0]
+        return self.reference_policy.network(self.model)
 
     def critic_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                       policy_out: Any, response_width: int) -> torch.Tensor:
