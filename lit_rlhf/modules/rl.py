@@ -28,6 +28,7 @@ from lit_rlhf.rollout.experience import Samples, pack, sample_groups
 from lit_rlhf.rollout.rewards import (
     RewardFn,
     RewardSpec,
+    absolute_paths,
     dense_step_rewards,
     evaluate_rewards,
     reward_source,
@@ -311,6 +312,9 @@ class OnlineRL(PolicyModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
+        hparams = checkpoint.get("hyper_parameters", {})
+        if hparams.get("rewards"):  # the reward models' files as absolute paths (resume from any folder)
+            hparams["rewards"] = absolute_paths(hparams["rewards"])
         checkpoint[self.state_key] = self.rl_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -501,6 +501,22 @@ class Rewards(nn.Module):
         return self.evaluate(prompts, completions).total
 
 
+def absolute_paths(specs: list[RewardSpec]) -> list[RewardSpec]:
+    """Copies of ``specs`` with every ``path`` / ``paths`` entry made absolute (for checkpoints)."""
+    def absolute(path: Any) -> Any:
+        return str(Path(path).expanduser().absolute()) if isinstance(path, str) else path
+
+    out = []
+    for spec in specs:
+        spec = dict(spec)
+        if "path" in spec:
+            spec["path"] = absolute(spec["path"])
+        if isinstance(spec.get("paths"), list):
+            spec["paths"] = [absolute(x) for x in spec["paths"]]
+        out.append(spec)
+    return out
+
+
 def _checked(scores: Any, n: int, name: str) -> torch.Tensor:
     scores = torch.as_tensor(scores, dtype=torch.float32).cpu()
     if scores.shape != (n,):

@@ -16,6 +16,7 @@ from lit_rlhf.rollout.rewards import (
     OutcomeReward,
     ProcessReward,
     Rewards,
+    absolute_paths,
     dense_step_rewards,
     evaluate_rewards,
     reward_source,
@@ -163,3 +164,11 @@ def test_prm_source_outcome_and_dense_step_rewards(prm_ckpt):
     shifted = Rewards([{"source": "prm", "path": prm_ckpt, "offset": 0.5}]).evaluate(PROMPTS, COMPLETIONS, task, True)
     assert shifted.steps[0][1] == [20.0, pytest.approx(probs[0, 1].item() - 0.5)]
     assert evaluate_rewards(None, task, PROMPTS, COMPLETIONS).total.tolist() == [1.0, 0.0]
+
+
+def test_checkpoints_record_absolute_model_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    specs = [{"source": "prm", "path": "runs/prm"}, {"source": "ensemble", "paths": ["a", "/b"]}, {"source": "gold"}]
+    assert absolute_paths(specs) == [{"source": "prm", "path": str(tmp_path / "runs/prm")},
+                                     {"source": "ensemble", "paths": [str(tmp_path / "a"), "/b"]}, {"source": "gold"}]
+    assert specs[0]["path"] == "runs/prm"  # the module's own hyperparameters are left as given
