@@ -47,7 +47,7 @@ def test_gold_format_length_and_callable_sources_with_weights():
         {"source": "gold"},
         {"source": "format", "pattern": r"#### -?[0-9]+$", "weight": 0.5},
         {"source": "length", "target": 12, "weight": 0.1},
-        {"source": "callable", "function": "tests.rollout.test_rewards.count_digits", "weight": -0.01,
+        {"source": "callable", "function": "test_rewards.count_digits", "weight": -0.01,
          "name": "digits"},
     ])
     result = rewards.evaluate(PROMPTS, COMPLETIONS, task)
