@@ -167,6 +167,11 @@ class GRPO(OnlineRL):
             self.sampled = []
         return chosen
 
+    @property
+    def needs_rollout_logprobs(self) -> bool:
+        """Also when the KL to the reference enters the reward (``rloo``, ``reinforce_pp`` with ``beta`` > 0)."""
+        return super().needs_rollout_logprobs or (self.has_reference and not self.kl_in_loss)
+
     # ------------------------------------------------------------------ rewards and advantages
     @property
     def dense_rewards(self) -> bool:

@@ -121,6 +121,17 @@ class OnlineRL(PolicyModule):
         raise NotImplementedError(f"{type(self).__name__} has no critic")
 
     @property
+    def needs_rollout_logprobs(self) -> bool:
+        """Whether the rollout pass must compute the policy's (old) log-probs.
+
+        Not when the update is one minibatch step on fresh samples (``ppo_epochs`` = ``num_mini_batches`` = 1,
+        no critic): the old log-probs then equal the training pass's own, detached (ratio exactly 1), and
+        :meth:`update` takes them from there, saving one forward pass per iteration (TRL's ``GRPOTrainer`` does
+        the same). Subclasses that read the old log-probs before the update (e.g. a KL in the reward) say so.
+        """
+        return self.ppo_epochs > 1 or self.num_mini_batches > 1 or self.has_critic
+
+    @property
     def values_from_hidden(self) -> bool:
         """Whether :meth:`critic_values` reads the policy's hidden states (a value head on the policy)."""
         return False
@@ -193,7 +204,8 @@ class OnlineRL(PolicyModule):
 
     @torch.no_grad()
     def forward_rollout(self, samples: Samples) -> dict[str, torch.Tensor]:
-        """Packed tensors plus old log-probs, reference log-probs and values ``(B, R)`` of the samples.
+        """Packed tensors plus old log-probs (when :attr:`needs_rollout_logprobs`), reference log-probs and
+        values ``(B, R)`` of the samples.
 
         The passes run in chunks of the update's minibatch sizes (the same shapes give the same numerics).
         """
@@ -202,7 +214,8 @@ class OnlineRL(PolicyModule):
         parts: dict[str, list[torch.Tensor]] = {}
         for rows in torch.arange(n).tensor_split(min(self.num_mini_batches, n)):
             ids, mask = exp["input_ids"][rows], exp["attention_mask"][rows]
-            out = self.forward_pass(self.model, ids, mask, R, with_values=self.has_critic)
+            out = (self.forward_pass(self.model, ids, mask, R, with_values=self.has_critic)
+                   if self.needs_rollout_logprobs else {})
             if self.has_reference:
                 with self.reference():
                     out["ref_logprobs"] = self.forward_pass(self.ref_policy, ids, mask, R)["logprobs"]
@@ -276,6 +289,8 @@ class OnlineRL(PolicyModule):
         for epoch, index, mb in self.buffer.minibatches(self.num_mini_batches, self.ppo_epochs, uneven=True):
             out = self.forward_pass(self.model, mb["input_ids"], mb["attention_mask"], width,
                                     with_values=self.has_critic, with_entropy=True)
+            if "logprobs" not in mb:  # on-policy single step: the old log-probs are this pass's (ratio exactly 1)
+                mb = {**mb, "logprobs": out["logprobs"].detach()}
             loss, stats = self.loss(out, mb)
             self.manual_step(loss, optimizer, self.gradient_clip_val)
             if scheduler is not None:  # manual optimisation: Lightning does not step it

@@ -76,6 +76,32 @@ def test_first_minibatch_ratio_is_exactly_one_and_groups_stay_intact(tmp_path, v
     assert ("kl" in logged) == (variant.get("beta", 0.0) > 0)
 
 
+class AlwaysRolloutLogprobs(GRPO):
+    """GRPO that computes the old log-probs in the rollout pass even when the update is on-policy."""
+
+    needs_rollout_logprobs = True
+
+
+@pytest.mark.parametrize("variant", [{}, {"beta": 0.04}, {"advantage": "rloo", "beta": 0.05}], ids=str)
+def test_on_policy_update_skips_the_rollout_policy_pass_and_updates_alike(tmp_path, variant):
+    """One pass of one minibatch: the old log-probs are the training pass's own (detached), so the rollout
+    pass of the policy is skipped (unless a KL in the reward needs them), with the same parameters after."""
+    runs = {}
+    for cls in (GRPO, AlwaysRolloutLogprobs):
+        torch.manual_seed(0)
+        module, probe = make_grpo(num_iterations=1, num_mini_batches=1, **variant), Probe()
+        module.__class__ = cls
+        trainer(tmp_path / cls.__name__, 2, [probe]).fit(module, datamodule())
+        assert [s["ratio"] for s in probe.first] == [1.0, 1.0] and not probe.later
+        runs[cls] = module
+    skipped = variant.get("advantage", "grpo") == "grpo"
+    assert ("logprobs" in runs[GRPO].buffer.data) != skipped
+    assert "logprobs" in runs[AlwaysRolloutLogprobs].buffer.data
+    for a, b in zip(runs[GRPO].model.parameters(), runs[AlwaysRolloutLogprobs].model.parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(make_grpo().model.parameters(), runs[GRPO].model.parameters()))
+
+
 def test_group_advantages_in_the_buffer(tmp_path):
     torch.manual_seed(0)
     module = make_grpo(advantage="dr_grpo")
