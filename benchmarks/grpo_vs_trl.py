@@ -6,15 +6,15 @@ of GRPO vs PPO.
     OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py memory [--hidden 512 --layers 8]
 
 Identical work on every runner: the same tiny Llama (by default the quickstart policy's shape, as in
-``ppo_benchmark.py`` and ``online_rl.py``: hidden 64, 2 layers, byte vocabulary; or ``--hidden``/``--layers`` on the
-``lit-rlhf:tiny-llama`` asset) with the same initial weights, saved once as a Hugging Face folder that every runner loads; the
-same prompts (``--prompt-tokens`` tokens each, BOS included, so no prompt padding); 8 prompts per step, G = 8
-completions per prompt (64 per step), sampled at T = 1 with exactly ``--max-new-tokens`` new tokens each (EOS is
-held back by ``min_new_tokens`` on every side: the folder's generation config for lit_rlhf and the loop,
-``generation_kwargs`` for TRL); the same reward function; group-normalised advantages, token-mean loss, one
-optimizer step per generation (on-policy, ``num_iterations`` 1), KL weight β (k3) with a frozen reference copy when
-β > 0; fp32; no gradient checkpointing; fused AdamW (TRL's default) with the same settings; gradient clipping at 1.0;
-one CPU thread.
+``ppo_benchmark.py`` and ``online_rl.py``: hidden 64, 2 layers, byte vocabulary; or ``--hidden``/``--layers`` on
+the ``lit-rlhf:tiny-llama`` asset) with the same initial weights, saved once as a Hugging Face folder that every
+runner loads; the same prompts (``--prompt-tokens`` tokens each, BOS included, so no prompt padding); 8 prompts
+per step, G = 8 completions per prompt (64 per step), sampled at T = 1 with exactly ``--max-new-tokens`` new
+tokens each (EOS is held back by ``min_new_tokens`` on every side: the folder's generation config for lit_rlhf
+and the loop, ``generation_kwargs`` for TRL); the same reward function; group-normalised advantages, token-mean loss,
+one optimizer step per generation (on-policy, ``num_iterations`` 1), KL weight β (k3) with a frozen reference copy
+when β > 0; fp32; no gradient checkpointing; fused AdamW (TRL's default) with the same settings; gradient clipping at
+1.0; one CPU thread.
 
 Speed: CPU-seconds (process time) per iteration from batch start to optimizer step end, and of it the time inside
 ``model.generate`` ("generation"); the rest ("update") is everything else of the iteration (scoring, log-prob
@@ -73,9 +73,8 @@ def prompt_texts(n: int, tokens: int, seed: int = 0) -> list[str]:
 def prepare(tmp: Path, n_prompts: int, prompt_tokens: int, max_new_tokens: int, overrides: dict[str, int]) -> None:
     """The shared inputs: the initial model folder (its generation config fixes the completion length) and
     ``prompts.jsonl``."""
-    from transformers import GenerationConfig
-
     from dpo_vs_trl import save_initial_model
+    from transformers import GenerationConfig
 
     folder = tmp / "init"
     save_initial_model(folder, overrides)
@@ -334,7 +333,7 @@ def main() -> None:
     if args.layers:
         overrides.update(num_hidden_layers=args.layers)
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(Path(tmp), PROMPTS * (args.warmup + args.steps) * 2, args.prompt_tokens, args.max_new_tokens, overrides)
+        prepare(Path(tmp), PROMPTS * G * (args.warmup + args.steps), args.prompt_tokens, args.max_new_tokens, overrides)
         (speed if args.command == "speed" else memory)(args, tmp)
 
 
