@@ -39,3 +39,42 @@ def test_envelope_keeps_methods_apart_and_max_kl():
     assert frontier.max_kl(CURVES, "DPO") == 3.0
     assert frontier.max_kl(CURVES, "Preferred-FT") == 0.5
     assert frontier.family("Preferred-FT lr=0.001") == "Preferred-FT"
+
+
+def test_loss_families_cover_every_registered_loss_type():
+    import inspect
+
+    from lit_rlhf.losses.dpo import DPO_LOSS_TYPES
+
+    covered = set()
+    for fam in frontier.FAMILIES.values():
+        default = inspect.signature(fam.cls).parameters.get("loss_type")
+        for run in fam.runs:
+            value = run.get("loss_type", default.default if default is not None else None)
+            covered |= {value} if isinstance(value, str) else set(value or ())
+        assert len(fam.runs) == 2, fam  # a two-value grid each
+    assert set(DPO_LOSS_TYPES) <= covered, set(DPO_LOSS_TYPES) - covered
+    assert frontier.FAMILIES["KTO"].data == "unpaired"
+
+
+def test_unpaired_file_splits_each_pair(tmp_path):
+    import json
+
+    pairs = [{"prompt": "xy:", "chosen": "aa", "rejected": "hh"}, {"prompt": "zq:", "chosen": "ab", "rejected": "bh"}]
+    files = {"train_pairs": frontier.write(tmp_path / "train_pairs.jsonl", pairs),
+             "val_pairs": frontier.write(tmp_path / "val_pairs.jsonl", pairs[:1])}
+    out = frontier.write_unpaired(files, tmp_path)
+    train = [json.loads(line) for line in Path(out["train_unpaired"]).read_text().splitlines()]
+    assert train == [{"prompt": "xy:", "completion": "aa", "label": True},
+                     {"prompt": "xy:", "completion": "hh", "label": False},
+                     {"prompt": "zq:", "completion": "ab", "label": True},
+                     {"prompt": "zq:", "completion": "bh", "label": False}]
+    val = [json.loads(line) for line in Path(out["val_unpaired"]).read_text().splitlines()]
+    assert val == [{"prompt": "xy:", "completion": "aa", "label": True}]
+
+
+def test_run_names_keep_the_family_first():
+    assert frontier.run_name("sigmoid", {"loss_type": "sigmoid", "beta": 2.0}) == "sigmoid β=2"
+    name = frontier.run_name("robust/cdpo", {"loss_type": "robust", "beta": 2.0, "label_smoothing": 0.1})
+    assert name == "robust/cdpo robust β=2 ε=0.1" and frontier.family(name) == "robust/cdpo"
+    assert frontier.run_name("sft", {"loss_type": "sft", "reference": "none", "lr": 1e-3}) == "sft lr=0.001"
