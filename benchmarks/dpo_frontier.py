@@ -24,7 +24,7 @@ KTO on an unpaired file (TRL's ``prompt, completion, label``) made by splitting 
 desirable and an undesirable reply — from the same π_ref and pairs (reused from ``OUT/seedN`` when present), AdamW
 at ``--loss-lr``; the report gives each family's envelope at ``--kl-grid`` (default 0.5 1 2) and its per-seed
 difference to sigmoid DPO. Writes ``OUT/seed*/losses.json`` (resumes: runs already there are skipped) and
-``OUT/losses.png``::
+``OUT/losses.png`` (or ``--plot``)::
 
     OMP_NUM_THREADS=1 python benchmarks/dpo_frontier.py --losses all --seeds 0 1 2 --steps 60 --eval-every 10 \
         --eval-repeats 2 --loss-lr 1e-3 --out runs/losses
@@ -284,6 +284,7 @@ def main() -> None:
                         help="compare loss families (FAMILIES) instead of DPO vs Preferred-FT; 'all' = every one")
     parser.add_argument("--loss-lr", type=float, default=3e-4, help="AdamW learning rate of the --losses runs")
     parser.add_argument("--out", default="runs/frontier")
+    parser.add_argument("--plot", default=None, help="where --losses writes its plot (default OUT/losses.png)")
     parser.add_argument("--report-only", action="store_true",
                         help="aggregate OUT/seed*/frontier.json (with --losses: OUT/seed*/losses.json) again")
     args = parser.parse_args()
@@ -297,7 +298,7 @@ def main() -> None:
         seeds = {int(p.parent.name[4:]): json.loads(p.read_text()) for p in sorted(out.glob("seed*/losses.json"))}
         if not seeds:
             raise SystemExit(f"no {out}/seed*/losses.json to report")
-        report_losses(seeds, out, args.kl_grid or [0.5, 1.0, 2.0], args.losses)
+        report_losses(seeds, Path(args.plot or out / "losses.png"), args.kl_grid or [0.5, 1.0, 2.0], args.losses)
         return
     args.kl_grid = args.kl_grid or [0.25, 0.5, 1.0, 2.0, 4.0]
     if not args.report_only:
@@ -397,9 +398,9 @@ def report(seeds: dict[int, dict[str, list[dict]]], out: Path, grid: list[float]
     print(f"Plot: {out / 'frontier.png'}")
 
 
-def report_losses(seeds: dict[int, dict[str, list[dict]]], out: Path, grid: list[float], families: list[str]) -> None:
+def report_losses(seeds: dict[int, dict[str, list[dict]]], plot: Path, grid: list[float], families: list[str]) -> None:
     """Every family's envelope at each KL budget (mean ± std over seeds) and its per-seed difference to sigmoid
-    DPO; ``losses.png``. A budget beyond the highest KL a family reached on some seed is "not reached"."""
+    DPO; the plot at ``plot``. A budget beyond the highest KL a family reached on some seed is "not reached"."""
     import statistics
 
     import matplotlib
@@ -469,8 +470,8 @@ def report_losses(seeds: dict[int, dict[str, list[dict]]], out: Path, grid: list
               title="difference to sigmoid DPO (no bar: KL not reached)")
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "losses.png", dpi=120)
-    print(f"Plot: {out / 'losses.png'}")
+    fig.savefig(plot, dpi=120)
+    print(f"Plot: {plot}")
 
 
 if __name__ == "__main__":
