@@ -466,7 +466,7 @@ def report_losses(seeds: dict[int, dict[str, list[dict]]], plot: Path, grid: lis
     right.set_yticks([j + 0.4 - height / 2 for j in range(len(others))], others, fontsize=8)
     right.invert_yaxis()
     right.axvline(0, color="black", lw=0.8)
-    right.set(xlabel="gold reward − sigmoid DPO's at the same KL budget (mean ± std over seeds)",
+    right.set(xlabel="Δ gold reward to sigmoid DPO at the same KL budget (mean ± std)",
               title="difference to sigmoid DPO (no bar: KL not reached)")
     right.legend(fontsize=8)
     fig.tight_layout()
