@@ -5,7 +5,11 @@
 completions per iteration (``--prompts`` × ``--group-size``); before training and every ``--eval-every``
 iterations the gold accuracy on the first ``--eval-prompts`` validation problems is measured greedily and by
 sampling at T = 1 (``--eval-samples`` per problem), with the Monte-Carlo sequence KL to the start policy and the
-mean response length of those T = 1 samples. One json for all methods and seeds (written after every run):
+mean response length of those T = 1 samples. Every update also records the module's training metrics (TRL's names:
+``reward``, ``reward_std``, ``frac_reward_zero_std``, ``completions/mean_length``, ``clip_ratio/...``, ``entropy``,
+``kl`` when β > 0, ``dynamic_sampling/...``) and, every ``--kl-every`` iterations, the Monte-Carlo KL to the start
+policy of that iteration's training samples (``kl_start``, nats per sequence; also with β = 0). One json for all
+methods and seeds (written after every run):
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/online_rl.py gold --methods grpo --seeds 0 1 2 \\
         --output benchmarks/data/online_rl/grpo.json
@@ -15,6 +19,9 @@ mean response length of those T = 1 samples. One json for all methods and seeds 
 Methods (``--methods``): ``grpo`` (β = 0, token-mean loss, ε = 0.2), ``dr_grpo`` (no std scaling, constant
 normaliser), ``dapo`` (clip-higher 0.28, dynamic sampling, token-mean), ``gspo`` (sequence-level ratio),
 ``rloo``, ``reinforce_pp``, ``ppo`` (critic + GAE, adaptive KL) and ``rs`` (rejection sampling, best of G).
+``--set key=value`` overrides a group method's ``GRPO`` argument (e.g. ``num_iterations=2``, ``scale_rewards=none``,
+``dynamic_sampling=true``) and ``--name`` stores the run under another name than the method's, so that settings
+of one method can share a json.
 """
 
 from __future__ import annotations
@@ -44,6 +51,27 @@ GROUP_METHODS: dict[str, dict[str, Any]] = {
 METHODS = (*GROUP_METHODS, "ppo", "rs")
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["num_iterations=2", "dynamic_sampling=true"]`` → ``{"num_iterations": 2, "dynamic_sampling": True}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        lowered = raw.lower()
+        if lowered in ("true", "false", "none"):
+            out[key] = {"true": True, "false": False, "none": None}[lowered]
+            continue
+        try:
+            out[key] = int(raw)
+        except ValueError:
+            try:
+                out[key] = float(raw)
+            except ValueError:
+                out[key] = raw
+    return out
+
+
 def build(method: str, policy: Path, args: argparse.Namespace):
     """The module of ``method`` and its prompts per iteration (each iteration samples prompts × G completions)."""
     from lit_rlhf.modules import GRPO, PPO, RejectionSampling
@@ -52,7 +80,7 @@ def build(method: str, policy: Path, args: argparse.Namespace):
     adam = lambda lr: (lambda p: torch.optim.AdamW(p, lr=lr, weight_decay=0.0))  # noqa: E731
     if method in GROUP_METHODS:
         module = GRPO(model=str(policy), sampling=sampling, group_size=args.group_size, beta=args.beta,
-                      optimizer=adam(args.lr), **GROUP_METHODS[method])
+                      optimizer=adam(args.lr), **{**GROUP_METHODS[method], **parse_overrides(args.set)})
         return module, args.prompts
     if method == "ppo":  # the same completions per iteration: prompts × G single samples
         module = PPO(model=str(policy), sampling=sampling, ppo_epochs=4, num_mini_batches=2, kl_coef=0.05,
@@ -90,6 +118,16 @@ def evaluate(module, reference, task, items, args: argparse.Namespace) -> dict[s
     return out
 
 
+@torch.no_grad()
+def training_kl(module, reference) -> float:
+    """Monte-Carlo KL to the start policy of the samples in the module's buffer: mean over the sequences of
+    ``Σ_t log π_θ_old(o_t) − log π_start(o_t)``, both at the sampling temperature (the rollout's own log-probs)."""
+    buffer = module.buffer
+    mask = buffer["response_mask"]
+    ref = module.forward_pass(reference, buffer["input_ids"], buffer["attention_mask"], mask.shape[1])["logprobs"]
+    return float(((buffer["logprobs"] - ref) * mask).sum(-1).mean())
+
+
 def run(method: str, policy: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import copy
 
@@ -109,6 +147,7 @@ def run(method: str, policy: Path, seed: int, args: argparse.Namespace) -> dict[
                                                  "test": 10}, max_length=48, batch_size=prompts, group_by_length=False,
                           seed=seed)
     evals: list[dict[str, float]] = []
+    train: list[dict[str, float]] = []  # one row per update: the module's training metrics of that iteration
     clock = {"train": 0.0}
 
     def record(pl_module, iteration: int) -> None:
@@ -124,10 +163,17 @@ def run(method: str, policy: Path, seed: int, args: argparse.Namespace) -> dict[
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.start = time.process_time()
+            self.step = trainer.global_step
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             clock["train"] += time.process_time() - self.start
             done = batch_idx + 1
+            # an iteration without an optimizer step (a dynamic-sampling batch still filling) logs nothing new
+            if trainer.global_step != self.step and getattr(pl_module, "last_metrics", None):
+                row = {"iteration": done, "completions": done * completions, **pl_module.last_metrics}
+                if method != "rs" and (done % args.kl_every == 0 or done == 1):
+                    row["kl_start"] = training_kl(pl_module, reference)
+                train.append(row)
             if done % args.eval_every == 0 or done == args.iterations:
                 record(pl_module, done)
 
@@ -135,18 +181,22 @@ def run(method: str, policy: Path, seed: int, args: argparse.Namespace) -> dict[
     L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=args.iterations, logger=False,
               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
               num_sanity_val_steps=0, callbacks=[Record()]).fit(module, dm)
-    return {"evals": evals, "train_cpu_s": clock["train"], "wall_s": time.perf_counter() - start}
+    return {"evals": evals, "train": train, "train_cpu_s": clock["train"], "wall_s": time.perf_counter() - start,
+            "settings": {"method": method, "lr": args.lr, "prompts": prompts, "group_size": args.group_size,
+                         "iterations": args.iterations, "overrides": parse_overrides(args.set)}}
 
 
 def gold(args: argparse.Namespace) -> None:
     folder = Path(args.folder or tempfile.mkdtemp(prefix="online_rl_"))
+    if args.name and len(args.methods) > 1:
+        raise SystemExit("--name names the runs of one method; give one --methods entry with it")
     policy = start_policy(folder, args.start_steps)
     out = Path(args.output) if args.output else None
     result = json.loads(out.read_text()) if out is not None and out.exists() else {"runs": {}}
     result["args"] = {k: v for k, v in vars(args).items() if k != "func"}
     for seed in args.seeds:
         for method in args.methods:
-            key = f"{method}/{seed}"
+            key = f"{args.name or method}/{seed}"
             if key in result["runs"] and not args.rerun:
                 continue
             result["runs"][key] = run(method, policy, seed, args)
@@ -154,6 +204,18 @@ def gold(args: argparse.Namespace) -> None:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(result, indent=1))
     table(result)
+
+
+def window(rows: list[dict[str, float]], metric: str, first: bool) -> float:
+    """Mean of ``metric`` over the first (or last) tenth of the recorded updates."""
+    n = max(1, len(rows) // 10)
+    part = rows[:n] if first else rows[-n:]
+    return statistics.fmean(r[metric] for r in part)
+
+
+def smooth(values: list[float], width: int = 20) -> list[float]:
+    """Trailing moving average over ``width`` points (fewer at the start)."""
+    return [statistics.fmean(values[max(0, i - width + 1):i + 1]) for i in range(len(values))]
 
 
 def table(result: dict[str, Any] | str) -> None:
@@ -173,12 +235,18 @@ def table(result: dict[str, Any] | str) -> None:
             line.append(f"{metric} {statistics.fmean(before):.3f}→{statistics.fmean(after):.3f} "
                         f"(gain {statistics.fmean(gains):+.3f} ± {spread:.3f}; per seed "
                         + " ".join(f"{g:+.3f}" for g in gains) + ")")
+        for metric in ("reward", "frac_reward_zero_std"):
+            if all(r.get("train") and metric in r["train"][0] for r in runs):
+                first = [window(r["train"], metric, first=True) for r in runs]
+                last = [window(r["train"], metric, first=False) for r in runs]
+                line.append(f"train {metric} {statistics.fmean(first):.3f}→{statistics.fmean(last):.3f} (first→last "
+                            "tenth of the updates)")
         iterations = runs[0]["evals"][-1]["iteration"]
         line.append(f"train CPU-s/iteration {statistics.fmean(r['train_cpu_s'] for r in runs) / iterations:.2f}")
         print(" | ".join(line))
 
 
-def plot(path: str, out: str) -> None:
+def plot(path: str, out: str, only: list[str] | None = None) -> None:
     """Gold accuracy (greedy, T = 1), KL and response length against completions seen; mean and range over seeds."""
     import matplotlib
 
@@ -188,17 +256,29 @@ def plot(path: str, out: str) -> None:
     result = json.loads(Path(path).read_text())
     by_method: dict[str, list[dict[str, Any]]] = {}
     for key, run_ in result["runs"].items():
-        by_method.setdefault(key.split("/")[0], []).append(run_)
-    metrics = ("greedy", "sampled", "kl", "length")
+        if not only or key.split("/")[0] in only:
+            by_method.setdefault(key.split("/")[0], []).append(run_)
+    color: dict[str, str] = {}
+    metrics = ["greedy", "sampled", "kl", "length"]
+    trained = ("reward", "frac_reward_zero_std")
+    if any(r.get("train") for runs in by_method.values() for r in runs):
+        metrics += trained
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
     for method, runs in by_method.items():
         x = [e["completions"] for e in runs[0]["evals"]]
         for ax, metric in zip(axes, metrics):
+            if metric in trained:  # per update, smoothed; one line per seed (updates differ with dynamic sampling)
+                for r in (r_ for r_ in runs if r_.get("train")):
+                    ax.plot([t["completions"] for t in r["train"]], smooth([t[metric] for t in r["train"]]),
+                            color=color[method], alpha=0.8, label=None)
+                continue
             series = torch.tensor([[e[metric] for e in r["evals"]] for r in runs])
             line, = ax.plot(x, series.mean(0), label=method)
+            color[method] = line.get_color()
             ax.fill_between(x, series.min(0).values, series.max(0).values, color=line.get_color(), alpha=0.2)
     titles = {"greedy": "gold accuracy, greedy", "sampled": "gold accuracy, T = 1", "kl": "KL to start (nats)",
-              "length": "response tokens (T = 1)"}
+              "length": "response tokens (T = 1)", "reward": "training reward (20-update mean)",
+              "frac_reward_zero_std": "share of zero-spread groups"}
     for ax, metric in zip(axes, metrics):
         ax.set_title(titles[metric])
         ax.set_xlabel("completions sampled")
@@ -227,6 +307,9 @@ def main() -> None:
     g.add_argument("--eval-every", type=int, default=50)
     g.add_argument("--eval-prompts", type=int, default=200)
     g.add_argument("--eval-samples", type=int, default=2, help="T = 1 samples per validation problem")
+    g.add_argument("--kl-every", type=int, default=10, help="iterations between KL-to-start figures of the training samples")
+    g.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a group method's GRPO argument")
+    g.add_argument("--name", default=None, help="store the runs under this name instead of the method's")
     g.add_argument("--rerun", action="store_true", help="rerun method/seed pairs already in --output")
     g.add_argument("--output", default=None)
     t = sub.add_parser("table")
@@ -234,13 +317,14 @@ def main() -> None:
     p = sub.add_parser("plot")
     p.add_argument("path")
     p.add_argument("--out", required=True)
+    p.add_argument("--only", nargs="*", default=None, help="plot only these run names")
     args = parser.parse_args()
     if args.command == "gold":
         gold(args)
     elif args.command == "table":
         table(args.path)
     else:
-        plot(args.path, args.out)
+        plot(args.path, args.out, args.only)
 
 
 if __name__ == "__main__":
