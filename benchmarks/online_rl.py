@@ -307,7 +307,7 @@ def main() -> None:
     g.add_argument("--eval-every", type=int, default=50)
     g.add_argument("--eval-prompts", type=int, default=200)
     g.add_argument("--eval-samples", type=int, default=2, help="T = 1 samples per validation problem")
-    g.add_argument("--kl-every", type=int, default=10, help="iterations between KL-to-start figures of the training samples")
+    g.add_argument("--kl-every", type=int, default=10, help="iterations between KL-to-start figures")
     g.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a group method's GRPO argument")
     g.add_argument("--name", default=None, help="store the runs under this name instead of the method's")
     g.add_argument("--rerun", action="store_true", help="rerun method/seed pairs already in --output")
