@@ -49,6 +49,7 @@ GROUP_METHODS: dict[str, dict[str, Any]] = {
     "reinforce_pp": {"advantage": "reinforce_pp"},
 }
 METHODS = (*GROUP_METHODS, "ppo", "rs")
+PROGRESS = ("reward", "frac_reward_zero_std", "completions/mean_length", "clip_ratio/region_mean", "entropy")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -174,6 +175,11 @@ def run(method: str, policy: Path, seed: int, args: argparse.Namespace) -> dict[
                 if method != "rs" and (done % args.kl_every == 0 or done == 1):
                     row["kl_start"] = training_kl(pl_module, reference)
                 train.append(row)
+                if len(train) % 10 == 0:  # progress: the last 10 updates' means
+                    last = train[-10:]
+                    print(f"{method} seed {seed} it {done} train: " + " ".join(
+                        f"{k} {statistics.fmean(r[k] for r in last):.3f}" for k in PROGRESS if k in last[-1]),
+                          flush=True)
             if done % args.eval_every == 0 or done == args.iterations:
                 record(pl_module, done)
 
