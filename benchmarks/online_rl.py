@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,9 @@ def training_kl(module, reference) -> float:
     return float(((buffer["logprobs"] - ref) * mask).sum(-1).mean())
 
 
-def run(method: str, policy: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def run(method: str, policy: Path, seed: int, args: argparse.Namespace,
+        save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """One run; ``save`` receives the run so far (``partial``) after every evaluation, so a killed run keeps it."""
     import copy
 
     import lightning as L
@@ -147,6 +150,8 @@ def run(method: str, policy: Path, seed: int, args: argparse.Namespace) -> dict[
     dm = PromptDataModule(task=task, task_sizes={"train": prompts * args.iterations, "val": args.eval_prompts,
                                                  "test": 10}, max_length=48, batch_size=prompts, group_by_length=False,
                           seed=seed)
+    settings = {"method": method, "lr": args.lr, "prompts": prompts, "group_size": args.group_size,
+                "iterations": args.iterations, "overrides": parse_overrides(args.set)}
     evals: list[dict[str, float]] = []
     train: list[dict[str, float]] = []  # one row per update: the module's training metrics of that iteration
     clock = {"train": 0.0}
@@ -155,6 +160,8 @@ def run(method: str, policy: Path, seed: int, args: argparse.Namespace) -> dict[
         row = {"iteration": iteration, "completions": iteration * completions,
                **evaluate(pl_module, reference, task, dm.dataset("val").items, args)}
         evals.append(row)
+        if save is not None and iteration < args.iterations:
+            save({"evals": evals, "train": train, "partial": True, "settings": settings})
         print(f"{method} seed {seed} it {iteration}: " + " ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                                   if k not in ("iteration", "completions")), flush=True)
 
@@ -188,8 +195,7 @@ def run(method: str, policy: Path, seed: int, args: argparse.Namespace) -> dict[
               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
               num_sanity_val_steps=0, callbacks=[Record()]).fit(module, dm)
     return {"evals": evals, "train": train, "train_cpu_s": clock["train"], "wall_s": time.perf_counter() - start,
-            "settings": {"method": method, "lr": args.lr, "prompts": prompts, "group_size": args.group_size,
-                         "iterations": args.iterations, "overrides": parse_overrides(args.set)}}
+            "settings": settings}
 
 
 def gold(args: argparse.Namespace) -> None:
@@ -203,12 +209,16 @@ def gold(args: argparse.Namespace) -> None:
     for seed in args.seeds:
         for method in args.methods:
             key = f"{args.name or method}/{seed}"
-            if key in result["runs"] and not args.rerun:
+            if key in result["runs"] and not result["runs"][key].get("partial") and not args.rerun:
                 continue
-            result["runs"][key] = run(method, policy, seed, args)
-            if out is not None:  # after every run: a killed benchmark keeps what it finished
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(result, indent=1))
+
+            def save(run_: dict[str, Any], key: str = key) -> None:
+                result["runs"][key] = run_
+                if out is not None:  # after every evaluation: a killed benchmark keeps what it did
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_text(json.dumps(result, indent=1))
+
+            save(run(method, policy, seed, args, save))
     table(result)
 
 
@@ -232,7 +242,8 @@ def table(result: dict[str, Any] | str) -> None:
     for key, run_ in result["runs"].items():
         by_method.setdefault(key.split("/")[0], []).append(run_)
     for method, runs in by_method.items():
-        line = [f"{method:<13} n={len(runs)}"]
+        partial = sum(bool(r.get("partial")) for r in runs)
+        line = [f"{method:<13} n={len(runs)}" + (f" ({partial} stopped early: last evaluation)" if partial else "")]
         for metric in ("greedy", "sampled", "kl", "length"):
             before = [r["evals"][0][metric] for r in runs]
             after = [r["evals"][-1][metric] for r in runs]
@@ -248,7 +259,8 @@ def table(result: dict[str, Any] | str) -> None:
                 line.append(f"train {metric} {statistics.fmean(first):.3f}→{statistics.fmean(last):.3f} (first→last "
                             "tenth of the updates)")
         iterations = runs[0]["evals"][-1]["iteration"]
-        line.append(f"train CPU-s/iteration {statistics.fmean(r['train_cpu_s'] for r in runs) / iterations:.2f}")
+        if not partial:
+            line.append(f"train CPU-s/iteration {statistics.fmean(r['train_cpu_s'] for r in runs) / iterations:.2f}")
         print(" | ".join(line))
 
 
