@@ -234,13 +234,24 @@ def smooth(values: list[float], width: int = 20) -> list[float]:
     return [statistics.fmean(values[max(0, i - width + 1):i + 1]) for i in range(len(values))]
 
 
-def table(result: dict[str, Any] | str) -> None:
-    """Per method: before → after (mean ± std over seeds) and the per-seed gains, greedy and sampled."""
-    if isinstance(result, str):
-        result = json.loads(Path(result).read_text())
+def runs_by_name(paths: list[str], only: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The runs of one or more jsons grouped by name (``name/seed`` keys), optionally only the names in ``only``."""
     by_method: dict[str, list[dict[str, Any]]] = {}
-    for key, run_ in result["runs"].items():
-        by_method.setdefault(key.split("/")[0], []).append(run_)
+    for path in paths:
+        for key, run_ in json.loads(Path(path).read_text())["runs"].items():
+            if not only or key.split("/")[0] in only:
+                by_method.setdefault(key.split("/")[0], []).append(run_)
+    return by_method
+
+
+def table(result: dict[str, Any] | list[str]) -> None:
+    """Per method: before → after (mean ± std over seeds) and the per-seed gains, greedy and sampled."""
+    if isinstance(result, list):
+        by_method = runs_by_name(result)
+    else:
+        by_method = {}
+        for key, run_ in result["runs"].items():
+            by_method.setdefault(key.split("/")[0], []).append(run_)
     for method, runs in by_method.items():
         partial = sum(bool(r.get("partial")) for r in runs)
         line = [f"{method:<13} n={len(runs)}" + (f" ({partial} stopped early: last evaluation)" if partial else "")]
@@ -252,6 +263,8 @@ def table(result: dict[str, Any] | str) -> None:
             line.append(f"{metric} {statistics.fmean(before):.3f}→{statistics.fmean(after):.3f} "
                         f"(gain {statistics.fmean(gains):+.3f} ± {spread:.3f}; per seed "
                         + " ".join(f"{g:+.3f}" for g in gains) + ")")
+        if all(r.get("train") for r in runs):
+            line.append("updates " + " ".join(str(len(r["train"])) for r in runs))
         for metric in ("reward", "frac_reward_zero_std"):
             if all(r.get("train") and metric in r["train"][0] for r in runs):
                 first = [window(r["train"], metric, first=True) for r in runs]
@@ -264,18 +277,14 @@ def table(result: dict[str, Any] | str) -> None:
         print(" | ".join(line))
 
 
-def plot(path: str, out: str, only: list[str] | None = None) -> None:
+def plot(paths: list[str], out: str, only: list[str] | None = None) -> None:
     """Gold accuracy (greedy, T = 1), KL and response length against completions seen; mean and range over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    result = json.loads(Path(path).read_text())
-    by_method: dict[str, list[dict[str, Any]]] = {}
-    for key, run_ in result["runs"].items():
-        if not only or key.split("/")[0] in only:
-            by_method.setdefault(key.split("/")[0], []).append(run_)
+    by_method = runs_by_name(paths, only)
     color: dict[str, str] = {}
     metrics = ["greedy", "sampled", "kl", "length"]
     trained = ("reward", "frac_reward_zero_std")
@@ -331,9 +340,9 @@ def main() -> None:
     g.add_argument("--rerun", action="store_true", help="rerun method/seed pairs already in --output")
     g.add_argument("--output", default=None)
     t = sub.add_parser("table")
-    t.add_argument("path")
+    t.add_argument("path", nargs="+", help="one or more jsons of `gold`")
     p = sub.add_parser("plot")
-    p.add_argument("path")
+    p.add_argument("path", nargs="+", help="one or more jsons of `gold`")
     p.add_argument("--out", required=True)
     p.add_argument("--only", nargs="*", default=None, help="plot only these run names")
     args = parser.parse_args()
