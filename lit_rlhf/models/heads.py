@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lit_rlhf.models.loading import hidden_size, load_model, load_tokenizer
-from lit_rlhf.models.logprobs import gather_last
+from lit_rlhf.models.logprobs import SharedPrefixPlan, gather_last, shared_hidden_states
 from lit_rlhf.models.spec import ModelLike
 
 Pooling = Literal["last", "mean", "none"]
@@ -91,17 +91,27 @@ class HeadModel(nn.Module):
     def config(self):
         return self.backbone.config
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Pooled backbone features ``(B, H)`` (or ``(B, T, H)``); ``kwargs`` go to the backbone (``position_ids``)."""
+    def features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: SharedPrefixPlan | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """Pooled backbone features ``(B, H)`` (or ``(B, T, H)``); ``kwargs`` go to the backbone (``position_ids``);
+        ``plan``: a shared-prefix layout of the batch (:func:`~lit_rlhf.models.logprobs.shared_prefix_plan`), whose
+        rows' common prompts are encoded once."""
         # no KV cache while scoring (decoders would build one for nothing)
         extra = {"use_cache": False} if getattr(self.backbone.config, "use_cache", None) is not None else {}
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs)
+        if plan is not None:
+            hidden = shared_hidden_states(self.backbone, input_ids, attention_mask, None, plan, **extra, **kwargs)
+        else:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs)
+            hidden = out.last_hidden_state
         if self.pooling == "last":
             attention_mask = read_mask(input_ids, attention_mask, self.pad_token_id)
-        return pool(out.last_hidden_state, attention_mask, self.pooling)
+        return pool(hidden, attention_mask, self.pooling)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        feats = self.features(input_ids, attention_mask, **kwargs)
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: SharedPrefixPlan | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        feats = self.features(input_ids, attention_mask, plan, **kwargs)
         out = self.head(feats.to(self.head.weight.dtype)).float()
         return out.squeeze(-1) if self.squeeze else out
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+import inspect
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -39,7 +43,9 @@ def completion_logps(
     return logps.sum(-1), mask.sum(-1)
 
 
-def selected_logits(model: torch.nn.Module, select: torch.Tensor, **inputs: Any) -> tuple[torch.Tensor, Any]:
+def selected_logits(
+    model: torch.nn.Module, select: torch.Tensor, index: torch.Tensor | None = None, **inputs: Any
+) -> tuple[torch.Tensor, Any]:
     """Logits ``(N, V)`` at the ``N`` positions where ``select`` is true (row-major order), from one forward.
 
     The LM head (``model.get_output_embeddings()``; peft models forward it to their base model) is applied to
@@ -49,6 +55,8 @@ def selected_logits(model: torch.nn.Module, select: torch.Tensor, **inputs: Any)
 
     Args:
         select: ``(B, T)`` bool, the shape of ``inputs["input_ids"]``.
+        index: instead of ``select``'s true positions, these flat positions into ``(B·T)`` ``(N,)`` (a position
+            may repeat: a shared prompt's last token predicts the first token of every completion).
         inputs: forward arguments (``input_ids``, ``attention_mask``, ``position_ids``, ...).
     Returns:
         ``(logits (N, V), model output)``.
@@ -57,10 +65,13 @@ def selected_logits(model: torch.nn.Module, select: torch.Tensor, **inputs: Any)
     head = get_head() if callable(get_head) else None
     selected: list[int] = []  # the number of selected positions, once the head has been handed them
 
+    def pick(hidden: torch.Tensor) -> torch.Tensor:
+        return hidden[select] if index is None else hidden.reshape(-1, *hidden.shape[2:])[index]
+
     def only_selected(module: torch.nn.Module, args: tuple) -> tuple | None:
         if selected or not args or args[0].shape[:2] != select.shape:
             return None  # another call of the head, or an unexpected layout: leave it alone
-        hidden = args[0][select]
+        hidden = pick(args[0])
         selected.append(len(hidden))
         return (hidden.unsqueeze(0), *args[1:])
 
@@ -71,7 +82,7 @@ def selected_logits(model: torch.nn.Module, select: torch.Tensor, **inputs: Any)
         if handle is not None:
             handle.remove()
     if not selected:
-        return out.logits[select], out
+        return pick(out.logits), out
     if out.logits.shape[:2] != (1, selected[0]):
         raise RuntimeError(f"{type(model).__name__} changed the layout of its LM head's output "
                            f"({tuple(out.logits.shape)}); selected_logits cannot use it")
@@ -91,11 +102,12 @@ def predicted_logps(
 
 
 def sequence_logps(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor,
+    **inputs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed completion log-probs ``(B,)`` and completion lengths ``(B,)`` of a causal LM (one forward; LM head
-    on the completion positions only)."""
-    logps = predicted_logps(model, input_ids, completion_mask, attention_mask=attention_mask)
+    on the completion positions only); ``inputs``: further forward arguments (``position_ids``)."""
+    logps = predicted_logps(model, input_ids, completion_mask, attention_mask=attention_mask, **inputs)
     rows = completion_mask[:, 1:].nonzero()[:, 0]
     B = input_ids.shape[0]
     sums = torch.zeros(B, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)
@@ -191,3 +203,376 @@ def packed_sequence_logps(
     sums = torch.zeros(B + 1, dtype=logps.dtype, device=ids.device).index_add(0, owners, logps)
     counts = torch.bincount(owners, minlength=B + 1).to(torch.float32)
     return sums[:B], counts[:B]
+
+
+# -- shared-prefix (prompt-once) forwards ----------------------------------------------------------------------------
+# Rows that share a prompt (chosen/rejected, a group of sampled completions) are laid out once as
+# [prompt, suffix_1, suffix_2, ...]: each suffix's position ids continue from the prompt's end and a block-causal mask
+# lets it see the prompt and itself only. A causal model's hidden states at a position depend only on the tokens up to
+# it and their positions, so every log-prob, hidden state and gradient equals that of the separate rows; the prompt's
+# gradient is the sum of the rows' (Prefix Grouper, Liu et al. 2025, "Prefix Grouper: Efficient GRPO Training through
+# Shared-Prefix Forward", §3).
+
+ALIBI_FAMILIES = frozenset({"bloom", "mpt", "jais", "baichuan"})
+"""Model types whose position information is an ALiBi bias built from the 2-D mask, not from position ids."""
+
+
+def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft wrapper (``model`` itself otherwise)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _config(model: torch.nn.Module) -> Any:
+    return getattr(_hf_model(model), "config", None)
+
+
+def sliding_window(model: torch.nn.Module) -> int | None:
+    """The attention window of the model's sliding-window layers (``None``: all layers attend to the full context)."""
+    config = _config(model)
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if window is None or (layer_types is not None and "sliding_attention" not in layer_types):
+        return None
+    return int(window)
+
+
+def _accepts_mask_mapping(model: torch.nn.Module) -> bool:
+    """Whether the decoder takes a ``{"full_attention": mask, "sliding_attention": mask}`` mapping as its mask (then a
+    sliding window is applied through its own mask; otherwise a 4-D mask replaces the window)."""
+    inner = getattr(_hf_model(model), "base_model", None)
+    try:
+        source = inspect.getsource(type(inner).forward)
+    except (OSError, TypeError):
+        return False
+    return "isinstance(causal_mask_mapping := attention_mask, dict)" in source
+
+
+def shared_prefix_refusal(model: torch.nn.Module, longest: int | None = None) -> str | None:
+    """Why a shared-prefix forward of ``model`` would not be exact (``None``: it is).
+
+    Refused: models without a Hugging Face config or a ``position_ids`` argument; attention implementations other
+    than ``eager``/``sdpa`` (they ignore a custom 4-D mask); non-causal attention; ALiBi position biases (built from the
+    2-D mask); rotary scalings that depend on the batch's length (``dynamic``, ``longrope``); a sliding window shorter
+    than the ``longest`` sequence in a model that cannot take one mask per layer type.
+    """
+    base = _hf_model(model)
+    config = _config(model)
+    name = type(base).__name__
+    if config is None:
+        return f"{name} has no Hugging Face config"
+    family = getattr(config, "model_type", "?")
+    impl = getattr(config, "_attn_implementation", None) or "eager"
+    if impl not in ("eager", "sdpa"):
+        return f"{family}: attention implementation {impl!r} takes no custom 4-D mask (use 'sdpa' or 'eager')"
+    if family in ALIBI_FAMILIES or getattr(config, "alibi", False):
+        return f"{family}: ALiBi position biases are built from the 2-D mask and ignore position ids"
+    if getattr(config, "position_embedding_type", "absolute") not in ("absolute", "rope"):
+        return f"{family}: position_embedding_type {config.position_embedding_type!r} ignores position ids"
+    flags = [m.is_causal for m in base.modules() if isinstance(getattr(m, "is_causal", None), bool)]
+    if not flags or not all(flags):
+        return f"{family}: attention is not causal (a prompt would see its completions)"
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
+    if rope_type in ("dynamic", "longrope"):
+        return f"{family}: {rope_type} rotary scaling depends on the batch's length"
+    if "position_ids" not in inspect.signature(base.forward).parameters:
+        return f"{family}: {name}.forward takes no position_ids"
+    window = sliding_window(model)
+    if window is not None and longest is not None and longest > window and not _accepts_mask_mapping(model):
+        return (f"{family}: sliding window of {window} tokens is shorter than a {longest}-token sequence and the model "
+                f"takes one mask for all its layers")
+    return None
+
+
+@dataclass(frozen=True)
+class SharedPrefixPlan:
+    """Layout of a shared-prefix forward of a ``(B, T)`` batch in ``R`` rows of ``W`` slots.
+
+    Attributes:
+        input_ids: ``(R, W)`` tokens.
+        position_ids: ``(R, W)`` each token's position in its own sequence.
+        segment: ``(R, W)`` group of each slot (a negative id: the row's padding tail).
+        member: ``(R, W)`` the batch row a slot belongs to, ``-1`` for a group's shared prefix and padding.
+        slot: ``(B, T)`` flat slot (into ``R·W``) holding each attended token of the batch, ``-1`` at padding.
+        longest: tokens of the longest sequence.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    segment: torch.Tensor
+    member: torch.Tensor
+    slot: torch.Tensor
+    longest: int
+
+    def attention_mask(self, dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
+        """Additive ``(R, 1, W, W)`` mask (0 where attended, the dtype's minimum elsewhere): a slot sees earlier slots
+        of its group that are the shared prefix or its own sequence (and, with ``window``, fewer than ``window``
+        positions back, as Hugging Face's sliding-window layers)."""
+        seg, mem, pos = self.segment, self.member, self.position_ids
+        order = torch.arange(seg.shape[1], device=seg.device)
+        allowed = (order[:, None] >= order[None, :]) & (seg[:, :, None] == seg[:, None, :])
+        allowed &= (mem[:, None, :] == -1) | (mem[:, :, None] == mem[:, None, :])
+        if window is not None:
+            allowed &= (pos[:, :, None] - pos[:, None, :]) < window
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        return mask.unsqueeze(1)
+
+
+def _sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[list[int]], list[int]]:
+    """Each row's attended tokens and the index of its first one; rows must be one run of attended tokens."""
+    mask = attention_mask.bool()
+    lengths = mask.sum(-1)
+    starts = mask.to(torch.int8).argmax(-1)
+    order = torch.arange(mask.shape[1], device=mask.device)
+    run = (order >= starts[:, None]) & (order < (starts + lengths)[:, None])
+    if not torch.equal(run, mask) or bool((lengths == 0).any()):
+        raise ValueError("shared-prefix forwards need every row's attention_mask to be one non-empty run of ones "
+                         "(left or right padding)")
+    ids, starts_, lengths_ = input_ids.tolist(), starts.tolist(), lengths.tolist()
+    return [row[s:s + n] for row, s, n in zip(ids, starts_, lengths_)], starts_
+
+
+def _group_members(groups: torch.Tensor | list[int]) -> list[list[int]]:
+    members: dict[int, list[int]] = {}
+    for b, g in enumerate(groups.tolist() if isinstance(groups, torch.Tensor) else groups):
+        members.setdefault(int(g), []).append(b)
+    return list(members.values())
+
+
+def shared_prefix_segments(
+    seqs: list[list[int]], groups: torch.Tensor | list[int]
+) -> list[tuple[list[int], int]]:
+    """``(members, shared prefix length)`` per group: the longest run of tokens its members' sequences start with
+    (0 for a group of one)."""
+    out = []
+    for members in _group_members(groups):
+        shared = len(os.path.commonprefix([seqs[b] for b in members])) if len(members) > 1 else 0
+        out.append((members, shared))
+    return out
+
+
+def shared_prefix_plan(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: torch.Tensor | list[int]
+) -> SharedPrefixPlan:
+    """Lay out a left- or right-padded ``(B, T)`` batch, each group's common prefix once (:class:`SharedPrefixPlan`).
+
+    Args:
+        groups: ``(B,)`` group id per row; rows of a group share the tokens they all start with (a prompt: chosen and
+            rejected, a group of completions). Groups are packed first-fit into rows as wide as the longest group.
+    """
+    B, T = input_ids.shape
+    seqs, starts = _sequences(input_ids, attention_mask)
+    segments = shared_prefix_segments(seqs, groups)
+    sizes = [shared + sum(len(seqs[b]) - shared for b in members) for members, shared in segments]
+    width = max(sizes)
+    source: list[int] = []
+    positions: list[int] = []
+    segment: list[int] = []
+    member: list[int] = []
+    slot = [[-1] * T for _ in range(B)]
+    for r, row in enumerate(pack_rows(sizes, width)):
+        for g in row:
+            members, shared = segments[g]
+            first = members[0]
+            base = len(source)
+            source += range(first * T + starts[first], first * T + starts[first] + shared)
+            positions += range(shared)
+            segment += [g] * shared
+            member += [-1] * shared
+            for b in members:
+                n, s = len(seqs[b]), starts[b]
+                slot[b][s:s + shared] = range(base, base + shared)
+                slot[b][s + shared:s + n] = range(len(source), len(source) + n - shared)
+                source += range(b * T + s + shared, b * T + s + n)
+                positions += range(shared, n)
+                segment += [g] * (n - shared)
+                member += [b] * (n - shared)
+        tail = (r + 1) * width - len(source)
+        source += [source[-1]] * tail
+        positions += range(tail)
+        segment += [-1 - r] * tail
+        member += [-1] * tail
+    device = input_ids.device
+
+    def grid(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, device=device).view(-1, width)
+
+    return SharedPrefixPlan(input_ids.reshape(-1)[grid(source)], grid(positions), grid(segment), grid(member),
+                            torch.tensor(slot, device=device), max(len(s) for s in seqs))
+
+
+def shared_prefix_inputs(model: torch.nn.Module, plan: SharedPrefixPlan) -> dict[str, Any]:
+    """Forward arguments (``input_ids``, ``position_ids``, ``attention_mask``) of ``plan`` for ``model``: one 4-D mask,
+    or one per layer type where a sliding window shorter than a sequence must be kept.
+
+    Raises:
+        ValueError: :func:`shared_prefix_refusal` gives a reason.
+    """
+    reason = shared_prefix_refusal(model, plan.longest)
+    if reason is not None:
+        raise ValueError(f"shared-prefix forward refused: {reason}")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    mask: Any = plan.attention_mask(dtype)
+    window = sliding_window(model)
+    if window is not None and plan.longest > window:
+        mask = {"full_attention": mask, "sliding_attention": plan.attention_mask(dtype, window)}
+    return {"input_ids": plan.input_ids, "position_ids": plan.position_ids, "attention_mask": mask}
+
+
+def shared_sequence_logps(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor,
+    groups: torch.Tensor | list[int], plan: SharedPrefixPlan | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sequence_logps` with each group's common prefix computed once (:func:`shared_prefix_plan`); the LM head
+    runs on the positions that predict completion tokens only. Left or right padding.
+
+    Args:
+        groups: ``(B,)`` group id per row (e.g. ``[0..B/2) * 2`` for a ``[chosen; rejected]`` batch).
+        plan: a plan of this batch already made.
+    Returns:
+        ``(sum_logps (B,), lengths (B,))``.
+    """
+    plan = plan or shared_prefix_plan(input_ids, attention_mask, groups)
+    rows, cols = completion_mask[:, 1:].nonzero(as_tuple=True)  # token (b, t + 1) is predicted at (b, t)
+    index = plan.slot[rows, cols]
+    if bool((index < 0).any()):
+        raise ValueError("a completion token follows a padding position; completion_mask must lie inside the "
+                         "attention_mask and not at a sequence's first token")
+    inputs = shared_prefix_inputs(model, plan)
+    select = torch.zeros(plan.input_ids.shape, dtype=torch.bool, device=input_ids.device)  # the layout's shape
+    logits, _ = selected_logits(model, select, index=index, **inputs)
+    logps = token_logps(logits, input_ids[rows, cols + 1])
+    sums = torch.zeros(len(input_ids), dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)
+    return sums, completion_mask[:, 1:].to(torch.float32).sum(-1)
+
+
+def shared_hidden_states(
+    backbone: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    groups: torch.Tensor | list[int], plan: SharedPrefixPlan | None = None, **kwargs: Any,
+) -> torch.Tensor:
+    """Last hidden states ``(B, T, H)`` of a base model (no LM head) for the padded batch, from a shared-prefix forward;
+    zeros at padding. Equal to ``backbone(input_ids, attention_mask).last_hidden_state`` at attended positions (with
+    each row's positions counted from its first attended token)."""
+    plan = plan or shared_prefix_plan(input_ids, attention_mask, groups)
+    hidden = backbone(**shared_prefix_inputs(backbone, plan), **kwargs).last_hidden_state
+    flat = hidden.reshape(-1, hidden.shape[-1])[plan.slot.clamp(min=0)]
+    return torch.where((plan.slot >= 0).unsqueeze(-1), flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
+
+
+Layout = Literal["padded", "packed", "shared"]
+
+
+def layout_cost(rows: int, width: int, hidden: int) -> float:
+    """Relative cost of a forward over ``rows × width`` token slots: linear layers ∝ slots, attention ∝ slots · width
+    (a decoder layer's attention costs about ``width / (6·hidden)`` of its projections and MLP)."""
+    return rows * width * (1.0 + width / (6.0 * hidden))
+
+
+class ForwardLayout:
+    """Chooses, per batch, the cheapest exact layout of a completion log-prob forward: ``padded`` rows, ``packed``
+    rows (padding-free, :func:`packed_sequence_logps`; right padding) or ``shared`` prefixes
+    (:func:`shared_sequence_logps`; rows given a group).
+
+    The rule compares :func:`layout_cost` of the layouts: a custom-masked layout (packed or shared) is used only when
+    it costs less than ``1 − margin`` of the best plain one, which pays for its masking overhead (so equal-length rows
+    with nothing to share stay padded). The first time a model runs a packed or shared layout it is checked against the
+    padded forward on that batch (eval mode, no gradient); a layout that does not match, or that
+    :func:`shared_prefix_refusal` refuses, is switched off with a warning.
+
+    Args:
+        padding_free: allow the packed layout.
+        shared_prefix: allow the shared-prefix layout.
+        margin: relative saving a masked layout must bring.
+        max_width: widest packed row as a multiple of the padded width.
+    """
+
+    def __init__(self, padding_free: bool = True, shared_prefix: bool = True, margin: float = 0.1,
+                 max_width: float = 2.0) -> None:
+        self.enabled = {"packed": padding_free, "shared": shared_prefix}
+        self.margin, self.max_width = margin, max_width
+        self.checked: set[str] = set()
+        self.last: Layout = "padded"  # the layout chosen for the latest batch
+
+    def choose(
+        self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        groups: torch.Tensor | list[int] | None = None,
+    ) -> tuple[Layout, SharedPrefixPlan | None]:
+        """The layout for this batch, and the shared-prefix plan when it is ``shared``."""
+        B, T = input_ids.shape
+        config = _config(model)
+        hidden = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 1024)
+        right = bool(attention_mask[:, 0].all())
+        costs: dict[Layout, float] = {"padded": layout_cost(B, T, hidden)}
+        best_plain = costs["padded"]
+        if self.enabled["packed"] and right:
+            lengths = tuple(int(n) for n in attention_mask.sum(-1).tolist())
+            rows = packing_plan(lengths, T, max(T, int(self.max_width * T)))[0]
+            costs["packed"] = layout_cost(*rows.shape, hidden)
+        plan = None
+        if self.enabled["shared"] and groups is not None:
+            seqs, _ = _sequences(input_ids, attention_mask)
+            segments = shared_prefix_segments(seqs, groups)
+            if any(shared for _, shared in segments):
+                sizes = [shared + sum(len(seqs[b]) - shared for b in members) for members, shared in segments]
+                costs["shared"] = layout_cost(len(pack_rows(sizes, max(sizes))), max(sizes), hidden)
+        masked = min((c, k) for k, c in costs.items() if k != "padded") if len(costs) > 1 else None
+        layout: Layout = "padded"
+        if masked is not None and masked[0] < (1.0 - self.margin) * best_plain:
+            layout = masked[1]
+        if layout == "shared":
+            plan = shared_prefix_plan(input_ids, attention_mask, groups)
+            reason = shared_prefix_refusal(model, plan.longest)
+            if reason is not None:
+                self._disable("shared", f"shared-prefix forwards are off: {reason}")
+                return self.choose(model, input_ids, attention_mask, groups)
+        self.last = layout
+        return layout, plan
+
+    def _disable(self, layout: str, message: str) -> None:
+        self.enabled[layout] = False
+        warnings.warn(message, stacklevel=3)
+
+    def sequence_logps(
+        self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        completion_mask: torch.Tensor, groups: torch.Tensor | list[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs and lengths ``(B,)`` (:func:`sequence_logps`) in the layout :meth:`choose`
+        picks; ``groups`` (``(B,)``) marks rows that share a prompt."""
+        layout, plan = self.choose(model, input_ids, attention_mask, groups)
+        args = (input_ids, attention_mask, completion_mask)
+        run = {
+            "padded": lambda: sequence_logps(model, *args),
+            "packed": lambda: packed_sequence_logps(model, *args, max_width=self.max_width),
+            "shared": lambda: shared_sequence_logps(model, *args, groups, plan),
+        }
+        if layout != "padded" and not self.check(model, layout, lambda **kw: sequence_logps(model, *args, **kw)[0],
+                                                 lambda: run[layout]()[0], attention_mask, completion_mask):
+            return self.sequence_logps(model, input_ids, attention_mask, completion_mask, groups)
+        return run[layout]()
+
+    def check(
+        self, model: torch.nn.Module, layout: Layout, padded: Callable[..., torch.Tensor],
+        other: Callable[[], torch.Tensor], attention_mask: torch.Tensor, completion_mask: torch.Tensor | None = None,
+    ) -> bool:
+        """On the first use of ``layout``: whether ``other()`` equals ``padded(position_ids=...)`` (eval mode, no
+        gradient; each row's positions counted from its first attended token); a mismatch switches ``layout`` off with
+        a warning. Tolerance: 1e-4 per completion token in fp32 (1e-2 otherwise)."""
+        if layout in self.checked:
+            return True
+        self.checked.add(layout)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            expected, got = padded(position_ids=positions), other()
+        model.train(was_training)
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        per_token = 1e-4 if dtype == torch.float32 else 1e-2
+        tokens = 1 if completion_mask is None else int(completion_mask.sum(-1).max().clamp(min=1))
+        if torch.allclose(expected, got, rtol=0, atol=per_token * tokens):
+            return True
+        what = "packed sequences apart" if layout == "packed" else "shared prompts exact"
+        self._disable(layout, f"{type(model).__name__} does not keep {what} (outputs differ by "
+                              f"{(expected - got).abs().max():.3g}); falls back to padded batches")
+        return False

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any, Literal, get_args
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from lit_rlhf.losses import completion_nll, dpo_loss
 from lit_rlhf.losses.dpo import REFERENCE_FREE, DPOLossType
-from lit_rlhf.models import ModelLike, packed_sequence_logps, sequence_logps
+from lit_rlhf.models import ModelLike
 from lit_rlhf.models.assets import cache_dir
+from lit_rlhf.models.logprobs import ForwardLayout
 from lit_rlhf.models.reference import ReferenceCache, batched_logps, items_fingerprint, weights_fingerprint
 from lit_rlhf.modules.base import PolicyModule, StepModule, StepOutput, StepSplit, resolve_checkpoint
 from lit_rlhf.rollout.generation import SamplingConfig
@@ -53,15 +54,20 @@ class DPO(StepModule, PolicyModule):
             ``none`` (reference-free: log π_ref = 0).
         reference_cache: folder of the precomputed cache (default ``$LIT_RLHF_CACHE/dpo_reference``).
         reference_batch_size: pairs per batch of the precomputing pass.
-        padding_free: pack the right-padded ``[chosen; rejected]`` rows into fewer (up to twice as wide) rows
-            (little compute on padding; :func:`~lit_rlhf.models.logprobs.packed_sequence_logps`). Checked once
-            against the padded forward; switched off with a warning if the model does not keep packed sequences
-            apart. Either way the LM head runs only where a completion token is predicted.
+        padding_free: allow packing the right-padded ``[chosen; rejected]`` rows into fewer (up to twice as wide)
+            rows (little compute on padding; :func:`~lit_rlhf.models.logprobs.packed_sequence_logps`).
+        shared_prefix: allow encoding each pair's prompt once: ``[prompt, chosen, rejected]`` in one row with a
+            block-causal mask (:func:`~lit_rlhf.models.logprobs.shared_sequence_logps`; exact).
+            Per batch the cheapest of padded, packed and shared rows is used
+            (:class:`~lit_rlhf.models.logprobs.ForwardLayout`); a masked layout is checked once against the padded
+            forward and switched off with a warning if the model does not keep it exact. Either way the LM head
+            runs only where a completion token is predicted.
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
     path_hparams = ("reference_cache",)
     dropout = "off"
+    paired_batches = True  # batches are [chosen; rejected]: row i and row i + B share a prompt
 
     def __init__(
         self,
@@ -79,6 +85,7 @@ class DPO(StepModule, PolicyModule):
         reference_cache: str | None = None,
         reference_batch_size: int = 32,
         padding_free: bool = True,
+        shared_prefix: bool = True,
         **kwargs: Any,
     ) -> None:
         types = [loss_type] if isinstance(loss_type, str) else list(loss_type)
@@ -98,32 +105,28 @@ class DPO(StepModule, PolicyModule):
         self.label_smoothing, self.discopop_tau, self.simpo_gamma = label_smoothing, discopop_tau, simpo_gamma
         self.reference = reference
         self.reference_batch_size = reference_batch_size
-        self.padding_free, self._packing_checked = padding_free, False
+        self.layout = ForwardLayout(padding_free=padding_free, shared_prefix=shared_prefix)
         self.reference_cache = ReferenceCache(reference_cache or cache_dir() / "dpo_reference")
         self.reference_fingerprint: str | None = None  # weights of the starting policy (precomputed mode)
         self.reference_status: dict[str, str] = {}  # split -> "computed" | "loaded" (precomputed mode)
         self.set_reference(reference if reference in ("copy", "lora_disabled") else "none")
 
     # -- log-probs ----------------------------------------------------------------------------
+    @property
+    def padding_free(self) -> bool:
+        """Whether packed (padding-free) batches may be used (off after a failed check)."""
+        return self.layout.enabled["packed"]
+
     def sequence_logps(
-        self, net: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+        self, net: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        completion_mask: torch.Tensor, paired: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed completion log-probs and lengths ``(B,)`` of ``net``: padding-free when enabled and verified."""
-        args = (input_ids, attention_mask, completion_mask)
-        if self.padding_free and not self._packing_checked:
-            self._packing_checked = True
-            was_training = net.training
-            net.eval()
-            with torch.no_grad():
-                padded, lengths = sequence_logps(net, *args)
-                packed = packed_sequence_logps(net, *args)[0]
-            net.train(was_training)
-            per_token = 1e-4 if next(net.parameters()).dtype == torch.float32 else 1e-2  # tolerance, nats per token
-            if not torch.allclose(padded, packed, rtol=0, atol=float(per_token * lengths.max().clamp(min=1))):
-                self.padding_free = False
-                rank_zero_warn(f"{type(net).__name__} does not keep packed sequences apart (log-probs differ by "
-                               f"{(padded - packed).abs().max():.3g}); DPO falls back to padded batches")
-        return (packed_sequence_logps if self.padding_free else sequence_logps)(net, *args)
+        """Summed completion log-probs and lengths ``(B,)`` of ``net`` in the layout :class:`ForwardLayout` picks for
+        the batch; ``paired``: a ``[chosen; rejected]`` batch, whose pairs share their prompt (exact for any batch:
+        rows share only the tokens they start with)."""
+        paired = paired and self.paired_batches and len(input_ids) % 2 == 0
+        groups = torch.arange(len(input_ids)) % (len(input_ids) // 2) if paired else None
+        return self.layout.sequence_logps(net, input_ids, attention_mask, completion_mask, groups)
 
     # -- reference ----------------------------------------------------------------------------
     def batch_reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -190,7 +193,7 @@ class DPO(StepModule, PolicyModule):
 
         def logps(batch: dict[str, Any]) -> torch.Tensor:
             values = self.sequence_logps(
-                self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+                self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], paired=True
             )[0]
             return torch.stack(values.chunk(2), dim=1)  # a batch is [chosen; rejected]
 

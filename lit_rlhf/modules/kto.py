@@ -34,6 +34,8 @@ class KTO(DPO):
             :class:`~lit_rlhf.modules.DPO` (its pair-loss arguments are not used).
     """
 
+    paired_batches = False  # labelled completions, not pairs
+
     def __init__(self, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
                  reference: Reference = "copy", **kwargs: Any) -> None:
         if reference == "precomputed":

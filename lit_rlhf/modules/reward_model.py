@@ -7,7 +7,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from lit_rlhf.losses import LLAMA2_MARGINS, bradley_terry_loss, reward_centering_penalty
-from lit_rlhf.models import ModelLike, ModelSpec, load_tokenizer, scalar_head_model
+from lit_rlhf.models import ForwardLayout, ModelLike, ModelSpec, load_tokenizer, scalar_head_model
 from lit_rlhf.models.heads import Pooling
 from lit_rlhf.modules.base import StepModule, StepOutput, StepSplit
 
@@ -37,6 +37,8 @@ class RewardModel(StepModule):
         label_smoothing: α; the target is ``1 − α`` where the data has no ``soft_label``.
         use_soft_label_column: read the data's ``soft_label`` column (off: hard labels / smoothing only).
         center_rewards: coefficient of the centering penalty ``(r_c + r_r)²``.
+        shared_prefix: allow encoding each pair's prompt once (``[prompt, chosen, rejected]`` in one row with a
+            block-causal mask; exact), per batch where it is cheaper (:class:`~lit_rlhf.models.ForwardLayout`).
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
@@ -53,6 +55,7 @@ class RewardModel(StepModule):
         label_smoothing: float = 0.0,
         use_soft_label_column: bool = True,
         center_rewards: float = 0.0,
+        shared_prefix: bool = True,
         **kwargs: Any,
     ) -> None:
         if margin not in get_args(MarginSource):
@@ -72,14 +75,26 @@ class RewardModel(StepModule):
         self.margin_source, self.margin_scale, self.clip_margin = margin, margin_scale, clip_margin
         self.label_smoothing, self.center_rewards = label_smoothing, center_rewards
         self.use_soft_label_column = use_soft_label_column
+        self.layout = ForwardLayout(padding_free=False, shared_prefix=shared_prefix)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rewards ``(N,)``."""
         return self.model(input_ids, attention_mask)
 
     def features_and_rewards(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled features ``(N, H)`` and rewards ``(N,)`` of every sequence in the batch (one forward)."""
-        features = self.model.features(batch["input_ids"], batch["attention_mask"])
+        """Pooled features ``(N, H)`` and rewards ``(N,)`` of every sequence in a ``[chosen; rejected]`` batch (one
+        forward; each pair's prompt encoded once where :class:`~lit_rlhf.models.ForwardLayout` finds it cheaper)."""
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        plan = None
+        if len(ids) % 2 == 0 and self.layout.enabled["shared"]:
+            groups = torch.arange(len(ids)) % (len(ids) // 2)
+            layout, plan = self.layout.choose(self.model.backbone, ids, attention, groups)
+            if layout == "shared" and not self.layout.check(
+                self.model, "shared", lambda **kw: self.model(ids, attention, **kw),
+                lambda: self.model(ids, attention, plan), attention,
+            ):
+                plan, self.layout.last = None, "padded"
+        features = self.model.features(ids, attention, plan)
         rewards = self.model.head(features.to(self.model.head.weight.dtype)).float().squeeze(-1)
         return features, rewards
 

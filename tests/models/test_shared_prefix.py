@@ -1,0 +1,244 @@
+"""Shared-prefix (prompt-once) forwards equal the separate rows: log-probs, rewards and gradients (fp32), for the
+Llama, Qwen2, GPT-2 and Gemma-2 layouts, with and without LoRA, left and right padding, multi-turn prompts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_rlhf.models import (
+    ForwardLayout,
+    HeadModel,
+    sequence_logps,
+    shared_prefix_plan,
+    shared_prefix_refusal,
+    shared_sequence_logps,
+)
+
+transformers = pytest.importorskip("transformers")
+
+V = 60
+SIZE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+            max_position_embeddings=128, vocab_size=V)
+FAMILIES = ("llama", "qwen2", "gpt2", "gemma2")
+
+
+def family_config(name: str):
+    if name == "gpt2":
+        return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, vocab_size=V, bos_token_id=1,
+                                       eos_token_id=2)
+    if name == "gemma2":  # a sliding window shorter than the sequences, attention and final-logit soft-capping
+        return transformers.Gemma2Config(**SIZE, head_dim=16, query_pre_attn_scalar=16, sliding_window=6,
+                                         final_logit_softcapping=3.0, attn_logit_softcapping=5.0)
+    return {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[name](**SIZE)
+
+
+def build(name: str, lora: bool = False, base: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    auto = transformers.AutoModel if base else transformers.AutoModelForCausalLM
+    model = auto.from_config(family_config(name))
+    with torch.no_grad():  # a sharper random model, whose outputs depend on the context
+        for p in model.parameters():
+            p.mul_(3.0)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    return model.eval()
+
+
+def groups_of_rows(seed: int = 0) -> tuple[list[list[int]], list[list[int]], list[int]]:
+    """Rows (token ids), completion masks and group ids: pairs and a group of three sharing their prompts, one
+    multi-turn prompt whose earlier assistant turn is also a completion (so a completion token lies in the shared
+    prefix), and a row of its own."""
+    g = torch.Generator().manual_seed(seed)
+
+    def toks(n: int) -> list[int]:
+        return torch.randint(3, V, (n,), generator=g).tolist()
+
+    rows, masks, groups = [], [], []
+    for gid, (prompt, replies) in enumerate([(5, [3, 4]), (2, [6, 1]), (9, [2, 2, 5]), (1, [4, 3])]):
+        p = toks(prompt)
+        for n in replies:
+            rows.append(p + toks(n))
+            masks.append([0] * prompt + [1] * n)
+            groups.append(gid)
+    user1, assistant1, user2 = toks(3), toks(4), toks(2)  # multi-turn: user, assistant, user, then the replies
+    for n in (3, 5):
+        rows.append(user1 + assistant1 + user2 + toks(n))
+        masks.append([0] * 3 + [1] * 4 + [0] * 2 + [1] * n)
+        groups.append(10)
+    rows.append(toks(7))
+    masks.append([0] * 2 + [1] * 5)
+    groups.append(11)
+    return rows, masks, groups
+
+
+def padded(rows: list[list[int]], side: str, value: int = 0) -> torch.Tensor:
+    T = max(map(len, rows))
+    return torch.tensor([r + [value] * (T - len(r)) if side == "right" else [value] * (T - len(r)) + r for r in rows])
+
+
+def batch(side: str):
+    rows, masks, groups = groups_of_rows()
+    ids, attention = padded(rows, side), padded([[1] * len(r) for r in rows], side)
+    return ids, attention, padded(masks, side), torch.tensor(groups), rows, masks
+
+
+def grads(model: torch.nn.Module) -> list[torch.Tensor]:
+    out = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("lora", [False, True])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_shared_logps_and_gradients_equal_separate_rows(family, lora, side):
+    model = build(family, lora)
+    ids, attention, completion, groups, rows, masks = batch(side)
+    weights = torch.linspace(0.5, 2.0, len(rows)) / 100  # a mean over ~100 tokens: gradients of order 1
+    # the separate rows, each alone (no padding): the truth
+    truth = torch.stack([sequence_logps(model, torch.tensor([r]), torch.ones(1, len(r), dtype=torch.long),
+                                        torch.tensor([m]))[0][0] for r, m in zip(rows, masks)])
+    (truth * weights).sum().backward()
+    expected = grads(model)
+    shared, lengths = shared_sequence_logps(model, ids, attention, completion, groups)
+    (shared * weights).sum().backward()
+    got = grads(model)
+    assert lengths.tolist() == [sum(m) - m[0] for m in masks]
+    assert torch.allclose(shared, truth, rtol=0, atol=1e-5), (shared - truth).abs().max()
+    assert len(got) == len(expected) > 0
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(got, expected))
+    if side == "right" and family != "gemma2":  # the padded forward gives the same (Gemma-2: its window in slots)
+        assert torch.allclose(shared, sequence_logps(model, ids, attention, completion)[0], atol=1e-5)
+
+
+def test_the_plan_holds_each_prompt_once():
+    ids, attention, _, groups, rows, _ = batch("right")
+    plan = shared_prefix_plan(ids, attention, groups)
+    saved = 5 + 2 + 2 * 9 + 1 + (3 + 4 + 2)  # prompt tokens of the second, third members (and the multi-turn prefix)
+    assert int((plan.segment >= 0).sum()) == sum(map(len, rows)) - saved
+    # the second pair's rejected reply continues the positions of the prompt
+    b = 3
+    assert plan.position_ids.reshape(-1)[plan.slot[b, :len(rows[b])]].tolist() == list(range(len(rows[b])))
+    assert torch.equal(plan.input_ids.reshape(-1)[plan.slot[b, :len(rows[b])]], ids[b, :len(rows[b])])
+    assert plan.slot[b, 0] == plan.slot[2, 0]  # one copy of the shared prompt
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("lora", [False, True])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_shared_rewards_and_gradients_equal_separate_rows(family, lora, side):
+    backbone = build(family, lora, base=True)
+    torch.manual_seed(1)
+    model = HeadModel(backbone, squeeze=True).eval()
+    ids, attention, _, groups, rows, _ = batch(side)
+    weights = torch.linspace(0.5, 2.0, len(rows)) / 100  # a mean over ~100 tokens: gradients of order 1
+    truth = torch.cat([model(torch.tensor([r]), torch.ones(1, len(r), dtype=torch.long)) for r in rows])
+    (truth * weights).sum().backward()
+    expected = grads(model)
+    plan = shared_prefix_plan(ids, attention, groups)
+    shared = model(ids, attention, plan)
+    (shared * weights).sum().backward()
+    got = grads(model)
+    assert torch.allclose(shared, truth, rtol=0, atol=1e-5), (shared - truth).abs().max()
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(got, expected))
+
+
+def test_unsafe_families_are_refused_with_a_reason():
+    # Mistral applies one mask to all layers: a window shorter than a sequence cannot be kept
+    mistral = transformers.MistralForCausalLM(transformers.MistralConfig(**SIZE, sliding_window=4))
+    assert shared_prefix_refusal(mistral, longest=4) is None
+    assert "sliding window of 4 tokens" in shared_prefix_refusal(mistral, longest=12)
+    ids, attention, completion, groups, _, _ = batch("right")
+    with pytest.raises(ValueError, match="shared-prefix forward refused: mistral: sliding window"):
+        shared_sequence_logps(mistral, ids, attention, completion, groups)
+    bloom = transformers.BloomForCausalLM(transformers.BloomConfig(hidden_size=32, n_layer=1, n_head=2, vocab_size=V))
+    assert "ALiBi" in shared_prefix_refusal(bloom)
+    bert = transformers.BertModel(transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                          intermediate_size=64, vocab_size=V))
+    assert "not causal" in shared_prefix_refusal(bert)
+    # Gemma-2 takes one mask per layer type: its window is kept
+    assert shared_prefix_refusal(build("gemma2"), longest=100) is None
+
+
+def test_layout_rule_keeps_plain_rows_where_nothing_is_saved():
+    model = build("llama")
+    layout = ForwardLayout()
+    g = torch.Generator().manual_seed(0)
+    same = torch.randint(3, V, (8, 20), generator=g)  # equal lengths, no common prompt: padded
+    ones = torch.ones_like(same)
+    assert layout.choose(model, same, ones, torch.arange(8) % 4)[0] == "padded"
+    prompt = torch.randint(3, V, (1, 16), generator=g).expand(8, -1)  # 16 shared tokens of 20: shared
+    long_prompt = torch.cat([prompt, same[:, :4]], 1)
+    assert layout.choose(model, long_prompt, ones, torch.arange(8) % 4)[0] == "shared"
+    varied = ones.clone()
+    varied[::2, 8:] = 0  # half the rows 8 tokens of 20, no common prompt: packed
+    assert layout.choose(model, same, varied, torch.arange(8) % 4)[0] == "packed"
+    assert ForwardLayout(padding_free=False).choose(model, same, varied, torch.arange(8) % 4)[0] == "padded"
+
+
+def test_layout_falls_back_when_the_model_ignores_the_mask():
+    class NoMask(torch.nn.Module):  # drops the 4-D mask: completions would see each other
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+            self.config = net.config
+
+        def get_output_embeddings(self):
+            return self.net.get_output_embeddings()
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
+            if attention_mask is not None and attention_mask.dim() == 4:
+                attention_mask = None
+            return self.net(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+
+    net = build("llama")
+    ids, attention, completion, groups, _, _ = batch("right")
+    layout = ForwardLayout(padding_free=False, margin=0.0)
+    with pytest.warns(UserWarning, match="shared prompts exact"):
+        logps, _ = layout.sequence_logps(NoMask(net), ids, attention, completion, groups)
+    assert not layout.enabled["shared"] and layout.last == "padded"
+    assert torch.allclose(logps, sequence_logps(net, ids, attention, completion)[0])
+
+
+def pair_batch(tok, prompt_len: int = 24) -> dict[str, torch.Tensor]:
+    """A right-padded ``[chosen; rejected]`` batch of 4 pairs with long prompts."""
+    g = torch.Generator().manual_seed(3)
+    chosen, rejected, c_masks, r_masks = [], [], [], []
+    for i in range(4):
+        prompt = torch.randint(3, 200, (prompt_len - i,), generator=g).tolist()
+        for out, masks, n in ((chosen, c_masks, 3 + i), (rejected, r_masks, 6 - i)):
+            out.append(prompt + torch.randint(3, 200, (n,), generator=g).tolist())
+            masks.append([0] * len(prompt) + [1] * n)
+    rows = chosen + rejected
+    return {"input_ids": padded(rows, "right", tok.pad_token_id),
+            "attention_mask": padded([[1] * len(r) for r in rows], "right"),
+            "completion_mask": padded(c_masks + r_masks, "right")}
+
+
+def module_grads(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("method", ["DPO", "RewardModel"])
+def test_modules_use_the_shared_prompt_and_match_their_unshared_step(tiny_spec, tok, method):
+    import lit_rlhf.modules as modules
+
+    cls = getattr(modules, method)
+    kwargs = {"padding_free": False} if method == "DPO" else {}
+    shared, plain = cls(model=tiny_spec), cls(model=tiny_spec, shared_prefix=False, **kwargs)
+    plain.load_state_dict(shared.state_dict())
+    batch = pair_batch(tok)
+    losses = []
+    for module in (shared, plain):
+        module.train()
+        loss = module.step(batch, "train").loss
+        loss.backward()
+        losses.append(loss.detach())
+    assert shared.layout.last == "shared" and plain.layout.last == "padded"
+    assert torch.allclose(losses[0], losses[1], rtol=0, atol=1e-5)
+    got, expected = module_grads(shared), module_grads(plain)
+    assert len(got) == len(expected) > 0
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(got, expected))
