@@ -551,6 +551,23 @@ class ForwardLayout:
             return self.sequence_logps(model, input_ids, attention_mask, completion_mask, groups)
         return run[layout]()
 
+    def head_plan(
+        self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        groups: torch.Tensor | list[int] | None,
+    ) -> SharedPrefixPlan | None:
+        """The shared-prefix plan for ``model(input_ids, attention_mask, plan)`` of a head model (a
+        :class:`~lit_rlhf.models.HeadModel` with a ``backbone``) where the shared layout is chosen for this batch and
+        exact; ``None``: the plain forward."""
+        if groups is None or not self.enabled["shared"]:
+            self.last = "padded"
+            return None
+        layout, plan = self.choose(model.backbone, input_ids, attention_mask, groups)
+        if layout != "shared" or self.check(model, "shared", lambda **kw: model(input_ids, attention_mask, **kw),
+                                            lambda: model(input_ids, attention_mask, plan), attention_mask):
+            return plan
+        self.last = "padded"
+        return None
+
     def check(
         self, model: torch.nn.Module, layout: Layout, padded: Callable[..., torch.Tensor],
         other: Callable[[], torch.Tensor], attention_mask: torch.Tensor, completion_mask: torch.Tensor | None = None,

@@ -85,15 +85,8 @@ class RewardModel(StepModule):
         """Pooled features ``(N, H)`` and rewards ``(N,)`` of every sequence in a ``[chosen; rejected]`` batch (one
         forward; each pair's prompt encoded once where :class:`~lit_rlhf.models.ForwardLayout` finds it cheaper)."""
         ids, attention = batch["input_ids"], batch["attention_mask"]
-        plan = None
-        if len(ids) % 2 == 0 and self.layout.enabled["shared"]:
-            groups = torch.arange(len(ids)) % (len(ids) // 2)
-            layout, plan = self.layout.choose(self.model.backbone, ids, attention, groups)
-            if layout == "shared" and not self.layout.check(
-                self.model, "shared", lambda **kw: self.model(ids, attention, **kw),
-                lambda: self.model(ids, attention, plan), attention,
-            ):
-                plan, self.layout.last = None, "padded"
+        groups = torch.arange(len(ids)) % (len(ids) // 2) if len(ids) % 2 == 0 else None
+        plan = self.layout.head_plan(self.model, ids, attention, groups)
         features = self.model.features(ids, attention, plan)
         rewards = self.model.head(features.to(self.model.head.weight.dtype)).float().squeeze(-1)
         return features, rewards

@@ -45,6 +45,7 @@ from lit_rlhf.losses import ensemble_reward, length_reward, place_step_rewards
 from lit_rlhf.losses.classification import correct_probability
 from lit_rlhf.models.checkpoint import load_head_model, load_reward_head, read_checkpoint
 from lit_rlhf.models.heads import HeadModel
+from lit_rlhf.models.logprobs import ForwardLayout
 from lit_rlhf.rollout.verifiers import AGGREGATES, score_outcomes, score_steps, solution_scores
 
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
@@ -86,13 +87,17 @@ class ModelReward(torch.nn.Module):
         tokenizer: its tokenizer.
         max_length: longest scored sequence (the prompt's start is cut beyond it).
         batch_size: sequences per forward pass.
+        shared_prefix: encode the prompt of several completions once where that is cheaper and exact
+            (:class:`~lit_rlhf.models.ForwardLayout`).
     """
 
-    def __init__(self, model: HeadModel, tokenizer: Any, max_length: int = 1024, batch_size: int = 64) -> None:
+    def __init__(self, model: HeadModel, tokenizer: Any, max_length: int = 1024, batch_size: int = 64,
+                 shared_prefix: bool = True) -> None:
         super().__init__()
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.encoder = Encoder(tokenizer, max_length, "truncate_prompt")
         self.model.requires_grad_(False)
+        self.layout = ForwardLayout(padding_free=False, shared_prefix=shared_prefix)
 
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> "ModelReward":
@@ -111,7 +116,11 @@ class ModelReward(torch.nn.Module):
             chunk = ids[start:start + self.batch_size]
             input_ids = pad(chunk, self.tokenizer.pad_token_id, "right").to(device)
             mask = pad([[1] * len(x) for x in chunk], 0, "right").to(device)
-            out.append(self.model(input_ids, mask).float())
+            first: dict[str, int] = {}  # completions of one prompt (a group, best-of-K) share its encoding
+            groups = [first.setdefault(p, len(first)) for p in prompts[start:start + self.batch_size]]
+            plan = self.layout.head_plan(self.model, input_ids, mask, groups) if isinstance(
+                self.model, HeadModel) else None
+            out.append((self.model(input_ids, mask) if plan is None else self.model(input_ids, mask, plan)).float())
         self.model.train(was_training)
         return torch.cat(out).cpu()
 

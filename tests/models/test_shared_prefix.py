@@ -242,3 +242,18 @@ def test_modules_use_the_shared_prompt_and_match_their_unshared_step(tiny_spec, 
     got, expected = module_grads(shared), module_grads(plain)
     assert len(got) == len(expected) > 0
     assert all(torch.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(got, expected))
+
+
+def test_reward_scoring_encodes_each_prompt_once(tok):
+    from lit_rlhf.models.assets import tiny_llama_config
+    from lit_rlhf.rollout.rewards import ModelReward
+
+    torch.manual_seed(0)
+    head = HeadModel(transformers.LlamaModel(tiny_llama_config(tok)), squeeze=True, pad_token_id=tok.pad_token_id)
+    prompts = ["a long question about x and y, " * 3] * 4 + ["another long prompt: " * 4] * 3
+    completions = ["yes", "no, never", "z", "x y z w", "ok", "fine then", "q"]
+    shared, plain = ModelReward(head, tok), ModelReward(head, tok, shared_prefix=False)
+    got, expected = shared(prompts, completions), plain(prompts, completions)
+    assert shared.layout.last == "shared" and plain.layout.last == "padded"
+    assert torch.allclose(got, expected, rtol=0, atol=1e-5)
+    assert len(set(expected.tolist())) == len(completions)  # the completions are told apart
