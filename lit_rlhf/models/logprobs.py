@@ -344,12 +344,14 @@ def shared_prefix_segments(
     seqs: list[list[int]], groups: torch.Tensor | list[int]
 ) -> list[tuple[list[int], int]]:
     """``(members, shared prefix length)`` per group: the longest run of tokens its members' sequences start with
-    (0 for a group of one)."""
+    (0 for a group of one). In a canonical order (members and groups sorted by their tokens), so that the same rows
+    in another order give the same layout, hence bit-identical outputs."""
     out = []
     for members in _group_members(groups):
+        members = sorted(members, key=lambda b: seqs[b])
         shared = len(os.path.commonprefix([seqs[b] for b in members])) if len(members) > 1 else 0
         out.append((members, shared))
-    return out
+    return sorted(out, key=lambda segment: seqs[segment[0][0]])
 
 
 def shared_prefix_plan(

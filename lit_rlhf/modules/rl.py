@@ -21,7 +21,15 @@ import torch
 from torch import nn
 
 from lit_rlhf.losses import entropy_from_logits
-from lit_rlhf.models import ModelLike, disable_dropout, selected_logits, token_logps
+from lit_rlhf.models import (
+    ForwardLayout,
+    ModelLike,
+    SharedPrefixPlan,
+    disable_dropout,
+    selected_logits,
+    token_logps,
+)
+from lit_rlhf.models.logprobs import shared_prefix_inputs
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, SamplingConfig
 from lit_rlhf.rollout.experience import Samples, pack, sample_groups
@@ -59,6 +67,8 @@ class OnlineRL(PolicyModule):
         num_mini_batches: optimizer steps per pass (minibatches of near-equal size).
         entropy_coef: weight of an entropy bonus (0 = only logged).
         gradient_clip_val: global gradient-norm clip (set here: Lightning refuses it under manual optimisation).
+        shared_prefix: encode each prompt once for its group's completions in the log-prob passes, where that is
+            cheaper and exact and an update has one minibatch per pass (:meth:`shared_plan`).
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
@@ -78,6 +88,7 @@ class OnlineRL(PolicyModule):
         num_mini_batches: int = 1,
         entropy_coef: float = 0.0,
         gradient_clip_val: float | None = 1.0,
+        shared_prefix: bool = True,
         **kwargs: Any,
     ) -> None:
         sampling = SamplingConfig.of(sampling)
@@ -94,6 +105,7 @@ class OnlineRL(PolicyModule):
         self.group_size, self.ppo_epochs, self.num_mini_batches = group_size, ppo_epochs, num_mini_batches
         self.entropy_coef, self.gradient_clip_val = entropy_coef, gradient_clip_val
         self.buffer = RolloutBuffer()
+        self.layout = ForwardLayout(padding_free=False, shared_prefix=shared_prefix)
         self.update_stats: list[dict[str, float]] = []  # per minibatch of the last update (ratio, clipfrac, ...)
         self.last_metrics: dict[str, float] = {}
 
@@ -149,8 +161,14 @@ class OnlineRL(PolicyModule):
         select = torch.zeros_like(input_ids, dtype=torch.bool)
         select[:, -R - 1:-1] = True  # the positions that predict the response tokens: the LM head runs on those only
         hidden = with_values and self.values_from_hidden
-        logits, out = selected_logits(model, select, input_ids=input_ids, attention_mask=attention_mask,
-                                      position_ids=position_ids, output_hidden_states=hidden)
+        plan = None if with_values else self.shared_plan(model, input_ids, attention_mask, R)
+        if plan is not None:  # each prompt once; positions past a response's end read any slot (masked later)
+            index = plan.slot[:, -R - 1:-1].clamp(min=0).reshape(-1)
+            select = torch.zeros(plan.input_ids.shape, dtype=torch.bool, device=input_ids.device)
+            logits, out = selected_logits(model, select, index=index, **shared_prefix_inputs(model, plan))
+        else:
+            logits, out = selected_logits(model, select, input_ids=input_ids, attention_mask=attention_mask,
+                                          position_ids=position_ids, output_hidden_states=hidden)
         logits = logits.view(len(input_ids), R, -1).float() / (self.sampling.temperature + 1e-7)
         result = {"logprobs": token_logps(logits, input_ids[:, -R:])}
         if with_entropy:  # with gradient only when it is a bonus in the loss
@@ -159,6 +177,41 @@ class OnlineRL(PolicyModule):
         if with_values:
             result["values"] = self.critic_values(input_ids, attention_mask, position_ids, out, R)
         return result
+
+    def shared_plan(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_width: int
+    ) -> SharedPrefixPlan | None:
+        """The shared-prefix layout of a ``[left-padded prompt | response]`` batch (rows with the same prompt encode
+        it once) where :class:`~lit_rlhf.models.ForwardLayout` finds it cheaper and exact; ``None``: the padded rows.
+
+        Only with one minibatch per pass: the rollout and the update then lay out the same rows identically (the
+        plan's order is canonical), so the first ratio of an update stays exactly 1.
+        """
+        self.layout.last = "padded"
+        if not self.layout.enabled["shared"] or self.num_mini_batches != 1 or self.group_size < 2:
+            return None
+        prompts = torch.where(attention_mask.bool(), input_ids, -1)[:, :-response_width]
+        groups = torch.unique(prompts, dim=0, return_inverse=True)[1]
+        layout, plan = self.layout.choose(model, input_ids, attention_mask, groups)
+        if layout != "shared":
+            return None
+        response = attention_mask[:, -response_width:].bool()
+
+        def padded(**_: Any) -> torch.Tensor:
+            self.layout.enabled["shared"] = False
+            try:
+                return self.forward_pass(model, input_ids, attention_mask, response_width)["logprobs"][response]
+            finally:
+                self.layout.enabled["shared"] = True
+
+        def shared() -> torch.Tensor:
+            return self.forward_pass(model, input_ids, attention_mask, response_width)["logprobs"][response]
+
+        if self.layout.check(model, "shared", padded, shared, attention_mask):
+            self.layout.last = "shared"
+            return plan
+        self.layout.last = "padded"
+        return None
 
     # ------------------------------------------------------------------ the steps of one iteration
     @property

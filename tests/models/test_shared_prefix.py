@@ -257,3 +257,45 @@ def test_reward_scoring_encodes_each_prompt_once(tok):
     assert shared.layout.last == "shared" and plain.layout.last == "padded"
     assert torch.allclose(got, expected, rtol=0, atol=1e-5)
     assert len(set(expected.tolist())) == len(completions)  # the completions are told apart
+
+
+def rollout_batch(tok, G: int = 4, R: int = 6):
+    """``[left-padded prompt | right-padded response]`` rows: 2 prompts (20 and 14 tokens) × G responses."""
+    g = torch.Generator().manual_seed(5)
+    rows = []
+    for n_prompt in (20, 14):
+        prompt = torch.randint(3, 200, (n_prompt,), generator=g).tolist()
+        for j in range(G):
+            n = R - j % 3  # responses that end early (EOS, then padding)
+            rows.append((prompt, torch.randint(3, 200, (n,), generator=g).tolist()))
+    P = max(len(p) for p, _ in rows)
+    ids = torch.tensor([[tok.pad_token_id] * (P - len(p)) + p + r + [tok.pad_token_id] * (R - len(r)) for p, r in rows])
+    mask = torch.tensor([[0] * (P - len(p)) + [1] * (len(p) + len(r)) + [0] * (R - len(r)) for p, r in rows])
+    return ids, mask
+
+
+def test_group_rl_forward_shares_prompts_and_matches_padded(tiny_spec, tok):
+    from lit_rlhf.modules import GRPO
+
+    R = 6
+    module = GRPO(model=tiny_spec, group_size=4, num_mini_batches=1, reward_fn=lambda p, c: torch.zeros(len(p)))
+    ids, mask = rollout_batch(tok, R=R)
+    response = mask[:, -R:].bool()
+    weights = torch.linspace(0.5, 2.0, response.numel()).view(response.shape) / 50
+    out = {}
+    for shared in (True, False):
+        module.layout.enabled["shared"] = shared
+        result = module.forward_pass(module.model, ids, mask, R, with_entropy=True)
+        assert module.layout.last == ("shared" if shared else "padded")
+        (result["logprobs"] * weights * response).sum().backward()
+        out[shared] = result, [p.grad.clone() for p in module.model.parameters()]
+        module.model.zero_grad()
+    (shared, shared_grads), (plain, plain_grads) = out[True], out[False]
+    for key in ("logprobs", "entropy"):
+        assert torch.allclose(shared[key][response], plain[key][response], rtol=0, atol=1e-5)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(shared_grads, plain_grads))
+    # the same rows in another order: the same canonical layout, bit-identical log-probs (exact first ratio)
+    module.layout.enabled["shared"] = True
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))
+    again = module.forward_pass(module.model, ids[order], mask[order], R)["logprobs"]
+    assert torch.equal(again, shared["logprobs"][order].detach())
