@@ -305,18 +305,31 @@ class SharedPrefixPlan:
     slot: torch.Tensor
     longest: int
 
-    def attention_mask(self, dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
-        """Additive ``(R, 1, W, W)`` mask (0 where attended, the dtype's minimum elsewhere): a slot sees earlier slots
-        of its group that are the shared prefix or its own sequence (and, with ``window``, fewer than ``window``
-        positions back, as Hugging Face's sliding-window layers)."""
+    def attention_mask(self, dtype: torch.dtype | None, window: int | None = None) -> torch.Tensor:
+        """``(R, 1, W, W)`` mask: a slot sees earlier slots of its group that are the shared prefix or its own sequence
+        (and, with ``window``, fewer than ``window`` positions back, as Hugging Face's sliding-window layers).
+        Boolean (true where attended) for ``dtype=None``, else additive (0 where attended, the dtype's minimum
+        elsewhere; eager attention adds it to the scores)."""
         seg, mem, pos = self.segment, self.member, self.position_ids
         order = torch.arange(seg.shape[1], device=seg.device)
         allowed = (order[:, None] >= order[None, :]) & (seg[:, :, None] == seg[:, None, :])
         allowed &= (mem[:, None, :] == -1) | (mem[:, :, None] == mem[:, None, :])
         if window is not None:
             allowed &= (pos[:, :, None] - pos[:, None, :]) < window
+        if dtype is None:
+            return allowed.unsqueeze(1)
         mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device).masked_fill_(~allowed, torch.finfo(dtype).min)
         return mask.unsqueeze(1)
+
+
+def _one_run(attention_mask: torch.Tensor) -> bool:
+    """Whether every row's attended tokens are one non-empty run (left or right padding)."""
+    mask = attention_mask.bool()
+    lengths = mask.sum(-1)
+    starts = mask.to(torch.int8).argmax(-1)
+    order = torch.arange(mask.shape[1], device=mask.device)
+    run = (order >= starts[:, None]) & (order < (starts + lengths)[:, None])
+    return torch.equal(run, mask) and not bool((lengths == 0).any())
 
 
 def _sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[list[int]], list[int]]:
@@ -324,9 +337,7 @@ def _sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[l
     mask = attention_mask.bool()
     lengths = mask.sum(-1)
     starts = mask.to(torch.int8).argmax(-1)
-    order = torch.arange(mask.shape[1], device=mask.device)
-    run = (order >= starts[:, None]) & (order < (starts + lengths)[:, None])
-    if not torch.equal(run, mask) or bool((lengths == 0).any()):
+    if not _one_run(attention_mask):
         raise ValueError("shared-prefix forwards need every row's attention_mask to be one non-empty run of ones "
                          "(left or right padding)")
     ids, starts_, lengths_ = input_ids.tolist(), starts.tolist(), lengths.tolist()
@@ -415,6 +426,8 @@ def shared_prefix_inputs(model: torch.nn.Module, plan: SharedPrefixPlan) -> dict
     if reason is not None:
         raise ValueError(f"shared-prefix forward refused: {reason}")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if getattr(_config(model), "_attn_implementation", None) == "sdpa":
+        dtype = None  # SDPA takes a boolean mask: a quarter of an fp32 one's memory
     mask: Any = plan.attention_mask(dtype)
     window = sliding_window(model)
     if window is not None and plan.longest > window:
@@ -512,7 +525,7 @@ class ForwardLayout:
             rows = packing_plan(lengths, T, max(T, int(self.max_width * T)))[0]
             costs["packed"] = layout_cost(*rows.shape, hidden)
         plan = None
-        if self.enabled["shared"] and groups is not None:
+        if self.enabled["shared"] and groups is not None and _one_run(attention_mask):
             seqs, _ = _sequences(input_ids, attention_mask)
             segments = shared_prefix_segments(seqs, groups)
             if any(shared for _, shared in segments):

@@ -85,6 +85,12 @@ def batch(side: str):
     return ids, attention, padded(masks, side), torch.tensor(groups), rows, masks
 
 
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Gradients equal up to fp32 rounding: 1e-5 absolute plus 1e-5 relative (gradients here are of order 1, and the
+    padded batch itself differs from the separate rows by ~1e-5 at the largest entries)."""
+    return torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def grads(model: torch.nn.Module) -> list[torch.Tensor]:
     out = [p.grad.clone() for p in model.parameters() if p.requires_grad]
     model.zero_grad()
@@ -109,7 +115,7 @@ def test_shared_logps_and_gradients_equal_separate_rows(family, lora, side):
     assert lengths.tolist() == [sum(m) - m[0] for m in masks]
     assert torch.allclose(shared, truth, rtol=0, atol=1e-5), (shared - truth).abs().max()
     assert len(got) == len(expected) > 0
-    assert all(torch.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(got, expected))
+    assert all(close(a, b) for a, b in zip(got, expected))
     if side == "right" and family != "gemma2":  # the padded forward gives the same (Gemma-2: its window in slots)
         assert torch.allclose(shared, sequence_logps(model, ids, attention, completion)[0], atol=1e-5)
 
@@ -143,7 +149,7 @@ def test_shared_rewards_and_gradients_equal_separate_rows(family, lora, side):
     (shared * weights).sum().backward()
     got = grads(model)
     assert torch.allclose(shared, truth, rtol=0, atol=1e-5), (shared - truth).abs().max()
-    assert all(torch.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(got, expected))
+    assert all(close(a, b) for a, b in zip(got, expected))
 
 
 def test_unsafe_families_are_refused_with_a_reason():
@@ -241,7 +247,7 @@ def test_modules_use_the_shared_prompt_and_match_their_unshared_step(tiny_spec, 
     assert torch.allclose(losses[0], losses[1], rtol=0, atol=1e-5)
     got, expected = module_grads(shared), module_grads(plain)
     assert len(got) == len(expected) > 0
-    assert all(torch.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(got, expected))
+    assert all(close(a, b) for a, b in zip(got, expected))
 
 
 def test_reward_scoring_encodes_each_prompt_once(tok):
@@ -293,9 +299,18 @@ def test_group_rl_forward_shares_prompts_and_matches_padded(tiny_spec, tok):
     (shared, shared_grads), (plain, plain_grads) = out[True], out[False]
     for key in ("logprobs", "entropy"):
         assert torch.allclose(shared[key][response], plain[key][response], rtol=0, atol=1e-5)
-    assert all(torch.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(shared_grads, plain_grads))
+    assert all(close(a, b) for a, b in zip(shared_grads, plain_grads))
     # the same rows in another order: the same canonical layout, bit-identical log-probs (exact first ratio)
     module.layout.enabled["shared"] = True
     order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))
     again = module.forward_pass(module.model, ids[order], mask[order], R)["logprobs"]
     assert torch.equal(again, shared["logprobs"][order].detach())
+
+
+def test_rows_with_holes_in_their_mask_are_not_shared():
+    model = build("llama")
+    ids, attention, completion, groups, _, _ = batch("right")
+    attention[0, 2] = 0  # a hole: not one run of attended tokens
+    with pytest.raises(ValueError, match="one non-empty run of ones"):
+        shared_sequence_logps(model, ids, attention, completion, groups)
+    assert ForwardLayout(padding_free=False, margin=0.0).choose(model, ids, attention, groups)[0] == "padded"
