@@ -108,8 +108,8 @@ def long_pairs(n: int, prompt: int, reply: int, varied: bool, seed: int = 0) -> 
     def length(n: int) -> int:
         return rng.randint(n // 2, n * 3 // 2) if varied else n
 
-    def text(k: int) -> str:
-        return "".join(rng.choice("xyzqwv ") for _ in range(max(1, k - 1)))
+    def text(k: int) -> str:  # k - 1 characters (at least one), the first not a space
+        return rng.choice("xyzqwv") + "".join(rng.choice("xyzqwv ") for _ in range(k - 2))
 
     return [{"prompt": text(length(prompt)), "chosen": text(length(reply)), "rejected": text(length(reply))}
             for _ in range(n)]
