@@ -123,11 +123,17 @@ def evaluate(module, reference, task, items, args: argparse.Namespace) -> dict[s
 @torch.no_grad()
 def training_kl(module, reference) -> float:
     """Monte-Carlo KL to the start policy of the samples in the module's buffer: mean over the sequences of
-    ``Σ_t log π_θ_old(o_t) − log π_start(o_t)``, both at the sampling temperature (the rollout's own log-probs)."""
+    ``Σ_t log π_θ_old(o_t) − log π_start(o_t)``, both at the sampling temperature (the rollout's own log-probs).
+
+    When the update was one on-policy step the rollout kept no log-probs (``needs_rollout_logprobs``); the
+    policy's are then those of the updated policy, one optimizer step after the samples were drawn."""
     buffer = module.buffer
     mask = buffer["response_mask"]
-    ref = module.forward_pass(reference, buffer["input_ids"], buffer["attention_mask"], mask.shape[1])["logprobs"]
-    return float(((buffer["logprobs"] - ref) * mask).sum(-1).mean())
+    ids, attention, width = buffer["input_ids"], buffer["attention_mask"], mask.shape[1]
+    ref = module.forward_pass(reference, ids, attention, width)["logprobs"]
+    policy = buffer["logprobs"] if "logprobs" in buffer.data else module.forward_pass(
+        module.model, ids, attention, width)["logprobs"]
+    return float(((policy - ref) * mask).sum(-1).mean())
 
 
 def run(method: str, policy: Path, seed: int, args: argparse.Namespace,
