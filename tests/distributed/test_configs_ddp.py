@@ -40,6 +40,8 @@ OVERRIDES: dict[str, list[str]] = {
             "--data.batch_size", "4"],
     "meta_rm": [*TASK, "--data.batch_size", "8"],
     "orm": [*TASK, "--data.batch_size", "8"],
+    "online_dpo": [*TINY_POLICY, *SHORT, *TASK, "--data.batch_size", "2", "--model.group_size", "2",
+                   "--model.reward_fn", "rank_probe.length_reward"],
     "ppo_smollm2_sentiment": [*SHORT, *TASK, "--data.batch_size", "2", "--model.num_mini_batches", "1",
                               "--model.ppo_epochs", "1"],
     "prm": [*TASK, "--data.batch_size", "8"],
