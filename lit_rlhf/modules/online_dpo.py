@@ -101,12 +101,14 @@ class OnlineDPO(OnlineRL):
                 raise ValueError("reference_from needs a full policy: with model.lora the reference is the base model")
             self.ref_model = load_policy(reference_from)[1].requires_grad_(False)
         self.pair_stats: dict[str, float] = {}
+        self.labelled = 0  # prompts whose samples the reward source has labelled (checkpointed)
 
     # ------------------------------------------------------------------ the steps of one iteration
     def select(self, samples: Samples, metrics: dict[str, torch.Tensor]) -> Samples | None:
         """The ``P`` pairs as ``2P`` rows, chosen first then rejected (the ``[chosen; rejected]`` layout of DPO);
         ``None`` when no prompt's samples differ in score (on any rank: every rank steps together)."""
         scores = samples["scores"]
+        self.labelled += len(scores) // self.group_size
         chosen, rejected = best_worst_pairs(scores, self.group_size)
         ready = bool(chosen)
         if self._trainer is not None:
@@ -158,3 +160,11 @@ class OnlineDPO(OnlineRL):
             self.ref_model.load_state_dict(self.model.state_dict())
 
     prog_bar = ("train/loss", "reward")
+
+    # ------------------------------------------------------------------ state
+    def rl_state(self) -> dict[str, Any]:
+        return {**super().rl_state(), "labelled": self.labelled}
+
+    def load_rl_state(self, state: dict[str, Any]) -> None:
+        super().load_rl_state(state)
+        self.labelled = int(state.get("labelled", 0))

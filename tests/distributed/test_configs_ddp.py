@@ -60,7 +60,8 @@ def module_class(config: str) -> str:
 
 
 def test_every_method_of_the_shipped_configs_runs_under_ddp():
-    shipped = {module_class(p.stem) for p in (ROOT / "configs").glob("*.yaml")}
+    fit_configs = [p for p in (ROOT / "configs").glob("*.yaml") if not p.stem.startswith("rounds_")]  # rounds: no fit
+    shipped = {module_class(p.stem) for p in fit_configs}
     covered = {module_class(name) for name in set(OVERRIDES) | COVERED_ELSEWHERE}
     assert shipped == covered, f"add a config of {sorted(shipped - covered)} to OVERRIDES"
 

@@ -1,0 +1,184 @@
+"""`lit-rlhf rounds`: labelling with noise and the bookkeeping by hand; the loop from one YAML; resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from lit_rlhf.rounds import (
+    LabelSettings,
+    PolicySettings,
+    RewardModelSettings,
+    RoundsLoop,
+    RoundsSettings,
+    flip_labels,
+    labels_used,
+    pairwise_accuracy,
+)
+from lit_rlhf.tasks import Arithmetic, Task
+
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "num_key_value_heads": 2}
+
+
+class DigitTask(Task):
+    """Arithmetic prompts; gold reward = the share of digits in the completion (an untrained policy's samples
+    differ on it, so every round has comparisons)."""
+
+    def __init__(self) -> None:
+        self.arithmetic = Arithmetic(max_steps=2)
+
+    def records(self, kind: str, split: str, n: int, seed: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+        return self.arithmetic.records(kind, split, n, seed)
+
+    def reward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        return torch.tensor([sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions])
+
+
+# ------------------------------------------------------------------ by hand
+def test_flip_labels_swaps_every_side_and_sets_gold_label():
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "gold_reward_chosen": 1.0, "gold_reward_rejected": 0.0,
+             "score_chosen": 0.7, "score_rejected": 0.2},
+            {"prompt": "q", "chosen": "c", "rejected": "d", "gold_reward_chosen": 0.5, "gold_reward_rejected": 0.5}]
+    kept = flip_labels(rows, 0.0, random.Random(0))
+    assert [r["gold_label"] for r in kept] == [1, None] and not any(r["label_flipped"] for r in kept)
+    flipped = flip_labels(rows, 1.0, random.Random(0))
+    assert flipped[0] == {"prompt": "p", "chosen": "b", "rejected": "a", "gold_reward_chosen": 0.0,
+                          "gold_reward_rejected": 1.0, "score_chosen": 0.2, "score_rejected": 0.7, "gold_label": 0,
+                          "label_flipped": True}
+    assert rows[0]["chosen"] == "a"  # the input rows are not changed
+
+
+def test_label_noise_rate_is_the_share_flipped():
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "gold_reward_chosen": 1.0, "gold_reward_rejected": 0.0}
+            for _ in range(4000)]
+    out = flip_labels(rows, 0.2, random.Random(1))
+    share = sum(r["label_flipped"] for r in out) / len(out)
+    assert share == pytest.approx(0.2, abs=0.02)
+    assert all(r["gold_label"] == (0 if r["label_flipped"] else 1) for r in out)
+
+
+def test_pairwise_accuracy_by_hand():
+    # group 1 (3 samples): gold 0, 1, 1 -> pairs (0,1), (0,2) (1,2 tie skipped); scores order (0,1) right, (0,2) wrong
+    # group 2: gold 2, 0 -> one pair, scores tie -> wrong
+    gold = [0.0, 1.0, 1.0, 2.0, 0.0, 5.0]
+    scores = [0.1, 0.9, -1.0, 0.3, 0.3, 0.0]
+    accuracy, pairs = pairwise_accuracy(gold[:3], scores[:3], 3)
+    assert (accuracy, pairs) == (0.5, 2)
+    assert pairwise_accuracy([2.0, 0.0], [0.3, 0.3], 2) == (0.0, 1)
+    assert pairwise_accuracy([1.0, 1.0], [0.0, 2.0], 2) == (None, 0)
+
+
+@pytest.mark.parametrize(("update", "method", "round_", "expected"), [
+    ("retrain", "rejection_sampling", 0, 10), ("retrain", "rejection_sampling", 2, 10),
+    ("finetune", "ppo", 1, 10), ("frozen", "grpo", 0, 10), ("frozen", "grpo", 1, 0), ("meta_rm", "grpo", 3, 0),
+    ("meta_rm", "dpo", 1, 10),
+])
+def test_labels_used_per_round(update, method, round_, expected, tmp_path):
+    settings = RoundsSettings(output=str(tmp_path), policy="x", task=DigitTask(), reward_model=RewardModelSettings(
+        update=update), policy_update=PolicySettings(method=method))
+    assert labels_used(settings, round_, 10) == expected
+
+
+def test_online_labels_count_only_from_the_gold_annotator(tmp_path):
+    gold = RoundsSettings(output=str(tmp_path), policy="x", task=DigitTask(), reward_model=RewardModelSettings(
+        update="frozen"), policy_update=PolicySettings(method="online_dpo", reward="gold"))
+    assert labels_used(gold, 1, 10, online_labels=32) == 32
+    proxy = RoundsSettings(output=str(tmp_path), policy="x", task=DigitTask(), reward_model=RewardModelSettings(
+        update="frozen"), policy_update=PolicySettings(method="online_dpo"))
+    assert labels_used(proxy, 1, 10, online_labels=32) == 0
+
+
+def test_bad_settings_are_one_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="samples_per_prompt.*label.noise"):
+        RoundsSettings(output=str(tmp_path), policy="x", task=DigitTask(), samples_per_prompt=1,
+                       label=LabelSettings(noise=0.6))
+
+
+# ------------------------------------------------------------------ end to end
+def write_config(tmp_path: Path, rounds: int = 2) -> Path:
+    from lit_rlhf.modules import SFT
+
+    policy = tmp_path / "start"
+    if not policy.exists():
+        torch.manual_seed(0)
+        SFT(model={"config": TINY}).export(policy)
+    config = {
+        "output": str(tmp_path / "loop"), "policy": str(policy),
+        "task": {"class_path": f"{__name__}.DigitTask"},
+        "rounds": rounds, "prompts": 4, "samples_per_prompt": 3,
+        "sampling": {"max_new_tokens": 6, "temperature": 1.0},
+        "label": {"noise": 0.1},
+        "reward_model": {"update": "retrain", "model": {"config": TINY}, "steps": 4, "batch_size": 4,
+                         "max_length": 64},
+        "policy_update": {"method": "rejection_sampling", "steps": 4, "batch_size": 2, "lr": 1e-3,
+                          "init_args": {"k": 2, "sft_steps": 1, "sft_batch_size": 2}},
+        "eval_prompts": 4, "eval_samples": 2, "checkpoint_every": 2, "wandb": False, "seed": 0, "accelerator": "cpu",
+    }
+    path = tmp_path / "rounds_test.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Kill(L.Callback):
+    """Raises once the policy stage of round 1 has taken 3 steps (a checkpoint was written at step 2)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= 3:
+            raise RuntimeError("killed")
+
+
+def test_loop_runs_from_one_yaml_and_resumes_after_a_kill(tmp_path, monkeypatch):
+    from lit_rlhf.cli import main
+
+    config = write_config(tmp_path)
+    starts: list[tuple[int, str, int]] = []
+
+    class Starts(L.Callback):
+        def __init__(self, k, stage):
+            self.k, self.stage = k, stage
+
+        def on_train_start(self, trainer, pl_module):
+            starts.append((self.k, self.stage, trainer.global_step))
+
+    def killing(self, k, stage):
+        return [Starts(k, stage)] + ([Kill()] if (k, stage) == (1, "policy") else [])
+
+    monkeypatch.setattr(RoundsLoop, "callbacks", killing)
+    with pytest.raises(RuntimeError, match="killed"):
+        main(["rounds", "--config", str(config)])
+    loop = tmp_path / "loop"
+    summary = json.loads((loop / "rounds.json").read_text())
+    assert list(summary["rounds"][1]["stages"]) == ["sample", "reward_model"]  # died in round 1's policy stage
+    round0 = summary["rounds"][0]
+    assert (loop / "round_1" / "policy" / "checkpoints" / "last.ckpt").is_file()
+    mtimes = {p: p.stat().st_mtime_ns for p in (loop / "round_0").rglob("*") if p.is_file()}
+
+    monkeypatch.setattr(RoundsLoop, "callbacks", lambda self, k, stage: [Starts(k, stage)])
+    del starts[:]
+    main(["rounds", "--config", str(config)])
+    summary = json.loads((loop / "rounds.json").read_text())
+    assert starts == [(1, "policy", 2)]  # only the unfinished stage ran, from its step-2 checkpoint
+    assert summary["rounds"][0] == round0
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (loop / "round_0").rglob("*") if p.is_file()}
+    assert summary["rounds"][1]["stages"]["policy"]["resumed_from_step"] == 2
+    for r in summary["rounds"]:
+        assert list(r["stages"]) == ["sample", "reward_model", "policy", "evaluate"]
+        assert r["labels"] == r["stages"]["sample"]["comparisons"] > 0  # retrain: every round's labels are used
+        assert 0.0 <= r["gold_reward"] <= 1.0 and r["proxy_reward"] is not None
+        assert r["rm_accuracy"] is None or 0.0 <= r["rm_accuracy"] <= 1.0
+        assert Path(r["checkpoints"]["policy"]).is_file() and Path(r["checkpoints"]["reward_model"]).is_file()
+    assert summary["rounds"][1]["labels_total"] == summary["rounds"][0]["labels"] + summary["rounds"][1]["labels"]
+    assert summary["rounds"][1]["rm_accuracy_before"] is not None
+    assert summary["rounds"][1]["stages"]["reward_model"]["pairs"] == summary["rounds"][1]["labels_total"]
+    comparisons = [json.loads(x) for x in (loop / "round_1" / "comparisons.jsonl").read_text().splitlines()]
+    assert {"prompt", "chosen", "rejected", "gold_label", "label_flipped"} <= set(comparisons[0])
+    assert summary["start"]["gold_reward"] >= 0.0
