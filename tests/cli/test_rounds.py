@@ -182,3 +182,59 @@ def test_loop_runs_from_one_yaml_and_resumes_after_a_kill(tmp_path, monkeypatch)
     comparisons = [json.loads(x) for x in (loop / "round_1" / "comparisons.jsonl").read_text().splitlines()]
     assert {"prompt", "chosen", "rejected", "gold_label", "label_flipped"} <= set(comparisons[0])
     assert summary["start"]["gold_reward"] >= 0.0
+
+
+def test_shipped_rounds_configs_parse(capsys):
+    from lit_rlhf.cli import main
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    configs = sorted(root.glob("rounds_*.yaml"))
+    assert configs
+    for path in configs:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["rounds", "--config", str(path), "--print_config"])
+        assert exit_info.value.code in (0, None)
+        printed = yaml.safe_load(capsys.readouterr().out)
+        expected = yaml.safe_load(path.read_text())
+        assert printed["reward_model"]["update"] == expected["reward_model"]["update"]
+        assert printed["policy_update"]["method"] == expected["policy_update"]["method"]
+
+
+def run_variant(tmp_path: Path, rounds: int, **changes: dict[str, Any]) -> dict[str, Any]:
+    config = yaml.safe_load(write_config(tmp_path, rounds).read_text())
+    for key, values in changes.items():
+        config[key] = {**config.get(key, {}), **values} if isinstance(values, dict) else values
+    from lit_rlhf.cli import main
+
+    path = tmp_path / "variant.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["rounds", "--config", str(path)])
+    return json.loads((tmp_path / "loop" / "rounds.json").read_text())
+
+
+def test_meta_rm_adapts_without_new_labels_and_online_dpo_counts_its_labels(tmp_path):
+    summary = run_variant(
+        tmp_path, 2, reward_model={"update": "meta_rm", "shifted_batch_size": 2, "meta_lr": 0.01},
+        policy_update={"method": "online_dpo", "reward": "gold", "reference": "fixed", "steps": 2, "batch_size": 2,
+                       "init_args": {"group_size": 2}})
+    first, second = summary["rounds"]
+    assert first["stages"]["reward_model"]["update"] == "retrain"  # round 0 trains on its labels
+    assert second["stages"]["reward_model"]["update"] == "meta_rm"
+    assert second["stages"]["reward_model"]["pairs"] == first["stages"]["sample"]["comparisons"]  # round 0's only
+    assert (tmp_path / "loop" / "round_1" / "shifted.jsonl").is_file()
+    online = second["stages"]["policy"]["online_labels"]
+    assert online >= 2 * 2  # at least steps x prompts per batch
+    assert second["labels"] == online  # no new comparisons: only online DPO's gold labels
+
+
+@pytest.mark.parametrize(("update", "method", "init_args"), [
+    ("frozen", "grpo", {"group_size": 2}), ("finetune", "dpo", {}), ("retrain", "ppo", {"num_mini_batches": 1}),
+])
+def test_other_updates_and_methods_run(tmp_path, update, method, init_args):
+    summary = run_variant(tmp_path, 2, reward_model={"update": update},
+                          policy_update={"method": method, "steps": 2, "init_args": init_args})
+    second = summary["rounds"][1]
+    assert second["stages"]["reward_model"]["update"] == update and second["stages"]["policy"]["method"] == method
+    if update == "frozen":
+        assert second["checkpoints"]["reward_model"] == summary["rounds"][0]["checkpoints"]["reward_model"]
+        assert second["labels"] == 0
