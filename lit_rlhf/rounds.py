@@ -328,6 +328,8 @@ class RoundsLoop:
 
     def fit(self, k: int, stage: str, module: Any, datamodule: Any, max_steps: int) -> tuple[str, int]:
         """Fit (or resume from ``last.ckpt``); returns the final checkpoint and the step it resumed from."""
+        from lightning.pytorch.loggers import WandbLogger
+
         from lit_rlhf.eval.runs import checkpoint_run, continue_from_checkpoint
 
         trainer = self.trainer(k, stage, max_steps)
@@ -339,7 +341,12 @@ class RoundsLoop:
             resumed_from = checkpoint_run(last)["global_step"]
             continue_from_checkpoint(trainer, ckpt_path)
             print(f"[lit_rlhf] rounds: round {k} {stage}: resuming from {last} (step {resumed_from})")
-        trainer.fit(module, datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule, ckpt_path=ckpt_path)
+        finally:  # one W&B run per stage: the next stage's logger must not find this one still active
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                    logger.experiment.finish()
         if not last.is_file():
             raise RuntimeError(f"round {k} {stage}: the fit wrote no {last}")
         return str(last), resumed_from
