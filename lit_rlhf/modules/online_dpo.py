@@ -96,9 +96,10 @@ class OnlineDPO(OnlineRL):
         self.record_hparams(ignore=("reward_fn",))
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         self.refresh_reference_every = refresh_reference_every
+        if self.use_lora_reference and (reference_from is not None or refresh_reference_every is not None):
+            raise ValueError("reference_from and refresh_reference_every need a full policy: with model.lora the "
+                             "reference is the base model without the adapter")
         if reference_from is not None:
-            if self.use_lora_reference:
-                raise ValueError("reference_from needs a full policy: with model.lora the reference is the base model")
             self.ref_model = load_policy(reference_from)[1].requires_grad_(False)
         self.pair_stats: dict[str, float] = {}
         self.labelled = 0  # prompts whose samples the reward source has labelled (checkpointed)

@@ -91,3 +91,18 @@ def test_bad_arguments_are_clear_errors():
         make(refresh_reference_every=0)
     with pytest.raises(ValueError, match="temperature"):
         make(sampling={"temperature": 0.0})
+
+
+def test_reference_from_another_policy(tmp_path):
+    from lit_rlhf.modules import SFT
+
+    torch.manual_seed(1)
+    other = SFT(model={"config": TINY})
+    other.export(tmp_path / "other")
+    torch.manual_seed(0)
+    module = make(reference_from=str(tmp_path / "other"))
+    ref = dict(module.ref_model.named_parameters())
+    for name, p in other.model.named_parameters():
+        assert torch.equal(ref[name], p), name
+    assert not all(torch.equal(a, b) for a, b in zip(module.model.parameters(), module.ref_model.parameters()))
+    assert not any(p.requires_grad for p in module.ref_model.parameters())
