@@ -312,18 +312,17 @@ def rounds(
         accelerator: Lightning accelerator.
         precision: Lightning precision.
     """
-    from lit_rlhf.rounds import RoundsSettings, run_rounds
+    from lit_rlhf.rounds import RoundsError, RoundsSettings, run_rounds
 
     try:
-        settings = RoundsSettings(
+        run_rounds(RoundsSettings(
             output=output, policy=policy, task=task, rounds=rounds, prompts=prompts,
             samples_per_prompt=samples_per_prompt, sampling=sampling, label=label, reward_model=reward_model,
             policy_update=policy_update, eval_prompts=eval_prompts, eval_samples=eval_samples,
             checkpoint_every=checkpoint_every, wandb=wandb, project=project, seed=seed, accelerator=accelerator,
-            precision=precision)
-    except ValueError as err:
+            precision=precision))
+    except RoundsError as err:
         raise CommandError(str(err)) from None
-    run_rounds(settings)
     out = Path(output) / "rounds.json"
     print(f"wrote {out}")
     return out

@@ -37,6 +37,11 @@ PolicyMethod = Literal["rejection_sampling", "ppo", "grpo", "dpo", "online_dpo"]
 STAGES = ("sample", "reward_model", "policy", "evaluate")
 
 
+class RoundsError(ValueError):
+    """Settings or data that the loop cannot work with (bad settings, a round without comparisons, an output
+    folder written with other settings)."""
+
+
 @dataclass
 class LabelSettings:
     """Who labels the comparisons of a round.
@@ -145,7 +150,7 @@ class RoundsSettings:
         if self.eval_samples < 2:
             problems.append(f"eval_samples must be >= 2 (RM accuracy is measured on pairs), got {self.eval_samples}")
         if problems:
-            raise ValueError("lit-rlhf rounds: " + "; ".join(problems))
+            raise RoundsError("lit-rlhf rounds: " + "; ".join(problems))
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,6 +220,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def no_comparisons(k: int, files: list[Path]) -> str:
+    """The message of a round without comparisons to train on."""
+    return (f"round {k}: no comparisons to train on in {', '.join(map(str, files))}: every pair of samples tied on "
+            "the annotator (or was identical or empty); sample more (prompts, samples_per_prompt), more diversely "
+            "(sampling.temperature), or start from a policy whose samples differ in reward")
+
+
 # --------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------
@@ -246,7 +258,7 @@ class RoundsLoop:
             now = {k: v for k, v in record.items() if k != "rounds"}
             if before != now:
                 changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-                raise ValueError(f"{self.summary_path} was written with other settings ({', '.join(changed)}); "
+                raise RoundsError(f"{self.summary_path} was written with other settings ({', '.join(changed)}); "
                                  "use another output folder, or the same settings to resume it")
             summary["settings"] = record  # more rounds extend a finished loop
             self.summary = summary
@@ -415,6 +427,8 @@ class RoundsLoop:
         else:
             files = self.labelled_files(k)
         rows = [row for f in files for row in read_jsonl(f)]
+        if not rows:
+            raise RoundsError(no_comparisons(k, files))
         train = write_jsonl(folder / "reward_model_train.jsonl", rows)
         args = dict(model=r.model, optimizer=lambda p: torch.optim.AdamW(p, lr=r.lr), **r.init_args)
         data = dict(train=str(train), val_from="none", max_length=r.max_length, batch_size=r.batch_size,
@@ -447,6 +461,8 @@ class RoundsLoop:
         args: dict[str, Any] = {**start, "optimizer": lambda q: torch.optim.AdamW(q, lr=p.lr, weight_decay=0.0)}
         seed = self.seed(k, "policy")
         if p.method == "dpo":
+            if self.record(k)["stages"]["sample"]["comparisons"] == 0:
+                raise RoundsError(no_comparisons(k, [folder / "comparisons.jsonl"]))
             module = DPO(**args, sampling=s.sampling, **p.init_args)
             datamodule = PreferenceDataModule(train=str(folder / "comparisons.jsonl"), val_from="none",
                                               max_length=p.max_length, batch_size=p.batch_size, seed=seed,

@@ -238,3 +238,28 @@ def test_other_updates_and_methods_run(tmp_path, update, method, init_args):
     if update == "frozen":
         assert second["checkpoints"]["reward_model"] == summary["rounds"][0]["checkpoints"]["reward_model"]
         assert second["labels"] == 0
+
+
+class ConstantTask(DigitTask):
+    """Every completion gets the same gold reward: no pair has a label."""
+
+    def reward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        return torch.zeros(len(completions))
+
+
+def test_a_round_without_comparisons_and_a_folder_of_other_settings_are_clear_errors(tmp_path, capsys):
+    from lit_rlhf.cli import main
+
+    config = yaml.safe_load(write_config(tmp_path, 1).read_text())
+    config["task"] = {"class_path": f"{__name__}.ConstantTask"}
+    path = tmp_path / "constant.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rounds", "--config", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "round 0: no comparisons to train on" in err and "comparisons.jsonl" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rounds", "--config", str(path), "--prompts", "5"])
+    assert exit_info.value.code == 2
+    assert "was written with other settings (prompts)" in capsys.readouterr().err
