@@ -57,6 +57,21 @@ def test_flip_labels_swaps_every_side_and_sets_gold_label():
     assert rows[0]["chosen"] == "a"  # the input rows are not changed
 
 
+def test_label_pairs_by_an_annotator_keep_the_gold_rewards():
+    from lit_rlhf.rollout.pairs import label_pairs
+
+    # one prompt, 3 samples: gold 1, 0, 0; the annotator scores 0.2, 0.9, 0.9 (prefers b and c over a; b = c tie)
+    rows = label_pairs(["p"], ["a", "b", "c"], [1.0, 0.0, 0.0], 3, scores=[0.2, 0.9, 0.9])
+    assert rows == [
+        {"prompt": "p", "chosen": "b", "rejected": "a", "gold_reward_chosen": 0.0, "gold_reward_rejected": 1.0,
+         "score_chosen": 0.9, "score_rejected": 0.2},
+        {"prompt": "p", "chosen": "c", "rejected": "a", "gold_reward_chosen": 0.0, "gold_reward_rejected": 1.0,
+         "score_chosen": 0.9, "score_rejected": 0.2},
+    ]
+    gold = label_pairs(["p"], ["a", "b", "c"], [1.0, 0.0, 0.0], 3)  # the gold grader as annotator
+    assert [(r["chosen"], r["rejected"]) for r in gold] == [("a", "b"), ("a", "c")] and "score_chosen" not in gold[0]
+
+
 def test_label_noise_rate_is_the_share_flipped():
     rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "gold_reward_chosen": 1.0, "gold_reward_rejected": 0.0}
             for _ in range(4000)]
