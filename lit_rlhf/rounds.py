@@ -202,6 +202,12 @@ def labels_used(settings: RoundsSettings, round_: int, comparisons: int, online_
     return (comparisons if uses else 0) + online
 
 
+def seed_everything(seed: int) -> None:
+    """Seed ``torch`` and ``random`` (a stage's modules and training then do not depend on what ran before it)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON atomically (a killed loop never leaves half a file)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -420,6 +426,7 @@ class RoundsLoop:
         r = self.settings.reward_model
         folder = self.folder(k)
         update = "retrain" if k == 0 else r.update
+        seed_everything(self.seed(k, "reward_model"))  # before the modules are built: their fresh heads too
         if update == "frozen":
             return {"update": "frozen", "checkpoint": self.record(k - 1)["checkpoints"]["reward_model"]}
         if update == "finetune":
@@ -445,7 +452,6 @@ class RoundsLoop:
             state = torch.load(self.record(k - 1)["checkpoints"]["reward_model"], map_location="cpu",
                                weights_only=True)["state_dict"]
             module.load_state_dict(state)
-        torch.manual_seed(self.seed(k, "reward_model"))
         checkpoint, resumed = self.fit(k, "reward_model", module, datamodule, r.steps)
         return {"update": update, "pairs": len(rows), "checkpoint": checkpoint, "resumed_from_step": resumed}
 
@@ -460,6 +466,7 @@ class RoundsLoop:
         start = {"init_from": source} if _is_checkpoint(source) else {"model": source}
         args: dict[str, Any] = {**start, "optimizer": lambda q: torch.optim.AdamW(q, lr=p.lr, weight_decay=0.0)}
         seed = self.seed(k, "policy")
+        seed_everything(seed)
         if p.method == "dpo":
             if self.record(k)["stages"]["sample"]["comparisons"] == 0:
                 raise RoundsError(no_comparisons(k, [folder / "comparisons.jsonl"]))
@@ -477,7 +484,6 @@ class RoundsLoop:
             datamodule = PromptDataModule(task=s.task, task_sizes={"train": max(p.steps, 1) * p.batch_size, "val": 0,
                                                                    "test": 0},
                                           max_length=p.max_length, batch_size=p.batch_size, seed=seed)
-        torch.manual_seed(seed)
         checkpoint, resumed = self.fit(k, "policy", module, datamodule, p.steps)
         out = {"method": p.method, "checkpoint": checkpoint, "resumed_from_step": resumed}
         if isinstance(module, OnlineDPO):

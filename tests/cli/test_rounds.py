@@ -216,6 +216,7 @@ def test_shipped_rounds_configs_parse(capsys):
 
 
 def run_variant(tmp_path: Path, rounds: int, **changes: dict[str, Any]) -> dict[str, Any]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(write_config(tmp_path, rounds).read_text())
     for key, values in changes.items():
         config[key] = {**config.get(key, {}), **values} if isinstance(values, dict) else values
@@ -278,3 +279,14 @@ def test_a_round_without_comparisons_and_a_folder_of_other_settings_are_clear_er
         main(["rounds", "--config", str(path), "--prompts", "5"])
     assert exit_info.value.code == 2
     assert "was written with other settings (prompts)" in capsys.readouterr().err
+
+
+def test_round_zero_does_not_depend_on_what_ran_before(tmp_path):
+    first = run_variant(tmp_path / "a", 1, reward_model={"update": "frozen"})
+    (tmp_path / "b").mkdir()
+    write_config(tmp_path / "b", 1)  # the start policy (built under a fixed seed) before the RNG moves on
+    torch.rand(1000)  # the global RNG moves on, as after another arm in the same process
+    random.random()
+    second = run_variant(tmp_path / "b", 1, reward_model={"update": "retrain"})
+    keys = ("gold_reward", "proxy_reward", "rm_accuracy", "labels")
+    assert {k: first["rounds"][0][k] for k in keys} == {k: second["rounds"][0][k] for k in keys}
