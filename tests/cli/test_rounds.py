@@ -243,6 +243,7 @@ def test_meta_rm_adapts_without_new_labels_and_online_dpo_counts_its_labels(tmp_
     assert second["labels"] == online  # no new comparisons: only online DPO's gold labels
 
 
+@pytest.mark.slow  # about 15 s each
 @pytest.mark.parametrize(("update", "method", "init_args"), [
     ("frozen", "grpo", {"group_size": 2}), ("finetune", "dpo", {}), ("retrain", "ppo", {"num_mini_batches": 1}),
 ])
