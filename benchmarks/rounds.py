@@ -16,7 +16,8 @@ Arms (``--arms``):
 * ``online_dpo`` — (d) online DPO (OAIF): every step samples 2 completions per prompt from the current policy and the
   gold grader labels the pair; the reference is the start policy;
 * ``offline_dpo`` — (d) DPO on pairs of 2 samples per prompt from the start policy, labelled once by the gold grader,
-  with as many label queries as ``online_dpo`` makes over all its rounds (one round: the same steps in total).
+  with as many label queries as ``online_dpo`` makes over all its rounds (one round: the same steps in total;
+  compare it with ``online_dpo``'s last round, which has spent the same labels).
 
 (a)–(c) improve the policy by ``--policy-method`` (rejection sampling, best of ``--k``, by default) against their
 reward model. (d)'s reward model is trained on round 0's comparisons only to measure the proxy reward. One json for
@@ -183,7 +184,10 @@ def plot(path: str, out: str) -> None:
             xs = [x[i] for i in keep]
             line, = ax.plot(xs, values.mean(0), marker="o", label=arm)
             ax.fill_between(xs, values.min(0).values, values.max(0).values, color=line.get_color(), alpha=0.2)
+    from matplotlib.ticker import MaxNLocator
+
     for ax, metric in zip(axes, METRICS):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(titles[metric])
         ax.set_xlabel("round (−1 = start)")
     axes[0].legend()
