@@ -23,6 +23,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 import yaml
 from conftest import tiny_prm_checkpoint
 
@@ -96,10 +97,8 @@ def _user_file_rewards(config: dict, kind: str, tmp_path: Path) -> list[dict]:
     return out
 
 
-def length_reward(prompts: list[str], completions: list[str]):
+def length_reward(prompts: list[str], completions: list[str]) -> torch.Tensor:
     """Completion length in characters: a reward on which samples of an untrained policy differ."""
-    import torch
-
     return torch.tensor([float(len(c)) for c in completions])
 
 
