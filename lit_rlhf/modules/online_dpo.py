@@ -24,6 +24,7 @@ from lit_rlhf.modules.dpo import implicit_reward_stats
 from lit_rlhf.modules.rl import OnlineRL
 from lit_rlhf.rollout import SamplingConfig
 from lit_rlhf.rollout.experience import Samples, pack, take
+from lit_rlhf.rollout.rewards import RewardSpec
 
 
 def best_worst_pairs(scores: torch.Tensor, group_size: int) -> tuple[list[int], list[int]]:
@@ -54,7 +55,8 @@ class OnlineDPO(OnlineRL):
         model: policy name or spec (full fine-tuning, or LoRA through ``lora``: the reference is then the base).
         sampling: decoding of the samples (``temperature`` > 0; default 1.0 and 64 new tokens).
         reward_model: a ``RewardModel`` checkpoint or exported folder that labels the pairs.
-        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; neither = the task's gold reward.
+        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; none of the three = the task's gold reward.
+        rewards: a weighted combination of reward sources (:class:`~lit_rlhf.rollout.rewards.Rewards`).
         group_size: samples per prompt ``G`` (≥ 2; OAIF uses 2).
         beta: β of DPO.
         loss_type: a DPO loss name of :func:`~lit_rlhf.losses.dpo_loss` (``sigmoid``, ``ipo``, ``hinge``, ...).
@@ -75,6 +77,7 @@ class OnlineDPO(OnlineRL):
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
         reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+        rewards: list[RewardSpec] | None = None,
         group_size: int = 2,
         beta: float = 0.1,
         loss_type: DPOLossType = "sigmoid",
@@ -92,15 +95,16 @@ class OnlineDPO(OnlineRL):
         dpo_loss(zero, zero, zero, zero, beta, loss_type, label_smoothing, zero + 1, zero + 1)  # validates the names
         sampling = SamplingConfig.of(sampling if sampling is not None else {"temperature": 1.0, "max_new_tokens": 64})
         super().__init__(model=model, sampling=sampling, reward_model=reward_model, reward_fn=reward_fn,
-                         group_size=group_size, reference=True, gradient_clip_val=gradient_clip_val, **kwargs)
+                         rewards=rewards, group_size=group_size, reference=True, gradient_clip_val=gradient_clip_val,
+                         **kwargs)
         self.record_hparams(ignore=("reward_fn",))
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         self.refresh_reference_every = refresh_reference_every
-        if self.use_lora_reference and (reference_from is not None or refresh_reference_every is not None):
+        if self.ref_model is None and (reference_from is not None or refresh_reference_every is not None):
             raise ValueError("reference_from and refresh_reference_every need a full policy: with model.lora the "
                              "reference is the base model without the adapter")
-        if reference_from is not None:
-            self.ref_model = load_policy(reference_from)[1].requires_grad_(False)
+        if reference_from is not None:  # the frozen copy takes the other policy's weights (same architecture)
+            self.ref_model.load_state_dict(load_policy(reference_from)[1].state_dict())
         self.pair_stats: dict[str, float] = {}
         self.labelled = 0  # prompts whose samples the reward source has labelled (checkpointed)
 
