@@ -23,7 +23,7 @@ from lit_rlhf.models.checkpoint import load_policy
 from lit_rlhf.modules.dpo import implicit_reward_stats
 from lit_rlhf.modules.rl import OnlineRL
 from lit_rlhf.rollout import SamplingConfig
-from lit_rlhf.rollout.experience import Samples, pack, take
+from lit_rlhf.rollout.experience import Samples, take
 from lit_rlhf.rollout.rewards import RewardSpec
 
 
@@ -122,17 +122,9 @@ class OnlineDPO(OnlineRL):
         self.pair_stats = {"reward": scores.float().mean().item(), "score_gap": gap, "pairs": float(len(chosen))}
         return take(samples, chosen + rejected) if ready else None
 
-    @torch.no_grad()
-    def forward_rollout(self, samples: Samples) -> dict[str, torch.Tensor]:
-        """Packed pairs and their reference log-probs ``(2P, R)`` (DPO needs no old log-probs or values)."""
-        exp = pack(samples, self.tokenizer.pad_token_id, self.device)
-        with self.reference():
-            exp["ref_logprobs"] = self.forward_pass(self.ref_policy, exp["input_ids"], exp["attention_mask"],
-                                                    exp["response_mask"].shape[1])["logprobs"]
-        return exp
-
     def advantages(self, exp: dict[str, torch.Tensor]) -> None:
-        """DPO needs no advantages."""
+        """DPO needs no advantages (the rollout pass gives the reference log-probs only: one step on fresh pairs,
+        see :attr:`~lit_rlhf.modules.rl.OnlineRL.needs_rollout_logprobs`)."""
 
     def loss(self, out: dict[str, torch.Tensor], mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean DPO loss of the pairs of ``mb`` (rows ``[chosen; rejected]``) from summed response log-probs."""
