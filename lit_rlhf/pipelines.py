@@ -30,6 +30,8 @@ import torch
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
 
+from lit_rlhf.rollout.generation import SamplingConfig
+from lit_rlhf.rounds import LabelSettings, PolicySettings, RewardModelSettings
 from lit_rlhf.tasks import TASKS, Arithmetic, Sentiment, Task
 
 
@@ -259,6 +261,73 @@ def rs_temperature(
     return best
 
 
+def rounds(
+    output: str,
+    policy: str,
+    task: Task = lazy_instance(Arithmetic),  # noqa: B008 (jsonargparse's lazy default)
+    rounds: int = 3,
+    prompts: int = 64,
+    samples_per_prompt: int = 4,
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=1.0),  # noqa: B008
+    label: LabelSettings = LabelSettings(),  # noqa: B008
+    reward_model: RewardModelSettings = RewardModelSettings(),  # noqa: B008
+    policy_update: PolicySettings = PolicySettings(),  # noqa: B008
+    eval_prompts: int = 64,
+    eval_samples: int = 4,
+    checkpoint_every: int = 10,
+    wandb: bool = True,
+    project: str = "lit-rlhf",
+    seed: int = 0,
+    accelerator: str = "auto",
+    precision: str = "32-true",
+) -> Path:
+    """Iterated alignment in rounds (Llama 2; Secrets of RLHF II's MetaRM across rounds; online DPO).
+
+    Each round: sample K completions per fresh prompt from the newest policy → label their pairs (the task's gold
+    grader as annotator, with optional label noise, or a reward model as judge) → update the reward model
+    (retrain on all comparisons so far / fine-tune / MetaRM adaptation without new labels / frozen) → update the
+    policy (rejection sampling, PPO, GRPO or online DPO against the reward model, or DPO on the round's pairs) →
+    evaluate (gold reward, proxy reward, the reward model's accuracy on the policy's own samples judged by gold).
+    Every round is a run folder (<output>/round_<k>/reward_model|policy with checkpoints and a W&B run grouped
+    by the loop); <output>/rounds.json sums up every round. Run it again to resume a killed loop where it stopped
+    (or with more --rounds to extend it).
+
+    Args:
+        output: the loop's folder.
+        policy: the starting policy: a lit-rlhf checkpoint (.ckpt), a Hugging Face folder or a model name.
+        task: the gold task: prompts and the gold reward.
+        rounds: number of rounds K.
+        prompts: fresh training prompts sampled per round.
+        samples_per_prompt: completions per prompt (all their pairs are labelled).
+        sampling: decoding of the samples (and of the evaluation).
+        label: the annotator (default: the task's gold reward) and its label-noise rate.
+        reward_model: the reward model and its update rule.
+        policy_update: the policy update method and its settings.
+        eval_prompts: validation prompts of the evaluation after each round.
+        eval_samples: completions per evaluation prompt.
+        checkpoint_every: steps between checkpoints (last.ckpt) of the training stages.
+        wandb: log each training stage to W&B (offline without an account), grouped by the output folder's name.
+        project: W&B project.
+        seed: seed of the loop (prompts, sampling, training).
+        accelerator: Lightning accelerator.
+        precision: Lightning precision.
+    """
+    from lit_rlhf.rounds import RoundsError, RoundsSettings, run_rounds
+
+    try:
+        run_rounds(RoundsSettings(
+            output=output, policy=policy, task=task, rounds=rounds, prompts=prompts,
+            samples_per_prompt=samples_per_prompt, sampling=sampling, label=label, reward_model=reward_model,
+            policy_update=policy_update, eval_prompts=eval_prompts, eval_samples=eval_samples,
+            checkpoint_every=checkpoint_every, wandb=wandb, project=project, seed=seed, accelerator=accelerator,
+            precision=precision))
+    except RoundsError as err:
+        raise CommandError(str(err)) from None
+    out = Path(output) / "rounds.json"
+    print(f"wrote {out}")
+    return out
+
+
 def load_policy_source(policy: str) -> tuple[Any, torch.nn.Module]:
     """Tokenizer and causal LM of ``--policy``: a ``.ckpt``, a run folder (a folder without a Hugging Face
     ``config.json``: its newest ``.ckpt``), a Hugging Face folder or a model name."""
@@ -330,6 +399,7 @@ PIPELINES: dict[str, Pipeline] = {
                       renamed={"--model": "--policy", "--init-from": "--policy"}),
     "best-of-n": Pipeline(best_of_n, "best-of-N selection accuracy of PRM / ORM / majority vote vs N"),
     "rs-temperature": Pipeline(rs_temperature, "sampling temperature with the best expected best-of-K reward"),
+    "rounds": Pipeline(rounds, "iterated alignment: rounds of sample, label, reward-model and policy updates"),
 }
 
 

@@ -51,7 +51,7 @@ def import_graph(root: Path = PACKAGE) -> Graph:
     return graph
 
 
-ENTRY_POINTS = ("cli", "__main__", "pipelines")  # the command line: the top layer
+ENTRY_POINTS = ("cli", "__main__", "pipelines", "rounds")  # the command line: the top layer
 
 
 def layer(module: str) -> str:

@@ -22,6 +22,17 @@ REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 PAIR_FIELDS = ("chosen_input_ids", "chosen_completion_mask", "rejected_input_ids", "rejected_completion_mask")
 
 
+def implicit_reward_stats(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``rewards/chosen|rejected|margins|accuracies`` and ``logps/chosen|rejected``: batch means of the implicit
+    rewards (``chosen``, ``rejected``) and the policy log-probs (``logps_chosen``, ``logps_rejected``) of pairs."""
+    margins = out["chosen"] - out["rejected"]
+    return {
+        "rewards/chosen": out["chosen"].mean(), "rewards/rejected": out["rejected"].mean(),
+        "rewards/margins": margins.mean(), "rewards/accuracies": (margins > 0).float().mean(),
+        "logps/chosen": out["logps_chosen"].mean(), "logps/rejected": out["logps_rejected"].mean(),
+    }
+
+
 class DPO(StepModule, PolicyModule):
     """Preference optimisation of a policy against a frozen reference (the starting policy).
 
@@ -262,13 +273,8 @@ class DPO(StepModule, PolicyModule):
         return StepOutput(loss, {"loss": loss.detach(), **self.stats(out)}, len(chosen))
 
     def stats(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``rewards/*`` and ``logps/*`` batch means from the implicit rewards and policy log-probs of the pairs."""
-        margins = out["chosen"] - out["rejected"]
-        return {
-            "rewards/chosen": out["chosen"].mean(), "rewards/rejected": out["rejected"].mean(),
-            "rewards/margins": margins.mean(), "rewards/accuracies": (margins > 0).float().mean(),
-            "logps/chosen": out["logps_chosen"].mean(), "logps/rejected": out["logps_rejected"].mean(),
-        }
+        """``rewards/*`` and ``logps/*`` batch means (:func:`implicit_reward_stats`)."""
+        return implicit_reward_stats(out)
 
     def metric_name(self, split: StepSplit, key: str) -> str:
         """TRL's names: ``train/loss`` but unprefixed ``rewards/*`` and ``logps/*`` in training; ``val/<key>`` etc."""

@@ -45,15 +45,41 @@ def sample_preference_pairs(
     flat_ids = [ids for ids in prompt_ids for _ in range(samples_per_prompt)]
     texts = generate_texts(model, tokenizer, flat_ids, sampling, batch_size)
     flat_prompts = [p for p in prompts for _ in range(samples_per_prompt)]
-    rewards = task.reward(flat_prompts, texts).tolist()
+    return label_pairs(prompts, texts, task.reward(flat_prompts, texts).tolist(), samples_per_prompt)
+
+
+def label_pairs(
+    prompts: list[str],
+    completions: list[str],
+    gold: list[float],
+    samples_per_prompt: int,
+    scores: list[float] | None = None,
+) -> list[dict[str, Any]]:
+    """All ``K(K−1)/2`` pairs of each prompt's ``K`` completions, chosen = the higher score.
+
+    Args:
+        prompts: the ``N`` prompts.
+        completions: ``N·K`` completions, prompt-major (prompt ``i``'s at ``i·K … i·K + K − 1``).
+        gold: their gold rewards (written to every row).
+        samples_per_prompt: ``K``.
+        scores: the annotator's scores that decide the label (default: ``gold``); written as ``score_chosen`` /
+            ``score_rejected`` when given.
+    Returns:
+        rows ``{prompt, chosen, rejected, gold_reward_chosen, gold_reward_rejected}``; pairs whose label scores
+        tie, identical texts and empty completions are skipped.
+    """
+    K = samples_per_prompt
+    labels = gold if scores is None else scores
     rows = []
     for i, prompt in enumerate(prompts):
-        group = list(zip(texts[i * samples_per_prompt:(i + 1) * samples_per_prompt],
-                         rewards[i * samples_per_prompt:(i + 1) * samples_per_prompt]))
-        for (a, ra), (b, rb) in itertools.combinations(group, 2):
-            if ra == rb or a == b or not a.strip() or not b.strip():
+        group = list(zip(completions[i * K:(i + 1) * K], labels[i * K:(i + 1) * K], gold[i * K:(i + 1) * K]))
+        for (a, sa, ga), (b, sb, gb) in itertools.combinations(group, 2):
+            if sa == sb or a == b or not a.strip() or not b.strip():
                 continue
-            (chosen, rc), (rejected, rr) = ((a, ra), (b, rb)) if ra > rb else ((b, rb), (a, ra))
-            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
-                         "gold_reward_chosen": rc, "gold_reward_rejected": rr})
+            (chosen, sc, gc), (rejected, sr, gr) = ((a, sa, ga), (b, sb, gb)) if sa > sb else ((b, sb, gb), (a, sa, ga))
+            row = {"prompt": prompt, "chosen": chosen, "rejected": rejected,
+                   "gold_reward_chosen": gc, "gold_reward_rejected": gr}
+            if scores is not None:
+                row.update(score_chosen=sc, score_rejected=sr)
+            rows.append(row)
     return rows

@@ -18,7 +18,7 @@ from lit_rlhf.data import DataError
 from lit_rlhf.tasks import TASKS, Arithmetic
 
 ROOT = Path(__file__).resolve().parents[2]
-PIPELINES = ["export", "assets", "pairs", "best-of-n", "rs-temperature", "strength", "w2s"]
+PIPELINES = ["export", "assets", "pairs", "best-of-n", "rs-temperature", "rounds", "strength", "w2s"]
 TINY_MODEL = {"name": "lit-rlhf:tiny-llama", "config": TINY}
 
 
@@ -78,6 +78,8 @@ PRINT_ARGS = {
     "pairs": ["--output", "pairs.jsonl", "--task", "Arithmetic", "--task.min_steps", "3"],
     "best-of-n": ["--output", "bon", "--n", "1", "4", "--aggregate", "min"],
     "rs-temperature": ["--policy", "runs/x", "--temperatures", "0.5", "1.5"],
+    "rounds": ["--config", str(ROOT / "configs" / "rounds_rs.yaml"), "--reward_model.update", "meta_rm",
+               "--rounds", "5"],
     "strength": ["--config", str(ROOT / "configs" / "reward.yaml"), "--output", "s.jsonl", "--members", "3"],
     "w2s": ["--config", str(ROOT / "configs" / "w2s_synthetic.yaml"), "--losses", "xent", "product", "--seeds", "4"],
 }
@@ -87,6 +89,7 @@ PRINTED = {  # a few values the arguments above set, as printed
     "pairs": {"output": "pairs.jsonl", "task": {"class_path": "lit_rlhf.tasks.Arithmetic"}},
     "best-of-n": {"n": [1, 4], "aggregate": ["min"]},
     "rs-temperature": {"policy": "runs/x", "temperatures": [0.5, 1.5]},
+    "rounds": {"rounds": 5, "reward_model": {"update": "meta_rm", "steps": 100}},
     "strength": {"members": 3, "model": {"class_path": "lit_rlhf.modules.RewardModel"}},
     "w2s": {"losses": ["xent", "product"], "seeds": [4], "w2s": {"weak": "synthetic:weak_view"}},
 }

@@ -40,6 +40,8 @@ OVERRIDES: dict[str, list[str]] = {
             "--data.batch_size", "4"],
     "meta_rm": [*TASK, "--data.batch_size", "8"],
     "orm": [*TASK, "--data.batch_size", "8"],
+    "online_dpo": [*TINY_POLICY, *SHORT, *TASK, "--data.batch_size", "2", "--model.group_size", "2",
+                   "--model.reward_fn", "rank_probe.length_reward"],
     "ppo_smollm2_sentiment": [*SHORT, *TASK, "--data.batch_size", "2", "--model.num_mini_batches", "1",
                               "--model.ppo_epochs", "1"],
     "prm": [*TASK, "--data.batch_size", "8"],
@@ -58,7 +60,8 @@ def module_class(config: str) -> str:
 
 
 def test_every_method_of_the_shipped_configs_runs_under_ddp():
-    shipped = {module_class(p.stem) for p in (ROOT / "configs").glob("*.yaml")}
+    fit_configs = [p for p in (ROOT / "configs").glob("*.yaml") if not p.stem.startswith("rounds_")]  # rounds: no fit
+    shipped = {module_class(p.stem) for p in fit_configs}
     covered = {module_class(name) for name in set(OVERRIDES) | COVERED_ELSEWHERE}
     assert shipped == covered, f"add a config of {sorted(shipped - covered)} to OVERRIDES"
 

@@ -1,0 +1,293 @@
+"""`lit-rlhf rounds`: labelling with noise and the bookkeeping by hand; the loop from one YAML; resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from lit_rlhf.rounds import (
+    LabelSettings,
+    PolicySettings,
+    RewardModelSettings,
+    RoundsLoop,
+    RoundsSettings,
+    flip_labels,
+    labels_used,
+    pairwise_accuracy,
+)
+from lit_rlhf.tasks import Arithmetic, Task
+
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "num_key_value_heads": 2}
+
+
+class DigitTask(Task):
+    """Arithmetic prompts; gold reward = the share of digits in the completion (an untrained policy's samples
+    differ on it, so every round has comparisons)."""
+
+    def __init__(self) -> None:
+        self.arithmetic = Arithmetic(max_steps=2)
+
+    def records(self, kind: str, split: str, n: int, seed: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+        return self.arithmetic.records(kind, split, n, seed)
+
+    def reward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        return torch.tensor([sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions])
+
+
+# ------------------------------------------------------------------ by hand
+def test_flip_labels_swaps_every_side_and_sets_gold_label():
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "gold_reward_chosen": 1.0, "gold_reward_rejected": 0.0,
+             "score_chosen": 0.7, "score_rejected": 0.2},
+            {"prompt": "q", "chosen": "c", "rejected": "d", "gold_reward_chosen": 0.5, "gold_reward_rejected": 0.5}]
+    kept = flip_labels(rows, 0.0, random.Random(0))
+    assert [r["gold_label"] for r in kept] == [1, None] and not any(r["label_flipped"] for r in kept)
+    flipped = flip_labels(rows, 1.0, random.Random(0))
+    assert flipped[0] == {"prompt": "p", "chosen": "b", "rejected": "a", "gold_reward_chosen": 0.0,
+                          "gold_reward_rejected": 1.0, "score_chosen": 0.2, "score_rejected": 0.7, "gold_label": 0,
+                          "label_flipped": True}
+    assert rows[0]["chosen"] == "a"  # the input rows are not changed
+
+
+def test_label_pairs_by_an_annotator_keep_the_gold_rewards():
+    from lit_rlhf.rollout.pairs import label_pairs
+
+    # one prompt, 3 samples: gold 1, 0, 0; the annotator scores 0.2, 0.9, 0.9 (prefers b and c over a; b = c tie)
+    rows = label_pairs(["p"], ["a", "b", "c"], [1.0, 0.0, 0.0], 3, scores=[0.2, 0.9, 0.9])
+    assert rows == [
+        {"prompt": "p", "chosen": "b", "rejected": "a", "gold_reward_chosen": 0.0, "gold_reward_rejected": 1.0,
+         "score_chosen": 0.9, "score_rejected": 0.2},
+        {"prompt": "p", "chosen": "c", "rejected": "a", "gold_reward_chosen": 0.0, "gold_reward_rejected": 1.0,
+         "score_chosen": 0.9, "score_rejected": 0.2},
+    ]
+    gold = label_pairs(["p"], ["a", "b", "c"], [1.0, 0.0, 0.0], 3)  # the gold grader as annotator
+    assert [(r["chosen"], r["rejected"]) for r in gold] == [("a", "b"), ("a", "c")] and "score_chosen" not in gold[0]
+
+
+def test_label_noise_rate_is_the_share_flipped():
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "gold_reward_chosen": 1.0, "gold_reward_rejected": 0.0}
+            for _ in range(4000)]
+    out = flip_labels(rows, 0.2, random.Random(1))
+    share = sum(r["label_flipped"] for r in out) / len(out)
+    assert share == pytest.approx(0.2, abs=0.02)
+    assert all(r["gold_label"] == (0 if r["label_flipped"] else 1) for r in out)
+
+
+def test_pairwise_accuracy_by_hand():
+    # group 1 (3 samples): gold 0, 1, 1 -> pairs (0,1), (0,2) (1,2 tie skipped); scores order (0,1) right, (0,2) wrong
+    # group 2: gold 2, 0 -> one pair, scores tie -> wrong
+    gold = [0.0, 1.0, 1.0, 2.0, 0.0, 5.0]
+    scores = [0.1, 0.9, -1.0, 0.3, 0.3, 0.0]
+    accuracy, pairs = pairwise_accuracy(gold[:3], scores[:3], 3)
+    assert (accuracy, pairs) == (0.5, 2)
+    assert pairwise_accuracy([2.0, 0.0], [0.3, 0.3], 2) == (0.0, 1)
+    assert pairwise_accuracy([1.0, 1.0], [0.0, 2.0], 2) == (None, 0)
+
+
+@pytest.mark.parametrize(("update", "method", "round_", "expected"), [
+    ("retrain", "rejection_sampling", 0, 10), ("retrain", "rejection_sampling", 2, 10),
+    ("finetune", "ppo", 1, 10), ("frozen", "grpo", 0, 10), ("frozen", "grpo", 1, 0), ("meta_rm", "grpo", 3, 0),
+    ("meta_rm", "dpo", 1, 10),
+])
+def test_labels_used_per_round(update, method, round_, expected, tmp_path):
+    settings = RoundsSettings(output=str(tmp_path), policy="x", task=DigitTask(), reward_model=RewardModelSettings(
+        update=update), policy_update=PolicySettings(method=method))
+    assert labels_used(settings, round_, 10) == expected
+
+
+def test_online_labels_count_only_from_the_gold_annotator(tmp_path):
+    gold = RoundsSettings(output=str(tmp_path), policy="x", task=DigitTask(), reward_model=RewardModelSettings(
+        update="frozen"), policy_update=PolicySettings(method="online_dpo", reward="gold"))
+    assert labels_used(gold, 1, 10, online_labels=32) == 32
+    proxy = RoundsSettings(output=str(tmp_path), policy="x", task=DigitTask(), reward_model=RewardModelSettings(
+        update="frozen"), policy_update=PolicySettings(method="online_dpo"))
+    assert labels_used(proxy, 1, 10, online_labels=32) == 0
+
+
+def test_bad_settings_are_one_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="samples_per_prompt.*label.noise"):
+        RoundsSettings(output=str(tmp_path), policy="x", task=DigitTask(), samples_per_prompt=1,
+                       label=LabelSettings(noise=0.6))
+
+
+# ------------------------------------------------------------------ end to end
+def write_config(tmp_path: Path, rounds: int = 2) -> Path:
+    from lit_rlhf.modules import SFT
+
+    policy = tmp_path / "start"
+    if not policy.exists():
+        torch.manual_seed(0)
+        SFT(model={"config": TINY}).export(policy)
+    config = {
+        "output": str(tmp_path / "loop"), "policy": str(policy),
+        "task": {"class_path": f"{__name__}.DigitTask"},
+        "rounds": rounds, "prompts": 4, "samples_per_prompt": 3,
+        "sampling": {"max_new_tokens": 6, "temperature": 1.0},
+        "label": {"noise": 0.1},
+        "reward_model": {"update": "retrain", "model": {"config": TINY}, "steps": 4, "batch_size": 4,
+                         "max_length": 64},
+        "policy_update": {"method": "rejection_sampling", "steps": 4, "batch_size": 2, "lr": 1e-3,
+                          "init_args": {"k": 2, "sft_steps": 1, "sft_batch_size": 2}},
+        "eval_prompts": 4, "eval_samples": 2, "checkpoint_every": 2, "wandb": False, "seed": 0, "accelerator": "cpu",
+    }
+    path = tmp_path / "rounds_test.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Kill(L.Callback):
+    """Raises once the policy stage of round 1 has taken 3 steps (a checkpoint was written at step 2)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= 3:
+            raise RuntimeError("killed")
+
+
+def test_loop_runs_from_one_yaml_and_resumes_after_a_kill(tmp_path, monkeypatch):
+    from lit_rlhf.cli import main
+
+    config = write_config(tmp_path)
+    starts: list[tuple[int, str, int]] = []
+
+    class Starts(L.Callback):
+        def __init__(self, k, stage):
+            self.k, self.stage = k, stage
+
+        def on_train_start(self, trainer, pl_module):
+            starts.append((self.k, self.stage, trainer.global_step))
+
+    def killing(self, k, stage):
+        return [Starts(k, stage)] + ([Kill()] if (k, stage) == (1, "policy") else [])
+
+    monkeypatch.setattr(RoundsLoop, "callbacks", killing)
+    with pytest.raises(RuntimeError, match="killed"):
+        main(["rounds", "--config", str(config)])
+    loop = tmp_path / "loop"
+    summary = json.loads((loop / "rounds.json").read_text())
+    assert list(summary["rounds"][1]["stages"]) == ["sample", "reward_model"]  # died in round 1's policy stage
+    round0 = summary["rounds"][0]
+    assert (loop / "round_1" / "policy" / "checkpoints" / "last.ckpt").is_file()
+    mtimes = {p: p.stat().st_mtime_ns for p in (loop / "round_0").rglob("*") if p.is_file()}
+
+    monkeypatch.setattr(RoundsLoop, "callbacks", lambda self, k, stage: [Starts(k, stage)])
+    del starts[:]
+    main(["rounds", "--config", str(config)])
+    summary = json.loads((loop / "rounds.json").read_text())
+    assert starts == [(1, "policy", 2)]  # only the unfinished stage ran, from its step-2 checkpoint
+    assert summary["rounds"][0] == round0
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (loop / "round_0").rglob("*") if p.is_file()}
+    assert summary["rounds"][1]["stages"]["policy"]["resumed_from_step"] == 2
+    for r in summary["rounds"]:
+        assert list(r["stages"]) == ["sample", "reward_model", "policy", "evaluate"]
+        assert r["labels"] == r["stages"]["sample"]["comparisons"] > 0  # retrain: every round's labels are used
+        assert 0.0 <= r["gold_reward"] <= 1.0 and r["proxy_reward"] is not None
+        assert r["rm_accuracy"] is None or 0.0 <= r["rm_accuracy"] <= 1.0
+        assert Path(r["checkpoints"]["policy"]).is_file() and Path(r["checkpoints"]["reward_model"]).is_file()
+    assert summary["rounds"][1]["labels_total"] == summary["rounds"][0]["labels"] + summary["rounds"][1]["labels"]
+    assert summary["rounds"][1]["rm_accuracy_before"] is not None
+    assert summary["rounds"][1]["stages"]["reward_model"]["pairs"] == summary["rounds"][1]["labels_total"]
+    comparisons = [json.loads(x) for x in (loop / "round_1" / "comparisons.jsonl").read_text().splitlines()]
+    assert {"prompt", "chosen", "rejected", "gold_label", "label_flipped"} <= set(comparisons[0])
+    assert summary["start"]["gold_reward"] >= 0.0
+
+
+def test_shipped_rounds_configs_parse(capsys):
+    from lit_rlhf.cli import main
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    configs = sorted(root.glob("rounds_*.yaml"))
+    assert configs
+    for path in configs:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["rounds", "--config", str(path), "--print_config"])
+        assert exit_info.value.code in (0, None)
+        printed = yaml.safe_load(capsys.readouterr().out)
+        expected = yaml.safe_load(path.read_text())
+        assert printed["reward_model"]["update"] == expected["reward_model"]["update"]
+        assert printed["policy_update"]["method"] == expected["policy_update"]["method"]
+
+
+def run_variant(tmp_path: Path, rounds: int, **changes: dict[str, Any]) -> dict[str, Any]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(write_config(tmp_path, rounds).read_text())
+    for key, values in changes.items():
+        config[key] = {**config.get(key, {}), **values} if isinstance(values, dict) else values
+    from lit_rlhf.cli import main
+
+    path = tmp_path / "variant.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["rounds", "--config", str(path)])
+    return json.loads((tmp_path / "loop" / "rounds.json").read_text())
+
+
+def test_meta_rm_adapts_without_new_labels_and_online_dpo_counts_its_labels(tmp_path):
+    summary = run_variant(
+        tmp_path, 2, reward_model={"update": "meta_rm", "shifted_batch_size": 2, "meta_lr": 0.01},
+        policy_update={"method": "online_dpo", "reward": "gold", "reference": "fixed", "steps": 2, "batch_size": 2,
+                       "init_args": {"group_size": 2}})
+    first, second = summary["rounds"]
+    assert first["stages"]["reward_model"]["update"] == "retrain"  # round 0 trains on its labels
+    assert second["stages"]["reward_model"]["update"] == "meta_rm"
+    assert second["stages"]["reward_model"]["pairs"] == first["stages"]["sample"]["comparisons"]  # round 0's only
+    assert (tmp_path / "loop" / "round_1" / "shifted.jsonl").is_file()
+    online = second["stages"]["policy"]["online_labels"]
+    assert online >= 2 * 2  # at least steps x prompts per batch
+    assert second["labels"] == online  # no new comparisons: only online DPO's gold labels
+
+
+@pytest.mark.slow  # about 15 s each
+@pytest.mark.parametrize(("update", "method", "init_args"), [
+    ("frozen", "grpo", {"group_size": 2}), ("finetune", "dpo", {}), ("retrain", "ppo", {"num_mini_batches": 1}),
+])
+def test_other_updates_and_methods_run(tmp_path, update, method, init_args):
+    summary = run_variant(tmp_path, 2, reward_model={"update": update},
+                          policy_update={"method": method, "steps": 2, "init_args": init_args})
+    second = summary["rounds"][1]
+    assert second["stages"]["reward_model"]["update"] == update and second["stages"]["policy"]["method"] == method
+    if update == "frozen":
+        assert second["checkpoints"]["reward_model"] == summary["rounds"][0]["checkpoints"]["reward_model"]
+        assert second["labels"] == 0
+
+
+class ConstantTask(DigitTask):
+    """Every completion gets the same gold reward: no pair has a label."""
+
+    def reward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        return torch.zeros(len(completions))
+
+
+def test_a_round_without_comparisons_and_a_folder_of_other_settings_are_clear_errors(tmp_path, capsys):
+    from lit_rlhf.cli import main
+
+    config = yaml.safe_load(write_config(tmp_path, 1).read_text())
+    config["task"] = {"class_path": f"{__name__}.ConstantTask"}
+    path = tmp_path / "constant.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rounds", "--config", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "round 0: no comparisons to train on" in err and "comparisons.jsonl" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rounds", "--config", str(path), "--prompts", "5"])
+    assert exit_info.value.code == 2
+    assert "was written with other settings (prompts)" in capsys.readouterr().err
+
+
+def test_round_zero_does_not_depend_on_what_ran_before(tmp_path):
+    first = run_variant(tmp_path / "a", 1, reward_model={"update": "frozen"})
+    (tmp_path / "b").mkdir()
+    write_config(tmp_path / "b", 1)  # the start policy (built under a fixed seed) before the RNG moves on
+    torch.rand(1000)  # the global RNG moves on, as after another arm in the same process
+    random.random()
+    second = run_variant(tmp_path / "b", 1, reward_model={"update": "retrain"})
+    keys = ("gold_reward", "proxy_reward", "rm_accuracy", "labels")
+    assert {k: first["rounds"][0][k] for k in keys} == {k: second["rounds"][0][k] for k in keys}
