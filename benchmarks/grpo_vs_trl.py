@@ -117,7 +117,8 @@ def optimizer(params):
     return torch.optim.AdamW(params, lr=LR, weight_decay=0.0, fused=True)
 
 
-def run_lit(tmp: Path, iterations: int, beta: float, max_new_tokens: int, method: str = "grpo") -> Clock:
+def run_lit(tmp: Path, iterations: int, beta: float, max_new_tokens: int, method: str = "grpo",
+            shared_prefix: bool = True) -> Clock:
     import lightning as L
 
     from lit_rlhf.data import PromptDataModule
@@ -126,7 +127,7 @@ def run_lit(tmp: Path, iterations: int, beta: float, max_new_tokens: int, method
     sampling = {"temperature": 1.0, "max_new_tokens": max_new_tokens}
     if method == "grpo":
         module = GRPO(model=str(tmp / "init"), sampling=sampling, group_size=G, beta=beta, reward_fn=lit_reward,
-                      optimizer=optimizer)
+                      optimizer=optimizer, shared_prefix=shared_prefix)
         batch = PROMPTS
     else:  # PPO on the same completions per iteration: 64 single samples, one epoch, one minibatch
         module = PPO(model=str(tmp / "init"), sampling=sampling, reward_fn=lit_reward, ppo_epochs=1, num_mini_batches=1,
@@ -226,6 +227,7 @@ def run_loop(tmp: Path, iterations: int, beta: float, max_new_tokens: int) -> Cl
 RUNNERS = {
     "hand-written loop": run_loop,
     "lit_rlhf GRPO": run_lit,
+    "lit_rlhf GRPO (no sharing)": lambda tmp, n, beta, m: run_lit(tmp, n, beta, m, shared_prefix=False),
     "TRL GRPOTrainer": run_trl,
 }
 MEMORY_RUNNERS = {

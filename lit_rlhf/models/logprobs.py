@@ -425,9 +425,9 @@ def shared_prefix_inputs(model: torch.nn.Module, plan: SharedPrefixPlan) -> dict
     reason = shared_prefix_refusal(model, plan.longest)
     if reason is not None:
         raise ValueError(f"shared-prefix forward refused: {reason}")
+    # additive in the model's dtype for every attention, SDPA included: SDPA turns a boolean mask into an additive
+    # one in each layer and keeps that copy for the backward (L copies in training; one shared tensor this way)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    if getattr(_config(model), "_attn_implementation", None) == "sdpa":
-        dtype = None  # SDPA takes a boolean mask: a quarter of an fp32 one's memory
     mask: Any = plan.attention_mask(dtype)
     window = sliding_window(model)
     if window is not None and plan.longest > window:

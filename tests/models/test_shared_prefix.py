@@ -307,6 +307,38 @@ def test_group_rl_forward_shares_prompts_and_matches_padded(tiny_spec, tok):
     assert torch.equal(again, shared["logprobs"][order].detach())
 
 
+def test_group_rl_passes_over_the_same_rows_lay_them_out_once(tiny_spec, tok, monkeypatch):
+    """The rollout (reference) and update passes of an iteration see the same rows: the layout rule and the 4-D
+    mask run once for them, with the same log-probs; other rows get their own layout."""
+    from lit_rlhf.modules import GRPO
+    from lit_rlhf.modules import rl as rl_module
+
+    R = 6
+    module = GRPO(model=tiny_spec, group_size=4, num_mini_batches=1, reward_fn=lambda p, c: torch.zeros(len(p)))
+    ids, mask = rollout_batch(tok, R=R)
+    first = module.forward_pass(module.model, ids, mask, R)["logprobs"]  # includes the one-time exactness check
+    calls = {"choose": 0, "inputs": 0}
+    choose, inputs = module.layout.choose, rl_module.shared_prefix_inputs
+
+    def counted_choose(*args, **kwargs):
+        calls["choose"] += 1
+        return choose(*args, **kwargs)
+
+    def counted_inputs(*args, **kwargs):
+        calls["inputs"] += 1
+        return inputs(*args, **kwargs)
+
+    monkeypatch.setattr(module.layout, "choose", counted_choose)
+    monkeypatch.setattr(rl_module, "shared_prefix_inputs", counted_inputs)
+    again = module.forward_pass(module.model, ids.clone(), mask.clone(), R)["logprobs"]
+    assert calls == {"choose": 0, "inputs": 0} and module.layout.last == "shared"
+    assert torch.equal(again, first)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(1))
+    other = module.forward_pass(module.model, ids[order], mask[order], R)["logprobs"]
+    assert calls == {"choose": 1, "inputs": 1} and module.layout.last == "shared"
+    assert torch.equal(other, first[order])
+
+
 def test_rows_with_holes_in_their_mask_are_not_shared():
     model = build("llama")
     ids, attention, completion, groups, _, _ = batch("right")
