@@ -131,3 +131,19 @@ def tiny_prm_checkpoint(folder, steps: int = 1, lr: float = 1e-3) -> str:
     path = Path(folder) / "prm.ckpt"
     trainer.save_checkpoint(path)
     return str(path)
+
+
+@pytest.fixture
+def fitted_trainers(monkeypatch):
+    """The list of every ``lightning.Trainer`` whose ``fit`` runs during the test (filled as they run)."""
+    import lightning as L
+
+    trainers = []
+    fit = L.Trainer.fit
+
+    def recording_fit(self, *args, **kwargs):
+        trainers.append(self)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "fit", recording_fit)
+    return trainers

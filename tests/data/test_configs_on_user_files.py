@@ -21,7 +21,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import yaml
@@ -109,7 +108,7 @@ def _params(configs):
 
 
 @pytest.mark.parametrize("config_path", list(_params(CONFIGS)))
-def test_config_fits_two_steps_on_20_row_user_files(config_path, tmp_path, monkeypatch, caplog):
+def test_config_fits_two_steps_on_20_row_user_files(config_path, tmp_path, monkeypatch, caplog, fitted_trainers):
     config = yaml.safe_load(config_path.read_text())
     missing = [p for p in _packages(config) if importlib.util.find_spec(p) is None]
     if missing:
@@ -149,17 +148,10 @@ def test_config_fits_two_steps_on_20_row_user_files(config_path, tmp_path, monke
     if shifted:
         args.append(f"--data.shifted={ROOT / shifted}")
     monkeypatch.chdir(tmp_path)  # nothing may depend on the repository as working directory
-    trainers = []
-    fit = L.Trainer.fit
-
-    def recording_fit(self, *a, **k):
-        trainers.append(self)
-        return fit(self, *a, **k)
-
-    monkeypatch.setattr(L.Trainer, "fit", recording_fit)
+    before = len(fitted_trainers)  # a tiny PRM for a `prm` reward source was fitted above
     with caplog.at_level("INFO"):
         main(args)
-    (trainer,) = trainers
+    (trainer,) = fitted_trainers[before:]
     assert trainer.state.finished and not trainer.interrupted
     # max_steps=2, or a config's max_epochs=1 over a 20-row file that is one batch long
     assert trainer.global_step >= min(2, trainer.num_training_batches)

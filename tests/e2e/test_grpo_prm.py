@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -17,16 +16,8 @@ QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
 
 
 @pytest.mark.slow
-def test_prm_run_then_grpo_prm_run(tmp_path, monkeypatch):
+def test_prm_run_then_grpo_prm_run(tmp_path, monkeypatch, fitted_trainers):
     monkeypatch.chdir(tmp_path)  # the configs' relative runs/ folders land here
-    trainers = []
-    fit = L.Trainer.fit
-
-    def recording_fit(self, *a, **k):
-        trainers.append(self)
-        return fit(self, *a, **k)
-
-    monkeypatch.setattr(L.Trainer, "fit", recording_fit)
     main(["fit", "--config", str(ROOT / "configs" / "prm.yaml"), "--data.init_args.task.init_args.trap_rule",
           "first_multiply", "--data.task_sizes", '{"train": 96, "val": 16, "test": 16}', "--trainer.max_steps=3",
           "--trainer.limit_val_batches=1", *QUIET])
@@ -35,7 +26,7 @@ def test_prm_run_then_grpo_prm_run(tmp_path, monkeypatch):
           "--model.group_size=4", "--model.sampling", '{"max_new_tokens": 16, "temperature": 1.0}',
           "--data.task_sizes", '{"train": 16, "val": 4, "test": 4}', "--data.batch_size=2", "--trainer.max_steps=2",
           *QUIET])
-    prm_trainer, grpo_trainer = trainers
+    prm_trainer, grpo_trainer = fitted_trainers
     assert grpo_trainer.state.finished and grpo_trainer.global_step == 2
     module = grpo_trainer.lightning_module
     assert module.dense_rewards and "rewards/prm" in module.last_metrics and "rewards/gold" in module.last_metrics
