@@ -157,13 +157,13 @@ def workdir(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return tmp_path, env
 
 
-def run_command(command: Command, cwd: Path, env: dict[str, str], timeout: float) -> None:
-    returncode, output = run_in_group(["bash", "-e", "-o", "pipefail", "-c", command.text], cwd, env, timeout)
-    if returncode is None:
-        pytest.fail(f"{command} did not finish in {timeout} s; output tail:\n{output[-3000:]}")
-    assert returncode == 0, f"{command} exited with {returncode}; output tail:\n{output[-5000:]}"
+def run_command(command: Command, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+    """``(exit status or None when killed at the timeout, output)`` of one README command under ``bash -e``."""
+    return run_in_group(["bash", "-e", "-o", "pipefail", "-c", command.text], cwd, env, timeout)
 
 
 @pytest.mark.parametrize(("command", "action"), _params())
 def test_readme_command_runs(command: Command, action: str, workdir):
-    run_command(command, *workdir, TIMEOUT_S[action])
+    returncode, output = run_command(command, *workdir, TIMEOUT_S[action])
+    assert returncode is not None, f"{command} did not finish in {TIMEOUT_S[action]} s; output tail:\n{output[-3000:]}"
+    assert returncode == 0, f"{command} exited with {returncode}; output tail:\n{output[-5000:]}"
