@@ -22,6 +22,17 @@ normaliser), ``dapo`` (clip-higher 0.28, dynamic sampling, token-mean), ``gspo``
 ``--set key=value`` overrides a group method's ``GRPO`` argument (e.g. ``num_iterations=2``, ``scale_rewards=none``,
 ``dynamic_sampling=true``) and ``--name`` stores the run under another name than the method's, so that settings
 of one method can share a json.
+
+``process``: process vs outcome rewards on the arithmetic task with a learnable trap (+3 on the first multiplication
+in ``--trap-prob`` of the generator's SFT solutions). Per seed, ``prm_vs_orm.py``'s generator, PRM and ORM (trained
+in ``--workdir``, reused when there); then from that generator, with the same batch, G and budget, one arm per reward:
+``gold`` (the grader, GRPO), ``orm`` (P(right answer), GRPO), ``prm`` (min over steps of P(step correct), GRPO) and
+``prm_dense`` (each step's P(correct) − 0.5 on the token that closes it, REINFORCE++). Evaluations add the shares of
+T = 1 samples that fall into the trap (``trap``) and that reach the right answer through a wrong step
+(``compensated``):
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/online_rl.py process --seeds 0 1 2 --workdir W \
+        --iterations 200 --eval-every 50 --output benchmarks/data/online_rl/process.json
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ GROUP_METHODS: dict[str, dict[str, Any]] = {
     "reinforce_pp": {"advantage": "reinforce_pp"},
 }
 METHODS = (*GROUP_METHODS, "ppo", "rs")
+EVAL_METRICS = ("greedy", "sampled", "trap", "compensated", "kl", "length")
 PROGRESS = ("reward", "frac_reward_zero_std", "completions/mean_length", "clip_ratio/region_mean", "entropy")
 
 
@@ -74,15 +86,17 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def build(method: str, policy: Path, args: argparse.Namespace):
-    """The module of ``method`` and its prompts per iteration (each iteration samples prompts × G completions)."""
+def build(method: str, policy: Path, args: argparse.Namespace, extra: dict[str, Any] | None = None):
+    """The module of ``method`` and its prompts per iteration (each iteration samples prompts × G completions);
+    ``extra``: more ``GRPO`` arguments (e.g. ``rewards``) for a group method."""
     from lit_rlhf.modules import GRPO, PPO, RejectionSampling
 
     sampling = {"temperature": 1.0, "max_new_tokens": args.max_new_tokens}
     adam = lambda lr: (lambda p: torch.optim.AdamW(p, lr=lr, weight_decay=0.0))  # noqa: E731
     if method in GROUP_METHODS:
         module = GRPO(model=str(policy), sampling=sampling, group_size=args.group_size, beta=args.beta,
-                      optimizer=adam(args.lr), **{**GROUP_METHODS[method], **parse_overrides(args.set)})
+                      optimizer=adam(args.lr),
+                      **{**GROUP_METHODS[method], **(extra or {}), **parse_overrides(args.set)})
         return module, args.prompts
     if method == "ppo":  # the same completions per iteration: prompts × G single samples
         module = PPO(model=str(policy), sampling=sampling, ppo_epochs=4, num_mini_batches=2, kl_coef=0.05,
@@ -95,7 +109,9 @@ def build(method: str, policy: Path, args: argparse.Namespace):
 
 
 def evaluate(module, reference, task, items, args: argparse.Namespace) -> dict[str, float]:
-    """Gold accuracy greedy and at T = 1, and the KL to the start policy and length of the T = 1 samples."""
+    """Gold accuracy greedy and at T = 1, and the KL to the start policy and length of the T = 1 samples; with a
+    task that names error kinds (``Arithmetic.error_kind``), the shares of T = 1 samples that fall into the
+    problem's trap (``trap``) and that reach the right answer through a wrong step (``compensated``)."""
     from lit_rlhf.eval.gold import sample_and_score, sequence_log_ratios
     from lit_rlhf.models import sequence_logps
     from lit_rlhf.rollout import SamplingConfig
@@ -111,6 +127,9 @@ def evaluate(module, reference, task, items, args: argparse.Namespace) -> dict[s
             result = sample_and_score(model, tok, task, prompt_ids, [x["prompt_text"] for x in items for _ in range(n)],
                                       SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=temperature))
             out[key] = float(result.rewards.mean())
+        if hasattr(task, "error_kind"):
+            kinds = [task.error_kind(p, c) for p, c in zip(result.prompts, result.completions)]
+            out.update({kind: kinds.count(kind) / len(kinds) for kind in ("trap", "compensated")})
         policy_logps = lambda *a: sequence_logps(model, *a)[0]  # noqa: E731
         reference_logps = lambda *a: sequence_logps(reference, *a)[0]  # noqa: E731
         ratios = sequence_log_ratios(policy_logps, reference_logps, prompt_ids, result.completion_ids, tok.pad_token_id)
@@ -137,8 +156,10 @@ def training_kl(module, reference) -> float:
 
 
 def run(method: str, policy: Path, seed: int, args: argparse.Namespace,
-        save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """One run; ``save`` receives the run so far (``partial``) after every evaluation, so a killed run keeps it."""
+        save: Callable[[dict[str, Any]], None] | None = None, task: Any = None,
+        extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run; ``save`` receives the run so far (``partial``) after every evaluation, so a killed run keeps it.
+    ``task``: the arithmetic task (default the quickstart's, ``TASK``); ``extra``: more ``GRPO`` arguments."""
     import copy
 
     import lightning as L
@@ -148,8 +169,8 @@ def run(method: str, policy: Path, seed: int, args: argparse.Namespace,
 
     torch.set_num_threads(1)
     L.seed_everything(seed)
-    task = Arithmetic(**TASK)
-    module, prompts = build(method, policy, args)
+    task = task if task is not None else Arithmetic(**TASK)
+    module, prompts = build(method, policy, args, extra)
     reference = copy.deepcopy(module.model).eval().requires_grad_(False)
     completions = prompts * (1 if method == "ppo" else args.group_size)
     # one epoch of `iterations` batches (DAPO refills zero-spread groups from the same stream: fewer updates)
@@ -157,7 +178,8 @@ def run(method: str, policy: Path, seed: int, args: argparse.Namespace,
                                                  "test": 10}, max_length=48, batch_size=prompts, group_by_length=False,
                           seed=seed)
     settings = {"method": method, "lr": args.lr, "prompts": prompts, "group_size": args.group_size,
-                "iterations": args.iterations, "overrides": parse_overrides(args.set)}
+                "iterations": args.iterations, "overrides": parse_overrides(args.set),
+                "rewards": (extra or {}).get("rewards")}
     evals: list[dict[str, float]] = []
     train: list[dict[str, float]] = []  # one row per update: the module's training metrics of that iteration
     clock = {"train": 0.0}
@@ -228,6 +250,46 @@ def gold(args: argparse.Namespace) -> None:
     table(result)
 
 
+def process_arms(prm: Path, orm: Path) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+    """``process``'s arms: name → (method, reward sources). One source each, so the arms differ only in the reward."""
+    return {
+        "gold": ("grpo", [{"source": "gold"}]),
+        "orm": ("grpo", [{"source": "orm", "path": str(orm)}]),
+        "prm": ("grpo", [{"source": "prm", "path": str(prm), "aggregate": "min"}]),
+        # each step's P(correct) − 0.5 on the token that closes it: a trapped step is penalised where it happens
+        "prm_dense": ("reinforce_pp", [{"source": "prm", "path": str(prm), "aggregate": "min", "offset": 0.5}]),
+    }
+
+
+def process(args: argparse.Namespace) -> None:
+    """Process vs outcome rewards on the arithmetic task with a learnable trap: per seed, the generator, PRM and ORM
+    of ``prm_vs_orm.py`` (trained in ``--workdir``, reused when there), then GRPO from that generator with each arm's
+    reward; evaluations record the trap rate of the T = 1 samples next to the gold accuracy."""
+    from prm_vs_orm import make_task, verifier_folders
+
+    out = Path(args.output)
+    result = json.loads(out.read_text()) if out.exists() else {"runs": {}}
+    result["args"] = vars(args)
+    for seed in args.seeds:
+        seed_dir = Path(args.workdir) / f"seed{seed}"
+        seed_dir.mkdir(parents=True, exist_ok=True)
+        generator, prm, orm = verifier_folders(seed, args, seed_dir)
+        arms = process_arms(prm, orm)
+        for arm in args.arms:
+            key = f"{arm}/{seed}"
+            if key in result["runs"] and not result["runs"][key].get("partial") and not args.rerun:
+                continue
+
+            def save(run_: dict[str, Any], key: str = key) -> None:
+                result["runs"][key] = run_
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(result, indent=1))
+
+            method, rewards = arms[arm]
+            save(run(method, generator, seed, args, save, task=make_task(args), extra={"rewards": rewards}))
+    table(result)
+
+
 def window(rows: list[dict[str, float]], metric: str, first: bool) -> float:
     """Mean of ``metric`` over the first (or last) tenth of the recorded updates."""
     n = max(1, len(rows) // 10)
@@ -261,7 +323,7 @@ def table(result: dict[str, Any] | list[str]) -> None:
     for method, runs in by_method.items():
         partial = sum(bool(r.get("partial")) for r in runs)
         line = [f"{method:<13} n={len(runs)}" + (f" ({partial} stopped early: last evaluation)" if partial else "")]
-        for metric in ("greedy", "sampled", "kl", "length"):
+        for metric in [m for m in EVAL_METRICS if m in runs[0]["evals"][0]]:
             before = [r["evals"][0][metric] for r in runs]
             after = [r["evals"][-1][metric] for r in runs]
             gains = [a - b for a, b in zip(after, before)]
@@ -292,7 +354,8 @@ def plot(paths: list[str], out: str, only: list[str] | None = None) -> None:
 
     by_method = runs_by_name(paths, only)
     color: dict[str, str] = {}
-    metrics = ["greedy", "sampled", "kl", "length"]
+    first = next(iter(by_method.values()))[0]["evals"][0]
+    metrics = [m for m in EVAL_METRICS if m in first]
     trained = ("reward", "frac_reward_zero_std")
     if any(r.get("train") for runs in by_method.values() for r in runs):
         metrics += trained
@@ -310,6 +373,7 @@ def plot(paths: list[str], out: str, only: list[str] | None = None) -> None:
             color[method] = line.get_color()
             ax.fill_between(x, series.min(0).values, series.max(0).values, color=line.get_color(), alpha=0.2)
     titles = {"greedy": "gold accuracy, greedy", "sampled": "gold accuracy, T = 1", "kl": "KL to start (nats)",
+              "trap": "trap rate, T = 1", "compensated": "right answer, wrong step (T = 1)",
               "length": "response tokens (T = 1)", "reward": "training reward (20-update mean)",
               "frac_reward_zero_std": "share of zero-spread groups"}
     for ax, metric in zip(axes, metrics):
@@ -321,14 +385,9 @@ def plot(paths: list[str], out: str, only: list[str] | None = None) -> None:
     print(f"wrote {out}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("gold", help="train each method from the SFT start and evaluate against the gold grader")
-    g.add_argument("--methods", nargs="+", default=["grpo"], choices=METHODS)
+def run_arguments(g: argparse.ArgumentParser) -> None:
+    """The arguments of one training run (``gold`` and ``process``)."""
     g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    g.add_argument("--folder", default=None, help="where the start policy is trained (reused when present)")
-    g.add_argument("--start-steps", type=int, default=700)
     g.add_argument("--iterations", type=int, default=300)
     g.add_argument("--prompts", type=int, default=8, help="prompts per iteration")
     g.add_argument("--group-size", type=int, default=8, help="completions per prompt (G)")
@@ -342,23 +401,49 @@ def main() -> None:
     g.add_argument("--eval-samples", type=int, default=2, help="T = 1 samples per validation problem")
     g.add_argument("--kl-every", type=int, default=10, help="iterations between KL-to-start figures")
     g.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a group method's GRPO argument")
-    g.add_argument("--name", default=None, help="store the runs under this name instead of the method's")
     g.add_argument("--rerun", action="store_true", help="rerun method/seed pairs already in --output")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("gold", help="train each method from the SFT start and evaluate against the gold grader")
+    g.add_argument("--methods", nargs="+", default=["grpo"], choices=METHODS)
+    g.add_argument("--folder", default=None, help="where the start policy is trained (reused when present)")
+    g.add_argument("--start-steps", type=int, default=700)
+    g.add_argument("--name", default=None, help="store the runs under this name instead of the method's")
     g.add_argument("--output", default=None)
+    run_arguments(g)
+    pr = sub.add_parser("process", help="GRPO with PRM step rewards vs ORM vs gold outcome on the trap task")
+    pr.add_argument("--arms", nargs="+", default=["gold", "orm", "prm", "prm_dense"],
+                    choices=["gold", "orm", "prm", "prm_dense"])
+    pr.add_argument("--workdir", required=True, help="each seed's generator, PRM and ORM (reused when present)")
+    pr.add_argument("--output", required=True)
+    pr.add_argument("--sft-steps", type=int, default=1500, help="generator: quickstart SFT steps on noisy solutions")
+    pr.add_argument("--generator-data", choices=["correct", "noisy"], default="noisy")
+    pr.add_argument("--trap-prob", type=float, default=0.6, help="share of noisy solutions with the misconception")
+    pr.add_argument("--slip-prob", type=float, default=0.05)
+    pr.add_argument("--compensate-prob", type=float, default=0.3)
+    pr.add_argument("--train-problems", type=int, default=2000, help="verifier data: problems × --train-samples")
+    pr.add_argument("--train-samples", type=int, default=8)
+    pr.add_argument("--verifier-epochs", type=int, default=2)
+    run_arguments(pr)
+    pr.set_defaults(reuse_from=None, name=None)
     t = sub.add_parser("table")
-    t.add_argument("path", nargs="+", help="one or more jsons of `gold`")
+    t.add_argument("path", nargs="+", help="one or more jsons of `gold` or `process`")
     p = sub.add_parser("plot")
-    p.add_argument("path", nargs="+", help="one or more jsons of `gold`")
+    p.add_argument("path", nargs="+", help="one or more jsons of `gold` or `process`")
     p.add_argument("--out", required=True)
     p.add_argument("--only", nargs="*", default=None, help="plot only these run names")
     args = parser.parse_args()
     if args.command == "gold":
         gold(args)
+    elif args.command == "process":
+        process(args)
     elif args.command == "table":
         table(args.path)
     else:
         plot(args.path, args.out, args.only)
-
 
 if __name__ == "__main__":
     main()

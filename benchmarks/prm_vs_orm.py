@@ -105,18 +105,14 @@ def make_task(args: argparse.Namespace) -> Arithmetic:
                       slip_prob=args.slip_prob, compensate_prob=args.compensate_prob)
 
 
-def run(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
-    start = time.perf_counter()
-    task = make_task(args)
-    folder = generator_folder(seed, args, task, tmp)
-    tokenizer = load_tokenizer(str(folder))
-    model = load_model(str(folder), "causal_lm", tokenizer=tokenizer)
-    sampling = SamplingConfig(max_new_tokens=48, temperature=1.0)
-    torch.manual_seed(seed)
-
-    # verifier training data: generator samples on training problems (other problems than the SFT ones)
+def train_verifiers(model, tokenizer, folder: Path, seed: int, args: argparse.Namespace, task: Arithmetic,
+                    tmp: Path):
+    """PRM and ORM from the generator at ``folder``, trained on the same generator samples of training problems
+    (other problems than the SFT ones): step labels from ``Arithmetic.check_steps``, final-answer labels for the
+    ORM. Returns the two fitted modules and ``(solutions, right answers)`` of the verifier data."""
     problems = list(task.problems("train", args.train_problems, seed=1000 + seed))
-    samples = sample_candidates(model, tokenizer, [p.prompt for p in problems], args.train_samples, sampling)
+    samples = sample_candidates(model, tokenizer, [p.prompt for p in problems], args.train_samples,
+                                SamplingConfig(max_new_tokens=48, temperature=1.0))
     steps_rows, outcome_rows = [], []
     for problem, completions in zip(problems, samples):
         for completion in completions:
@@ -131,6 +127,33 @@ def run(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
                 "--trainer.limit_val_batches=0", f"--trainer.max_epochs={args.verifier_epochs}"]
     prm = fit("prm.yaml", seed, tmp / "prm", [*verifier, f"--data.init_args.train={step_file}"])
     orm = fit("orm.yaml", seed, tmp / "orm", [*verifier, f"--data.init_args.train={outcome_file}"])
+    return prm, orm, (len(outcome_rows), sum(r["label"] for r in outcome_rows))
+
+
+def verifier_folders(seed: int, args: argparse.Namespace, tmp: Path) -> tuple[Path, Path, Path]:
+    """The seed's generator, PRM and ORM as exported folders under ``tmp`` (trained when missing, else reused)."""
+    task = make_task(args)
+    generator = generator_folder(seed, args, task, tmp)
+    prm_folder, orm_folder = tmp / "prm" / "export", tmp / "orm" / "export"
+    if not ((prm_folder / "config.json").exists() and (orm_folder / "config.json").exists()):
+        tokenizer = load_tokenizer(str(generator))
+        model = load_model(str(generator), "causal_lm", tokenizer=tokenizer)
+        torch.manual_seed(seed)
+        prm, orm, _ = train_verifiers(model, tokenizer, generator, seed, args, task, tmp)
+        prm.export(prm_folder)
+        orm.export(orm_folder)
+    return generator, prm_folder, orm_folder
+
+
+def run(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
+    start = time.perf_counter()
+    task = make_task(args)
+    folder = generator_folder(seed, args, task, tmp)
+    tokenizer = load_tokenizer(str(folder))
+    model = load_model(str(folder), "causal_lm", tokenizer=tokenizer)
+    sampling = SamplingConfig(max_new_tokens=48, temperature=1.0)
+    torch.manual_seed(seed)
+    prm, orm, (solutions, right) = train_verifiers(model, tokenizer, folder, seed, args, task, tmp)
 
     if args.reuse_from:
         test, candidates = load_candidates(Path(args.reuse_from) / f"seed{seed}" / "best_of_n" / "candidates.jsonl")
@@ -139,8 +162,8 @@ def run(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
         candidates = sample_candidates(model, tokenizer, test, args.pool, sampling)
     result = best_of_n(task, test, candidates, args.n, prm=prm, orm=orm, trials=args.trials, seed=seed)
     result.save(tmp / "best_of_n")
-    print(f"\nseed {seed}: {time.perf_counter() - start:.0f} s; verifier data {len(outcome_rows)} solutions "
-          f"({sum(r['label'] for r in outcome_rows)} right answers)")
+    print(f"\nseed {seed}: {time.perf_counter() - start:.0f} s; verifier data {solutions} solutions "
+          f"({right} right answers)")
     return report(seed, task, result, args, tmp / "best_of_n")
 
 

@@ -185,8 +185,8 @@ def load_head_model(path: str | Path) -> tuple[HeadModel, Any]:
 
     Args:
         path: a lit_rlhf checkpoint of a head-model module (``.ckpt`` or run folder), a folder written by
-            :meth:`HeadModel.save_pretrained` (``head.json``), or a Hugging Face sequence-classification folder
-            with one label and a bias-free ``score`` layer (what ``RewardModel.export`` writes).
+            :meth:`HeadModel.save_pretrained` (``head.json``), or a Hugging Face sequence- or token-classification
+            folder whose head is one linear layer (what ``export`` writes for RM, ORM, PRM and W2S students).
     """
     if _is_checkpoint(path):
         file = resolve_checkpoint(path)
@@ -214,16 +214,32 @@ def load_head_model(path: str | Path) -> tuple[HeadModel, Any]:
         model = HeadModel(AutoModel.from_pretrained(path), zero_init=True, **meta)
         model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu", weights_only=True))
         return model, tokenizer
-    from transformers import AutoModelForSequenceClassification
+    return _hf_classifier(path), tokenizer
 
-    hf = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    score = getattr(hf, "score", None)
-    if not isinstance(score, torch.nn.Linear) or score.bias is not None or score.out_features != 1:
-        raise ValueError(f"{path}: expected a one-label sequence classifier with a bias-free 'score' layer")
-    model = HeadModel(getattr(hf, hf.base_model_prefix), 1, "last", squeeze=True, bias=False,
-                      pad_token_id=hf.config.pad_token_id)  # HF's reading: the last token that is not padding
-    model.head.weight.data.copy_(score.weight.data)
-    return model, tokenizer
+
+def _hf_classifier(path: Path) -> HeadModel:
+    """A Hugging Face ``*ForSequenceClassification`` / ``*ForTokenClassification`` folder (what ``export`` writes for
+    reward models, ORMs, PRMs and weak-to-strong students) as a :class:`HeadModel` with the same outputs: its
+    backbone and its one linear layer; sequence classifiers read the last token that is not padding, as HF does."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    architectures = AutoConfig.from_pretrained(path).architectures or []
+    if not any(name.endswith(("ForSequenceClassification", "ForTokenClassification")) for name in architectures):
+        raise ValueError(f"{path}: config.json names {architectures or 'no architecture'}, not a sequence or token "
+                         "classifier; give a reward model's, ORM's or PRM's checkpoint, run folder or export")
+    token = any(name.endswith("ForTokenClassification") for name in architectures)
+    auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
+    hf = auto.from_pretrained(path)
+    heads = [m for name, m in hf.named_children() if name != hf.base_model_prefix and isinstance(m, torch.nn.Linear)]
+    if len(heads) != 1:
+        raise ValueError(f"{path}: expected a {auto.__name__[len('AutoModelFor'):]} model whose head is one linear "
+                         f"layer on the backbone, found {[type(m).__name__ for m in hf.children()]}")
+    width = heads[0].out_features
+    model = HeadModel(getattr(hf, hf.base_model_prefix), width, "none" if token else "last",
+                      squeeze=width == 1 and not token, bias=heads[0].bias is not None,
+                      pad_token_id=hf.config.pad_token_id)
+    model.head.load_state_dict(heads[0].state_dict())
+    return model
 
 
 def load_reward_head(path: str | Path) -> tuple[HeadModel, Any]:

@@ -34,6 +34,7 @@ from lit_rlhf.data import (
 from lit_rlhf.data.collate import pad
 from lit_rlhf.data.tokenize import Encoder
 from lit_rlhf.models import dropout_probabilities
+from lit_rlhf.models.checkpoint import load_head_model
 from lit_rlhf.modules import DPO, PPO, SFT, ProcessRewardModel, RewardModel, WeakToStrong
 from lit_rlhf.rollout.rewards import ModelReward
 
@@ -291,6 +292,10 @@ def test_process_reward_model_exports_token_classification(family, tmp_path):
     torch.testing.assert_close(theirs[real], ours[real], atol=1e-5, rtol=1e-5)
     steps = batch["labels"] != -100
     assert torch.equal(theirs.argmax(-1)[steps], ours.argmax(-1)[steps])
+    reloaded, _ = load_head_model(out)  # the export as a reward source reads it (`source: prm, path: <export>`)
+    assert reloaded.pooling == "none" and reloaded.head.out_features == module.model.head.out_features
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(ids, mask)[real], ours[real], atol=1e-5, rtol=1e-5)
 
 
 def test_weak_to_strong_exports_sequence_classification(family, tmp_path):
@@ -306,6 +311,13 @@ def test_weak_to_strong_exports_sequence_classification(family, tmp_path):
     check_padding_sides(name, hf, tok, texts, ours)
     assert torch.equal(hf_logits(hf, tok, texts, "right").argmax(-1), ours.argmax(-1))
     assert ours.abs().max() > 0  # the zero-initialised head has moved
+    reloaded, _ = load_head_model(out)  # a two-class classifier export (as an ORM's) reads back whole
+    assert reloaded.head.out_features == 2 and not reloaded.squeeze
+    with torch.no_grad():
+        ids, mask = padded([module.tokenizer(t)["input_ids"] for t in texts], module.tokenizer.pad_token_id)
+        torch.testing.assert_close(reloaded.eval()(ids, mask), ours, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="not a sequence or token classifier"):
+        load_head_model(folder)  # a causal LM folder is no reward model: no silently random head
 
 
 # -- dropout: one policy per method, whatever the loading path ----------------------------------------------------
