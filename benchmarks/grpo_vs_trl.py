@@ -16,8 +16,10 @@ one optimizer step per generation (on-policy, ``num_iterations`` 1), KL weight �
 when β > 0; fp32; no gradient checkpointing; fused AdamW (TRL's default) with the same settings; gradient clipping at
 1.0; one CPU thread.
 
-Speed: CPU-seconds (process time) per iteration from batch start to optimizer step end, and of it the time inside
-``model.generate`` ("generation"); the rest ("update") is everything else of the iteration (scoring, log-prob
+Speed: CPU-seconds (process time) per iteration from batch start to optimizer step end, and of it the time spent
+generating ("generation": inside ``model.generate`` for TRL and the loop, inside lit_rlhf's ``generate`` for
+lit_rlhf, whose decode loop does not call ``model.generate``; the runner "lit_rlhf GRPO (model.generate)" makes it
+fall back to ``model.generate``); the rest ("update") is everything else of the iteration (scoring, log-prob
 passes, loss, backward, optimizer). Each runner runs in its own subprocess for ``--warmup`` + ``--steps`` iterations
 (warm-up dropped); the runners are interleaved within each of ``--rounds`` rounds; medians over all measured steps.
 Memory: each runner in its own process; peak RSS (``ru_maxrss``) and its rise above the RSS after the imports.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import random
@@ -86,13 +89,15 @@ def prepare(tmp: Path, n_prompts: int, prompt_tokens: int, max_new_tokens: int, 
 
 
 class Clock:
-    """Process time per iteration and the part of it inside ``model.generate`` (wrapped on the instance)."""
+    """Process time per iteration and the part of it spent generating: inside ``owner.<name>``, wrapped in place
+    (``model.generate`` for TRL and the loop; lit_rlhf's own ``generate``, which decodes without
+    ``model.generate``)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, owner: Any, name: str = "generate") -> None:
         self.steps: list[tuple[float, float]] = []
         self.generated: list[tuple[int, int]] = []  # (rows, new tokens) of each generate call
         self.in_generate = 0.0
-        original = model.generate
+        original = getattr(owner, name)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             t = time.process_time()
@@ -100,11 +105,14 @@ class Clock:
                 out = original(*args, **kwargs)
             finally:
                 self.in_generate += time.process_time() - t
-            prompt = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
-            self.generated.append((out.shape[0], out.shape[1] - prompt.shape[1]))
+            if isinstance(out, tuple):  # lit_rlhf's generate: (texts, sequences, prompt width)
+                self.generated.append((out[1].shape[0], out[1].shape[1] - out[2]))
+            else:
+                prompt = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+                self.generated.append((out.shape[0], out.shape[1] - prompt.shape[1]))
             return out
 
-        model.generate = timed
+        setattr(owner, name, timed)
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
         self.t, self.g = time.process_time(), self.in_generate
@@ -118,9 +126,10 @@ def optimizer(params):
 
 
 def run_lit(tmp: Path, iterations: int, beta: float, max_new_tokens: int, method: str = "grpo",
-            shared_prefix: bool = True) -> Clock:
+            shared_prefix: bool = True, decoder: str = "auto") -> Clock:
     import lightning as L
 
+    import lit_rlhf.rollout.experience as experience
     from lit_rlhf.data import PromptDataModule
     from lit_rlhf.modules import GRPO, PPO
 
@@ -133,7 +142,9 @@ def run_lit(tmp: Path, iterations: int, beta: float, max_new_tokens: int, method
         module = PPO(model=str(tmp / "init"), sampling=sampling, reward_fn=lit_reward, ppo_epochs=1, num_mini_batches=1,
                      value_head=method == "ppo_value_head", optimizer=optimizer)
         batch = PROMPTS * G
-    clock = Clock(module.model)
+    if decoder != "auto":
+        experience.generate = functools.partial(experience.generate, decoder=decoder)
+    clock = Clock(experience)  # the rollout's generate (its decode loop, or model.generate where it falls back)
 
     class Hooks(L.Callback):
         def on_train_batch_start(self, *args: Any) -> None:
@@ -228,6 +239,7 @@ RUNNERS = {
     "hand-written loop": run_loop,
     "lit_rlhf GRPO": run_lit,
     "lit_rlhf GRPO (no sharing)": lambda tmp, n, beta, m: run_lit(tmp, n, beta, m, shared_prefix=False),
+    "lit_rlhf GRPO (model.generate)": lambda tmp, n, beta, m: run_lit(tmp, n, beta, m, decoder="hf"),
     "TRL GRPOTrainer": run_trl,
 }
 MEMORY_RUNNERS = {
@@ -280,11 +292,14 @@ def load() -> str:
 
 
 def speed(args: argparse.Namespace, tmp: str) -> None:
-    steps: dict[tuple[float, str], list[list[float]]] = {(b, r): [] for b in args.betas for r in RUNNERS}
+    runners = [r for r in RUNNERS if args.runners is None or r in args.runners]
+    if "TRL GRPOTrainer" not in runners:
+        raise SystemExit("--runners must include 'TRL GRPOTrainer' (the ratios' reference)")
+    steps: dict[tuple[float, str], list[list[float]]] = {(b, r): [] for b in args.betas for r in runners}
     loads = [load()]
     for _ in range(args.rounds):
         for beta in args.betas:
-            for runner in RUNNERS:
+            for runner in runners:
                 steps[beta, runner] += run_child(runner, tmp, args, beta)["steps"]
         loads.append(load())
     print(f"prompt tokens {args.prompt_tokens}, new tokens {args.max_new_tokens}, {PROMPTS} prompts × G = {G}; "
@@ -293,7 +308,7 @@ def speed(args: argparse.Namespace, tmp: str) -> None:
     print("|---|---|---|---|---|---|---|")
     for beta in args.betas:
         med = {r: [statistics.median(s[i] for s in steps[beta, r]) for i in (0, 1)]
-               + [statistics.median(s[0] - s[1] for s in steps[beta, r])] for r in RUNNERS}
+               + [statistics.median(s[0] - s[1] for s in steps[beta, r])] for r in runners}
         trl = med["TRL GRPOTrainer"]
         for r, (total, gen, rest) in med.items():
             print(f"| {beta:g} | {r} | {total:.3f} | {gen:.3f} | {rest:.3f} | {total / trl[0]:.2f}× | "
@@ -317,6 +332,7 @@ def main() -> None:
     parser.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.04])
     parser.add_argument("--prompt-tokens", type=int, default=16, help="tokens per prompt, BOS included")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--runners", nargs="+", choices=list(RUNNERS), help="speed: these runners only (default all)")
     parser.add_argument("--hidden", type=int, default=None, help="hidden size (default: the quickstart policy's 64)")
     parser.add_argument("--layers", type=int, default=None)
     parser.add_argument("--only", help=argparse.SUPPRESS)

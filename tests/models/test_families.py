@@ -193,6 +193,29 @@ def check_policy_export(module, folder, tmp_path, base_folder):
     assert (before - ours).abs().max() > 1e-3  # the export holds the trained weights
 
 
+def test_decode_loop_gives_generates_greedy_tokens(family):
+    """``generate``'s decode loop gives ``model.generate``'s greedy tokens (left padding, varied prompt lengths,
+    groups of identical prompts); the families it does not cover fall back to ``model.generate``: Mistral (a
+    sliding-window cache) and Gemma-2 (hybrid sliding-window cache, soft-capping)."""
+    from lit_rlhf.models import load_model, load_tokenizer
+    from lit_rlhf.models.kv_cache import cache_refusal, new_cache
+    from lit_rlhf.rollout.generation import LOOP_MODEL_TYPES, SamplingConfig, generate, loop_refusal
+
+    name, folder = family
+    tok = load_tokenizer(folder)
+    model = load_model(folder, tokenizer=tok).eval()
+    rows = [tok(r["prompt"] + r["completion"])["input_ids"] for r in sft_rows(5, seed=3) for _ in range(3)]
+    assert len({len(r) for r in rows}) > 1
+    cfg = SamplingConfig(max_new_tokens=10)
+    refusal = loop_refusal(model, tok, cfg)
+    hf = generate(model, tok, rows, cfg, decoder="hf")[1]
+    assert torch.equal(generate(model, tok, rows, cfg)[1], hf)
+    if name in ("mistral", "gemma2"):
+        assert refusal is not None and "sliding" in str(cache_refusal(new_cache(model)))
+    else:
+        assert model.config.model_type in LOOP_MODEL_TYPES and refusal is None
+        assert torch.equal(generate(model, tok, rows, cfg, decoder="loop")[1], hf)
+
 def test_sft_exports_its_log_probs(family, tmp_path):
     _, folder = family
     dm = SFTDataModule(train=write_jsonl(tmp_path / "t.jsonl", sft_rows()), batch_size=4, max_length=64)
