@@ -121,6 +121,30 @@ def loop_refusal(model: nn.Module, tokenizer: Any, sampling: SamplingConfig) -> 
     return None
 
 
+def _sharded_across_ranks(model: nn.Module) -> bool:
+    """Whether ``model``'s forward is a collective (FSDP / FSDP2 / ZeRO-3 over several ranks): every rank must then
+    run the same number of forward passes (``model.generate``'s ``synced_gpus``)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return False
+    from torch.distributed.tensor import DTensor
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return (is_deepspeed_zero3_enabled() or any(isinstance(p, DTensor) for p in model.parameters())
+            or any(name.endswith("_fsdp_wrapped_module") or "_fsdp_wrapped_module." in name
+                   for name, _ in model.named_modules()))
+
+
+def _all_ranks_done(done: bool, device: torch.device) -> bool:
+    """Whether every rank's decoding has ended (one all-reduce)."""
+    import torch.distributed as dist
+
+    flag = torch.tensor(0.0 if done else 1.0, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag == 0)
+
+
 def _sample_next(scores: torch.Tensor, warpers: list[Any] | None) -> torch.Tensor:
     """One token per row from the processed scores: sampled (``warpers`` given) or greedy.
 
@@ -147,10 +171,11 @@ def decode(
 
     Consecutive identical rows (the ``G`` samples of a prompt in a group method) share one prefill, whose cache
     rows are then repeated; after each step the rows that produced EOS are dropped from the cache and the batch, so
-    the remaining steps compute only live rows. Greedy decoding gives ``generate``'s tokens; sampling draws from the
-    same distribution (temperature, then top-k, then top-p, with ``transformers``' own warpers; EOS blocked before
-    ``min_new_tokens`` / ``min_length``), with a different use of the random stream. Only where
-    :func:`loop_refusal` is ``None``.
+    the remaining steps compute only live rows. With a model sharded across ranks (FSDP, ZeRO-3) every rank runs
+    forwards until all ranks have ended, as ``model.generate`` does with ``synced_gpus``. Greedy decoding gives
+    ``generate``'s tokens; sampling draws from the same distribution (temperature, then top-k, then top-p, with
+    ``transformers``' own warpers; EOS blocked before ``min_new_tokens`` / ``min_length``), with a different use of
+    the random stream. Only where :func:`loop_refusal` is ``None``.
 
     Args:
         model: a causal LM in eval mode.
@@ -196,25 +221,30 @@ def decode(
     mask = torch.cat([attention_mask, attention_mask.new_ones(B, N)], 1) if padded else None
     position = positions[:, -1]
     live = torch.arange(B, device=device)  # the original row of each decode row
-    steps = 0
+    synced = _sharded_across_ranks(model)
+    steps, idle = 0, False  # idle: every row of this rank has ended; forwards go on only to keep ranks in step
     for t in range(N):
-        scores = logits.to(copy=True, dtype=torch.float32)
-        if t < min_new:
-            scores[:, eos] = -math.inf
-        token = _sample_next(scores, warpers)
-        out[live, t] = token
-        steps = t + 1
+        if not idle:
+            scores = logits.to(copy=True, dtype=torch.float32)
+            if t < min_new:
+                scores[:, eos] = -math.inf
+            token = _sample_next(scores, warpers)
+            out[live, t] = token
+            steps = t + 1
         if t == N - 1:
             break
-        if eos is not None:
+        if not idle and eos is not None:
             ended = token == eos
             if bool(ended.any()):
                 keep = (~ended).nonzero().squeeze(-1)
                 if len(keep) == 0:
-                    break
-                live, token, position = live[keep], token[keep], position[keep]
-                mask = mask[keep] if mask is not None else None
-                select_rows(cache, keep)
+                    idle = True  # the batch stays as it is for the forwards other ranks may still need
+                else:
+                    live, token, position = live[keep], token[keep], position[keep]
+                    mask = mask[keep] if mask is not None else None
+                    select_rows(cache, keep)
+        if _all_ranks_done(idle, device) if synced else idle:
+            break
         position = position + 1
         logits = model(input_ids=token[:, None], attention_mask=mask[:, :P + t + 1] if padded else None,
                        position_ids=position[:, None], use_cache=True, **{name: cache}, **extra).logits[:, -1]

@@ -3,6 +3,7 @@ one prefill per run of identical prompts, finished rows out of the batch, and th
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -55,7 +56,8 @@ def test_all_rows_ending_stops_early_like_generate(tok):
     net = eos_prone_model(tok, eos_logit=40.0)  # EOS wins at once almost everywhere
     ids = prompts(tok, TEXTS)
     cfg = SamplingConfig(max_new_tokens=16)
-    (_, hf, width), (_, ours, _) = generate(net, tok, ids, cfg, decoder="hf"), generate(net, tok, ids, cfg, decoder="loop")
+    _, hf, width = generate(net, tok, ids, cfg, decoder="hf")
+    ours = generate(net, tok, ids, cfg, decoder="loop")[1]
     assert torch.equal(ours, hf)
     assert hf.shape[1] < width + 16  # every row ended before the budget
 
@@ -145,15 +147,20 @@ def test_sampled_sequences_are_left_padded_ended_and_padded_after_eos(tok):
     assert texts == tok.batch_decode(responses, skip_special_tokens=True)
 
 
-def test_refusals_fall_back_to_generate(tok):
+def test_refusals_fall_back_to_generate_with_the_reason_logged_once(tok, caplog):
     net = eos_prone_model(tok)
     ids = prompts(tok, TEXTS[:2])
     stop = SamplingConfig(max_new_tokens=6, stop_strings=["zz"])
     assert loop_refusal(net, tok, stop) == "stop strings"
-    net.generation_config.repetition_penalty = 1.3
+    net.generation_config.repetition_penalty = 1.37
     greedy = SamplingConfig(max_new_tokens=6)
     assert "repetition_penalty" in loop_refusal(net, tok, greedy)
-    assert torch.equal(generate(net, tok, ids, greedy)[1], generate(net, tok, ids, greedy, decoder="hf")[1])
+    with caplog.at_level(logging.INFO, logger="lit_rlhf.rollout.generation"):
+        fallback = generate(net, tok, ids, greedy)[1]
+        generate(net, tok, ids, greedy)
+    assert [r.getMessage() for r in caplog.records].count(
+        "generate: using model.generate (generation config sets repetition_penalty=1.37)") == 1
+    assert torch.equal(fallback, generate(net, tok, ids, greedy, decoder="hf")[1])
     with pytest.raises(ValueError, match="repetition_penalty"):
         generate(net, tok, ids, greedy, decoder="loop")
     with pytest.raises(ValueError, match="decoder"):
