@@ -4,6 +4,7 @@ of GRPO vs PPO.
     pip install trl   # benchmark-only dependency (TRL 1.16, no vLLM)
     OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py speed [--steps 6] [--rounds 3] [--prompt-tokens 16]
     OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py memory [--hidden 512 --layers 8]
+    OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py generation [--rounds 3 --steps 6]
 
 Identical work on every runner: the same tiny Llama (by default the quickstart policy's shape, as in
 ``ppo_benchmark.py`` and ``online_rl.py``: hidden 64, 2 layers, byte vocabulary; or ``--hidden``/``--layers`` on
@@ -323,9 +324,37 @@ def memory(args: argparse.Namespace, tmp: str) -> None:
     print(load())
 
 
+def generation(args: argparse.Namespace, tmp: str) -> None:
+    """Generation alone, in this process: lit_rlhf's ``generate`` with its decode loop vs with ``model.generate``,
+    on one iteration's work (64 rows = 8 prompts × G, exactly ``--max-new-tokens`` each), alternated
+    ``--rounds`` × ``--steps`` times; medians of CPU-seconds per call."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lit_rlhf.rollout.generation import SamplingConfig, generate
+
+    torch.set_num_threads(1)
+    model = AutoModelForCausalLM.from_pretrained(Path(tmp) / "init").eval()
+    tok = AutoTokenizer.from_pretrained(Path(tmp) / "init")
+    texts = [json.loads(line)["prompt"] for line in (Path(tmp) / "prompts.jsonl").read_text().splitlines()]
+    rows = [tok(t)["input_ids"] for t in texts[:PROMPTS] for _ in range(G)]
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=1.0)
+    times: dict[str, list[float]] = {"loop": [], "hf": []}
+    print(load())
+    for i in range(args.warmup + args.rounds * args.steps):
+        for decoder in times:
+            t = time.process_time()
+            _, sequences, width = generate(model, tok, rows, sampling, decoder=decoder)
+            if i >= args.warmup:
+                times[decoder].append(time.process_time() - t)
+            assert sequences.shape == (PROMPTS * G, width + args.max_new_tokens), sequences.shape
+    loop, hf = (statistics.median(times[d]) for d in ("loop", "hf"))
+    print(f"{load()}\n\n| decoder | CPU-s per call (median of {len(times['hf'])}) | vs model.generate |\n|---|---|---|")
+    print(f"| lit_rlhf decode loop | {loop:.3f} | {loop / hf:.2f}× |\n| model.generate | {hf:.3f} | 1.00× |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("speed", "memory", "child"))
+    parser.add_argument("command", choices=("speed", "memory", "generation", "child"))
     parser.add_argument("--steps", type=int, default=6, help="measured iterations per runner and round")
     parser.add_argument("--warmup", type=int, default=2, help="iterations dropped at the start of each run")
     parser.add_argument("--rounds", type=int, default=3)
@@ -352,7 +381,7 @@ def main() -> None:
         overrides.update(num_hidden_layers=args.layers)
     with tempfile.TemporaryDirectory() as tmp:
         prepare(Path(tmp), PROMPTS * G * (args.warmup + args.steps), args.prompt_tokens, args.max_new_tokens, overrides)
-        (speed if args.command == "speed" else memory)(args, tmp)
+        {"speed": speed, "memory": memory, "generation": generation}[args.command](args, tmp)
 
 
 if __name__ == "__main__":
