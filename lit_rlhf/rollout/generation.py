@@ -113,11 +113,11 @@ def loop_refusal(model: nn.Module, tokenizer: Any, sampling: SamplingConfig) -> 
     reason = cache_refusal(new_cache(model))
     if reason is not None:
         return reason
-    generation = getattr(model, "generation_config", None)
-    if generation is not None:
-        for key, value in _effective_config(model, _hf_kwargs(tokenizer, sampling)).to_diff_dict().items():
-            if key not in _HANDLED_CONFIG and value not in _NEUTRAL_CONFIG.get(key, (None,)):
-                return f"generation config sets {key}={value!r}"
+    if getattr(model, "generation_config", None) is None:
+        return "no generation config"
+    for key, value in _effective_config(model, _hf_kwargs(tokenizer, sampling)).to_diff_dict().items():
+        if key not in _HANDLED_CONFIG and value not in _NEUTRAL_CONFIG.get(key, (None,)):
+            return f"generation config sets {key}={value!r}"
     return None
 
 
