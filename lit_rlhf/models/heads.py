@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lit_rlhf.models.loading import hidden_size, load_model, load_tokenizer
-from lit_rlhf.models.logprobs import SharedPrefixPlan, gather_last, shared_hidden_states
+from lit_rlhf.models.logprobs import PrefixPlan, gather_last, shared_hidden_states
 from lit_rlhf.models.spec import ModelLike
 
 Pooling = Literal["last", "mean", "none"]
@@ -92,11 +92,11 @@ class HeadModel(nn.Module):
         return self.backbone.config
 
     def features(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: SharedPrefixPlan | None = None, **kwargs: Any
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: PrefixPlan | None = None, **kwargs: Any
     ) -> torch.Tensor:
         """Pooled backbone features ``(B, H)`` (or ``(B, T, H)``); ``kwargs`` go to the backbone (``position_ids``);
-        ``plan``: a shared-prefix layout of the batch (:func:`~lit_rlhf.models.logprobs.shared_prefix_plan`), whose
-        rows' common prompts are encoded once."""
+        ``plan``: a prompt-once layout of the batch (:func:`~lit_rlhf.models.logprobs.shared_prefix_plan` or
+        :func:`~lit_rlhf.models.logprobs.prefix_cache_plan`), whose rows' common prompts are encoded once."""
         # no KV cache while scoring (decoders would build one for nothing)
         extra = {"use_cache": False} if getattr(self.backbone.config, "use_cache", None) is not None else {}
         if plan is not None:
@@ -109,7 +109,7 @@ class HeadModel(nn.Module):
         return pool(hidden, attention_mask, self.pooling)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: SharedPrefixPlan | None = None, **kwargs: Any
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: PrefixPlan | None = None, **kwargs: Any
     ) -> torch.Tensor:
         feats = self.features(input_ids, attention_mask, plan, **kwargs)
         out = self.head(feats.to(self.head.weight.dtype)).float()

@@ -25,6 +25,15 @@ def new_cache(model: nn.Module) -> Any:
     return DynamicCache(config=model.config)
 
 
+def full_cache() -> Any:
+    """An empty ``DynamicCache`` whose layers are all plain ``DynamicLayer`` (every position kept), sliding-window
+    layers included: a model still applies its window through the mask it builds from the cache's positions, and
+    :func:`select_rows` can copy the rows."""
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
 def cache_refusal(cache: Any) -> str | None:
     """Why :func:`select_rows` / :func:`repeat_rows` cannot handle ``cache``; ``None`` when they can."""
     from transformers.cache_utils import DynamicCache, DynamicLayer

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import torch
+
+from lit_rlhf.models.kv_cache import cache_argument, full_cache, select_rows
 
 
 def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -57,7 +60,8 @@ def selected_logits(
         select: ``(B, T)`` bool, the shape of ``inputs["input_ids"]``.
         index: instead of ``select``'s true positions, these flat positions into ``(B·T)`` ``(N,)`` (a position
             may repeat: a shared prompt's last token predicts the first token of every completion).
-        inputs: forward arguments (``input_ids``, ``attention_mask``, ``position_ids``, ...).
+        inputs: forward arguments (``input_ids``, ``attention_mask``, ``position_ids``, ...; ``use_cache`` is off
+            unless given).
     Returns:
         ``(logits (N, V), model output)``.
     """
@@ -77,7 +81,7 @@ def selected_logits(
 
     handle = head.register_forward_pre_hook(only_selected) if isinstance(head, torch.nn.Module) else None
     try:
-        out = model(use_cache=False, **inputs)
+        out = model(**{"use_cache": False, **inputs})
     finally:
         if handle is not None:
             handle.remove()
@@ -437,10 +441,11 @@ def shared_prefix_inputs(model: torch.nn.Module, plan: SharedPrefixPlan) -> dict
 
 def shared_sequence_logps(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor,
-    groups: torch.Tensor | list[int], plan: SharedPrefixPlan | None = None,
+    groups: torch.Tensor | list[int], plan: PrefixPlan | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`sequence_logps` with each group's common prefix computed once (:func:`shared_prefix_plan`); the LM head
-    runs on the positions that predict completion tokens only. Left or right padding.
+    """:func:`sequence_logps` with each group's common prefix computed once (a :func:`shared_prefix_plan`, or a
+    :func:`prefix_cache_plan` given as ``plan``); the LM head runs on the positions that predict completion tokens
+    only. Left or right padding.
 
     Args:
         groups: ``(B,)`` group id per row (e.g. ``[0..B/2) * 2`` for a ``[chosen; rejected]`` batch).
@@ -454,28 +459,200 @@ def shared_sequence_logps(
     if bool((index < 0).any()):
         raise ValueError("a completion token follows a padding position; completion_mask must lie inside the "
                          "attention_mask and not at a sequence's first token")
-    inputs = shared_prefix_inputs(model, plan)
-    select = torch.zeros(plan.input_ids.shape, dtype=torch.bool, device=input_ids.device)  # the layout's shape
-    logits, _ = selected_logits(model, select, index=index, **inputs)
-    logps = token_logps(logits, input_ids[rows, cols + 1])
+    logps = token_logps(prefix_plan_logits(model, plan, index), input_ids[rows, cols + 1])
     sums = torch.zeros(len(input_ids), dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)
     return sums, completion_mask[:, 1:].to(torch.float32).sum(-1)
 
 
 def shared_hidden_states(
     backbone: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-    groups: torch.Tensor | list[int], plan: SharedPrefixPlan | None = None, **kwargs: Any,
+    groups: torch.Tensor | list[int], plan: PrefixPlan | None = None, **kwargs: Any,
 ) -> torch.Tensor:
-    """Last hidden states ``(B, T, H)`` of a base model (no LM head) for the padded batch, from a shared-prefix forward;
-    zeros at padding. Equal to ``backbone(input_ids, attention_mask).last_hidden_state`` at attended positions (with
-    each row's positions counted from its first attended token)."""
+    """Last hidden states ``(B, T, H)`` of a base model (no LM head) for the padded batch, from a shared-prefix forward
+    (a :func:`shared_prefix_plan`, or the :func:`prefix_cache_plan` given as ``plan``); zeros at padding. Equal to
+    ``backbone(input_ids, attention_mask).last_hidden_state`` at attended positions (with each row's positions counted
+    from its first attended token)."""
     plan = plan or shared_prefix_plan(input_ids, attention_mask, groups)
-    hidden = backbone(**shared_prefix_inputs(backbone, plan), **kwargs).last_hidden_state
+    if isinstance(plan, PrefixCachePlan):
+        kwargs.pop("use_cache", None)
+        passes = _cache_passes(backbone, plan, lambda **inputs: backbone(**inputs, **kwargs).last_hidden_state)
+        hidden = torch.cat([h.reshape(-1, h.shape[-1]) for h in passes])
+    else:
+        hidden = backbone(**shared_prefix_inputs(backbone, plan), **kwargs).last_hidden_state
     flat = hidden.reshape(-1, hidden.shape[-1])[plan.slot.clamp(min=0)]
     return torch.where((plan.slot >= 0).unsqueeze(-1), flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
 
 
-Layout = Literal["padded", "packed", "shared"]
+# -- prompt once through a key/value cache ---------------------------------------------------------------------------
+# The same forward in two passes: each group's shared prefix once, then every row's own tokens on a copy of the prefix's
+# keys and values (positions continuing from its end). Attention costs K² per prefix and S·(K + S) per row instead of a
+# dense (K + ΣS)² per group row; the model builds its own causal, padding and sliding-window masks from 2-D masks.
+# Gradients reach the prefix's pass through the copied keys and values (the copies' gradients add up).
+
+
+def prefix_cache_refusal(model: torch.nn.Module) -> str | None:
+    """Why a prompt-once forward of ``model`` through a key/value cache would not be exact (``None``: it is): the
+    refusals of :func:`shared_prefix_refusal` other than the sliding window (the model masks its window itself here),
+    a forward without a cache argument, and gradient checkpointing (which switches the cache off in training)."""
+    reason = shared_prefix_refusal(model)
+    if reason is not None:
+        return reason
+    family = getattr(_config(model), "model_type", "?")
+    if cache_argument(_hf_model(model)) is None:
+        return f"{family}: {type(_hf_model(model)).__name__}.forward takes no key/value cache"
+    base = _hf_model(model)
+    flag = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else (
+        "is_gradient_checkpointing")
+    if getattr(base, flag, False):
+        return f"{family}: gradient checkpointing switches the key/value cache off in training"
+    return None
+
+
+@dataclass(frozen=True)
+class PrefixCachePlan:
+    """Layout of a prompt-once forward through a key/value cache (:func:`prefix_cache_plan`) of a ``(B, T)`` batch:
+    ``G`` prefixes of up to ``K`` tokens, then ``B`` rows of up to ``S`` own tokens.
+
+    Attributes:
+        prefix_ids: ``(G, K)`` each shared prefix once, left-padded (so that slot distances equal position distances,
+            as sliding windows need).
+        prefix_mask: ``(G, K)`` 2-D mask of the prefix pass.
+        prefix_positions: ``(G, K)``.
+        rows: ``(B,)`` the prefix each row of the second pass continues.
+        suffix_ids: ``(B, S)`` each row's tokens after its prefix, right-padded.
+        suffix_mask: ``(B, K + S)`` 2-D mask of the second pass: its prefix's tokens (none for a row whose group shares
+            nothing), then its own.
+        suffix_positions: ``(B, S)`` continuing from the prefix's end.
+        slot: ``(B, T)`` flat slot of each attended token of the batch among the outputs of both passes (``G·K``
+            prefix slots, then ``B·S`` suffix slots), ``-1`` at padding.
+        longest: tokens of the longest sequence.
+    """
+
+    prefix_ids: torch.Tensor
+    prefix_mask: torch.Tensor
+    prefix_positions: torch.Tensor
+    rows: torch.Tensor
+    suffix_ids: torch.Tensor
+    suffix_mask: torch.Tensor
+    suffix_positions: torch.Tensor
+    slot: torch.Tensor
+    longest: int
+
+
+def _prefix_cuts(seqs: list[list[int]], segments: list[tuple[list[int], int]]) -> list[int]:
+    """Tokens of each group's prefix pass: its shared prefix, leaving every member at least one token of its own."""
+    return [min(shared, min(len(seqs[b]) for b in members) - 1) if shared else 0 for members, shared in segments]
+
+
+def prefix_cache_cost(seqs: list[list[int]], segments: list[tuple[list[int], int]], hidden: int) -> float:
+    """:func:`layout_cost` of a :class:`PrefixCachePlan`: its prefix and suffix slots, and their attention (``K²`` per
+    prefix row, ``S·(K + S)`` per suffix row)."""
+    cuts = _prefix_cuts(seqs, segments)
+    K = max(cuts)
+    S = max(len(seqs[b]) - k for (members, _), k in zip(segments, cuts) for b in members)
+    prefixes = sum(k > 0 for k in cuts)
+    return layout_cost(prefixes, K, hidden) + len(seqs) * S * (1.0 + (K + S) / (6.0 * hidden))
+
+
+def prefix_cache_plan(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: torch.Tensor | list[int]
+) -> PrefixCachePlan:
+    """Lay out a left- or right-padded ``(B, T)`` batch for a prompt-once forward through a key/value cache
+    (:class:`PrefixCachePlan`): each group's common prefix (:func:`shared_prefix_segments`) in the first pass, every
+    row's remaining tokens in the second; groups and rows in the canonical order of :func:`shared_prefix_segments`.
+
+    Args:
+        groups: ``(B,)`` group id per row; rows of a group share the tokens they all start with.
+    Raises:
+        ValueError: no group shares a token, or a row is not one run of attended tokens.
+    """
+    B, T = input_ids.shape
+    seqs, starts = _sequences(input_ids, attention_mask)
+    segments = shared_prefix_segments(seqs, groups)
+    cuts = _prefix_cuts(seqs, segments)
+    K, G = max(cuts), sum(k > 0 for k in cuts)
+    if K < 1:
+        raise ValueError("no group of rows shares a prefix: nothing to encode once")
+    S = max(len(seqs[b]) - k for (members, _), k in zip(segments, cuts) for b in members)
+    prefix: list[list[int]] = [[], [], []]  # ids, mask, positions
+    suffix: list[list[int]] = [[], [], [], []]  # ids, mask, positions, prefix row
+    slot = [[-1] * T for _ in range(B)]
+    for (members, _), k in zip(segments, cuts):
+        g = len(prefix[0]) if k else 0
+        if k:
+            prefix[0].append([0] * (K - k) + seqs[members[0]][:k])
+            prefix[1].append([0] * (K - k) + [1] * k)
+            prefix[2].append([0] * (K - k) + list(range(k)))
+        for b in members:
+            r, n, s = len(suffix[0]), len(seqs[b]), starts[b]
+            own = seqs[b][k:]
+            suffix[0].append(own + [own[-1]] * (S - len(own)))
+            suffix[1].append(prefix[1][g] if k else [0] * K)
+            suffix[1][-1] = suffix[1][-1] + [1] * len(own) + [0] * (S - len(own))
+            suffix[2].append(list(range(k, n)) + [n - 1] * (S - len(own)))
+            suffix[3].append(g)
+            slot[b][s:s + k] = range(g * K + K - k, g * K + K)
+            slot[b][s + k:s + n] = range(G * K + r * S, G * K + r * S + n - k)
+    device = input_ids.device
+
+    def tensor(values: list) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    return PrefixCachePlan(*(tensor(x) for x in prefix), tensor(suffix[3]), tensor(suffix[0]), tensor(suffix[1]),
+                           tensor(suffix[2]), tensor(slot), max(len(s) for s in seqs))
+
+
+PrefixPlan = SharedPrefixPlan | PrefixCachePlan
+"""A prompt-once layout: one row per group with a block-causal 4-D mask, or two passes through a key/value cache."""
+
+
+def plan_layout(plan: PrefixPlan) -> Layout:
+    """The :class:`ForwardLayout` name of a prompt-once plan: ``cached`` or ``shared``."""
+    return "cached" if isinstance(plan, PrefixCachePlan) else "shared"
+
+
+def _cache_passes(model: torch.nn.Module, plan: PrefixCachePlan, run: Callable[..., Any]) -> tuple[Any, Any]:
+    """``run(prefix inputs)`` then ``run(suffix inputs)``, the second on the first's keys and values (rows repeated
+    per :attr:`PrefixCachePlan.rows`)."""
+    reason = prefix_cache_refusal(model)
+    if reason is not None:
+        raise ValueError(f"prompt-once forward through a key/value cache refused: {reason}")
+    name = cache_argument(_hf_model(model))
+    cache = full_cache()
+    first = run(input_ids=plan.prefix_ids, attention_mask=plan.prefix_mask, position_ids=plan.prefix_positions,
+                use_cache=True, **{name: cache})
+    select_rows(cache, plan.rows)
+    second = run(input_ids=plan.suffix_ids, attention_mask=plan.suffix_mask, position_ids=plan.suffix_positions,
+                 use_cache=True, **{name: cache})
+    return first, second
+
+
+def prefix_plan_logits(
+    model: torch.nn.Module, plan: PrefixPlan, index: torch.Tensor, inputs: dict[str, Any] | None = None
+) -> torch.Tensor:
+    """Logits ``(N, V)`` at the flat slots ``index`` ``(N,)`` of a prompt-once layout (a slot may repeat); the LM head
+    runs on those slots only (:func:`selected_logits`).
+
+    Args:
+        inputs: :func:`shared_prefix_inputs` of a :class:`SharedPrefixPlan`, if already built.
+    """
+    if isinstance(plan, SharedPrefixPlan):
+        select = torch.zeros(plan.input_ids.shape, dtype=torch.bool, device=index.device)
+        return selected_logits(model, select, index=index, **(inputs or shared_prefix_inputs(model, plan)))[0]
+    G, K = plan.prefix_ids.shape
+    first = index < G * K
+    parts = iter([index[first], index[~first] - G * K])
+
+    def run(**kwargs: Any) -> torch.Tensor:
+        select = torch.zeros(kwargs["input_ids"].shape, dtype=torch.bool, device=index.device)
+        return selected_logits(model, select, index=next(parts), **kwargs)[0]
+
+    logits = torch.cat(_cache_passes(model, plan, run))
+    order = torch.cat([first.nonzero()[:, 0], (~first).nonzero()[:, 0]])
+    return logits[torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))]
+
+
+Layout = Literal["padded", "packed", "shared", "cached"]
 
 
 def layout_cost(rows: int, width: int, hidden: int) -> float:
@@ -484,27 +661,33 @@ def layout_cost(rows: int, width: int, hidden: int) -> float:
     return rows * width * (1.0 + width / (6.0 * hidden))
 
 
+SHARED_LAYOUTS: frozenset[str] = frozenset({"shared", "cached"})
+"""The layouts that encode each group's prompt once."""
+
+
 class ForwardLayout:
     """Chooses, per batch, the cheapest exact layout of a completion log-prob forward: ``padded`` rows, ``packed``
-    rows (padding-free, :func:`packed_sequence_logps`; right padding) or ``shared`` prefixes
-    (:func:`shared_sequence_logps`; rows given a group).
+    rows (padding-free, :func:`packed_sequence_logps`; right padding), or each group's prompt once
+    (:func:`shared_sequence_logps`; rows given a group): ``cached`` (the prompts, then the rows' own tokens on their
+    keys and values, :func:`prefix_cache_plan`) or ``shared`` (one row per group with a block-causal 4-D mask,
+    :func:`shared_prefix_plan`; for models that refuse the cache).
 
-    The rule compares :func:`layout_cost` of the layouts: a custom-masked layout (packed or shared) is used only when
-    it costs less than ``1 − margin`` of the best plain one, which pays for its masking overhead (so equal-length rows
-    with nothing to share stay padded). The first time a model runs a packed or shared layout it is checked against the
-    padded forward on that batch (eval mode, no gradient); a layout that does not match, or that
+    The rule compares :func:`layout_cost` of the layouts: any other layout is used only when it costs less than
+    ``1 − margin`` of the padded one, which pays for its overhead (so equal-length rows with nothing to share stay
+    padded). The first time a model runs a layout other than padded it is checked against the padded forward on that
+    batch (eval mode, no gradient); a layout that does not match, or that :func:`prefix_cache_refusal` /
     :func:`shared_prefix_refusal` refuses, is switched off with a warning.
 
     Args:
         padding_free: allow the packed layout.
-        shared_prefix: allow the shared-prefix layout.
+        shared_prefix: allow the prompt-once layouts.
         margin: relative saving a masked layout must bring.
         max_width: widest packed row as a multiple of the padded width.
     """
 
     def __init__(self, padding_free: bool = True, shared_prefix: bool = True, margin: float = 0.1,
                  max_width: float = 2.0) -> None:
-        self.enabled = {"packed": padding_free, "shared": shared_prefix}
+        self.enabled = {"packed": padding_free, "shared": shared_prefix, "cached": shared_prefix}
         self.margin, self.max_width = margin, max_width
         self.checked: set[str] = set()
         self.last: Layout = "padded"  # the layout chosen for the latest batch
@@ -512,8 +695,8 @@ class ForwardLayout:
     def choose(
         self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         groups: torch.Tensor | list[int] | None = None,
-    ) -> tuple[Layout, SharedPrefixPlan | None]:
-        """The layout for this batch, and the shared-prefix plan when it is ``shared``."""
+    ) -> tuple[Layout, PrefixPlan | None]:
+        """The layout for this batch, and its prompt-once plan when it is ``shared`` or ``cached``."""
         B, T = input_ids.shape
         config = _config(model)
         hidden = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 1024)
@@ -525,16 +708,24 @@ class ForwardLayout:
             rows = packing_plan(lengths, T, max(T, int(self.max_width * T)))[0]
             costs["packed"] = layout_cost(*rows.shape, hidden)
         plan = None
-        if self.enabled["shared"] and groups is not None and _one_run(attention_mask):
+        if self.sharing and groups is not None and _one_run(attention_mask):
             seqs, _ = _sequences(input_ids, attention_mask)
             segments = shared_prefix_segments(seqs, groups)
-            if any(shared for _, shared in segments):
+            if self.enabled["shared"] and any(shared for _, shared in segments):
                 sizes = [shared + sum(len(seqs[b]) - shared for b in members) for members, shared in segments]
                 costs["shared"] = layout_cost(len(pack_rows(sizes, max(sizes))), max(sizes), hidden)
+            if self.enabled["cached"] and max(_prefix_cuts(seqs, segments)) > 0:
+                costs["cached"] = prefix_cache_cost(seqs, segments, hidden)
         masked = min((c, k) for k, c in costs.items() if k != "padded") if len(costs) > 1 else None
         layout: Layout = "padded"
         if masked is not None and masked[0] < (1.0 - self.margin) * best_plain:
             layout = masked[1]
+        if layout == "cached":
+            reason = prefix_cache_refusal(model)
+            if reason is not None:
+                self._disable("cached", f"prompt-once forwards through a key/value cache are off: {reason}")
+                return self.choose(model, input_ids, attention_mask, groups)
+            plan = prefix_cache_plan(input_ids, attention_mask, groups)
         if layout == "shared":
             plan = shared_prefix_plan(input_ids, attention_mask, groups)
             reason = shared_prefix_refusal(model, plan.longest)
@@ -543,6 +734,21 @@ class ForwardLayout:
                 return self.choose(model, input_ids, attention_mask, groups)
         self.last = layout
         return layout, plan
+
+    @property
+    def sharing(self) -> bool:
+        """Whether a prompt-once layout may be chosen."""
+        return any(self.enabled[k] for k in SHARED_LAYOUTS)
+
+    @contextlib.contextmanager
+    def unshared(self) -> Iterator[None]:
+        """Context in which no prompt-once layout is chosen (e.g. for the padded forward a check compares with)."""
+        saved = {k: self.enabled[k] for k in SHARED_LAYOUTS}
+        self.enabled.update(dict.fromkeys(SHARED_LAYOUTS, False))
+        try:
+            yield
+        finally:
+            self.enabled.update(saved)
 
     def _disable(self, layout: str, message: str) -> None:
         self.enabled[layout] = False
@@ -560,6 +766,7 @@ class ForwardLayout:
             "padded": lambda: sequence_logps(model, *args),
             "packed": lambda: packed_sequence_logps(model, *args, max_width=self.max_width),
             "shared": lambda: shared_sequence_logps(model, *args, groups, plan),
+            "cached": lambda: shared_sequence_logps(model, *args, groups, plan),
         }
         if layout != "padded" and not self.check(model, layout, lambda **kw: sequence_logps(model, *args, **kw)[0],
                                                  lambda: run[layout]()[0], attention_mask, completion_mask):
@@ -569,19 +776,19 @@ class ForwardLayout:
     def head_plan(
         self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         groups: torch.Tensor | list[int] | None,
-    ) -> SharedPrefixPlan | None:
-        """The shared-prefix plan for ``model(input_ids, attention_mask, plan)`` of a head model (a
-        :class:`~lit_rlhf.models.HeadModel` with a ``backbone``) where the shared layout is chosen for this batch and
+    ) -> PrefixPlan | None:
+        """The prompt-once plan for ``model(input_ids, attention_mask, plan)`` of a head model (a
+        :class:`~lit_rlhf.models.HeadModel` with a ``backbone``) where a prompt-once layout is chosen for this batch and
         exact; ``None``: the plain forward."""
-        if groups is None or not self.enabled["shared"]:
+        if groups is None or not self.sharing:
             self.last = "padded"
             return None
         layout, plan = self.choose(model.backbone, input_ids, attention_mask, groups)
-        if layout != "shared" or self.check(model, "shared", lambda **kw: model(input_ids, attention_mask, **kw),
-                                            lambda: model(input_ids, attention_mask, plan), attention_mask):
+        if layout not in SHARED_LAYOUTS or self.check(
+                model, layout, lambda **kw: model(input_ids, attention_mask, **kw),
+                lambda: model(input_ids, attention_mask, plan), attention_mask):
             return plan
-        self.last = "padded"
-        return None
+        return self.head_plan(model, input_ids, attention_mask, groups)
 
     def check(
         self, model: torch.nn.Module, layout: Layout, padded: Callable[..., torch.Tensor],
@@ -595,16 +802,22 @@ class ForwardLayout:
         self.checked.add(layout)
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            expected, got = padded(position_ids=positions), other()
-        model.train(was_training)
+        try:
+            with torch.no_grad():
+                positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+                expected, got = padded(position_ids=positions), other()
+        except (TypeError, ValueError, RuntimeError, AttributeError) as error:  # the model rejects the layout's inputs
+            self._disable(layout, f"{type(model).__name__} cannot run the {layout} layout ({error}); switched off")
+            return False
+        finally:
+            model.train(was_training)
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         per_token = 1e-4 if dtype == torch.float32 else 1e-2
         tokens = 1 if completion_mask is None else int(completion_mask.sum(-1).max().clamp(min=1))
         if torch.allclose(expected, got, rtol=0, atol=per_token * tokens):
             return True
-        what = "packed sequences apart" if layout == "packed" else "shared prompts exact"
+        what = {"packed": "packed sequences apart", "shared": "shared prompts exact under a 4-D mask",
+                "cached": "prompts exact through a key/value cache"}.get(layout, layout)
         self._disable(layout, f"{type(model).__name__} does not keep {what} (outputs differ by "
-                              f"{(expected - got).abs().max():.3g}); falls back to padded batches")
+                              f"{(expected - got).abs().max():.3g}); switched off")
         return False

@@ -29,7 +29,7 @@ from lit_rlhf.models import (
     selected_logits,
     token_logps,
 )
-from lit_rlhf.models.logprobs import shared_prefix_inputs
+from lit_rlhf.models.logprobs import SHARED_LAYOUTS, PrefixPlan, plan_layout, prefix_plan_logits, shared_prefix_inputs
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, SamplingConfig
 from lit_rlhf.rollout.experience import Samples, pack, sample_groups
@@ -166,8 +166,7 @@ class OnlineRL(PolicyModule):
         plan = None if with_values else self.shared_plan(model, input_ids, attention_mask, R)
         if plan is not None:  # each prompt once; positions past a response's end read any slot (masked later)
             index = plan.slot[:, -R - 1:-1].clamp(min=0).reshape(-1)
-            select = torch.zeros(plan.input_ids.shape, dtype=torch.bool, device=input_ids.device)
-            logits, out = selected_logits(model, select, index=index, **self._shared_inputs(model, plan))
+            logits, out = prefix_plan_logits(model, plan, index, self._shared_inputs(model, plan)), None
         else:
             logits, out = selected_logits(model, select, input_ids=input_ids, attention_mask=attention_mask,
                                           position_ids=position_ids, output_hidden_states=hidden)
@@ -182,21 +181,21 @@ class OnlineRL(PolicyModule):
 
     def shared_plan(
         self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_width: int
-    ) -> SharedPrefixPlan | None:
-        """The shared-prefix layout of a ``[left-padded prompt | response]`` batch (rows with the same prompt encode
+    ) -> PrefixPlan | None:
+        """The prompt-once layout of a ``[left-padded prompt | response]`` batch (rows with the same prompt encode
         it once) where :class:`~lit_rlhf.models.ForwardLayout` finds it cheaper and exact; ``None``: the padded rows.
 
         Only with one minibatch per pass: the rollout and the update then lay out the same rows identically (the
         plan's order is canonical), so the first ratio of an update stays exactly 1.
         """
         self.layout.last = "padded"
-        if not self.layout.enabled["shared"] or self.num_mini_batches != 1 or self.group_size < 2:
+        if not self.layout.sharing or self.num_mini_batches != 1 or self.group_size < 2:
             return None
         key = (self._model_kind(model), response_width)
         cache = self._layout_cache
         if (cache is not None and cache[0] == key and torch.equal(cache[1], input_ids)
                 and torch.equal(cache[2], attention_mask)):  # the same rows as the last pass: the same layout
-            self.layout.last = "padded" if cache[3] is None else "shared"
+            self.layout.last = "padded" if cache[3] is None else plan_layout(cache[3])
             return cache[3]
         plan = self._choose_shared_plan(model, input_ids, attention_mask, response_width)
         self._layout_cache = (key, input_ids, attention_mask, plan, {})
@@ -210,10 +209,12 @@ class OnlineRL(PolicyModule):
         config = getattr(model, "config", None)
         return type(model), getattr(config, "_attn_implementation", None), dtype
 
-    def _shared_inputs(self, model: nn.Module, plan: SharedPrefixPlan) -> dict[str, Any]:
-        """:func:`~lit_rlhf.models.logprobs.shared_prefix_inputs` of ``plan``, built once per plan and model kind
-        (its 4-D mask costs about 1% of a GRPO update with 256-token prompts)."""
+    def _shared_inputs(self, model: nn.Module, plan: PrefixPlan) -> dict[str, Any] | None:
+        """:func:`~lit_rlhf.models.logprobs.shared_prefix_inputs` of a 4-D-mask ``plan``, built once per plan and model
+        kind (its 4-D mask costs about 1% of a GRPO update with 256-token prompts); ``None`` for a cache plan."""
         cache = self._layout_cache
+        if not isinstance(plan, SharedPrefixPlan):
+            return None
         if cache is None or cache[3] is not plan:
             return shared_prefix_inputs(model, plan)
         kind = self._model_kind(model)
@@ -223,30 +224,30 @@ class OnlineRL(PolicyModule):
 
     def _choose_shared_plan(
         self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_width: int
-    ) -> SharedPrefixPlan | None:
+    ) -> PrefixPlan | None:
         """:meth:`shared_plan` without the cache."""
         prompts = torch.where(attention_mask.bool(), input_ids, -1)[:, :-response_width]
         groups = torch.unique(prompts, dim=0, return_inverse=True)[1]
         layout, plan = self.layout.choose(model, input_ids, attention_mask, groups)
-        if layout != "shared":
+        if layout not in SHARED_LAYOUTS:
             return None
         response = attention_mask[:, -response_width:].bool()
 
         def padded(**_: Any) -> torch.Tensor:
-            self.layout.enabled["shared"] = False
+            with self.layout.unshared():
+                return self.forward_pass(model, input_ids, attention_mask, response_width)["logprobs"][response]
+
+        def shared() -> torch.Tensor:
+            self._layout_cache = ((self._model_kind(model), response_width), input_ids, attention_mask, plan, {})
             try:
                 return self.forward_pass(model, input_ids, attention_mask, response_width)["logprobs"][response]
             finally:
-                self.layout.enabled["shared"] = True
+                self._layout_cache = None
 
-        def shared() -> torch.Tensor:
-            return self.forward_pass(model, input_ids, attention_mask, response_width)["logprobs"][response]
-
-        if self.layout.check(model, "shared", padded, shared, attention_mask):
-            self.layout.last = "shared"
+        if self.layout.check(model, layout, padded, shared, attention_mask):
+            self.layout.last = layout
             return plan
-        self.layout.last = "padded"
-        return None
+        return self._choose_shared_plan(model, input_ids, attention_mask, response_width)
 
     # ------------------------------------------------------------------ the steps of one iteration
     @property
