@@ -18,8 +18,9 @@ both ways: full logits as the plain floor, and with the trick).
 
 Long prompts (``--prompt P --reply R``): prompts of P tokens (BOS included) and replies of R tokens (EOS
 included), chosen and rejected of equal length; ``--varied``: each prompt and reply length drawn uniformly from
-[L/2, 3L/2]. lit_rlhf's default then encodes each pair's prompt once when that is cheaper (one row
-[prompt, chosen, rejected], block-causal mask; ``shared_prefix``); its runs without sharing (padded, and the
+[L/2, 3L/2]. lit_rlhf's default then encodes each pair's prompt once when that is cheaper (by default
+its prompt forwarded first, then chosen and rejected on its keys and values; ``shared_prefix``); its runs with the
+older one-row layout ([prompt, chosen, rejected] under a block-causal 4-D mask) and without sharing (padded, and the
 per-batch padded-or-packed rule) are the comparison.
 
 Speed: CPU-seconds (process time) per optimizer step, batch start to step end, after 5 warm-up steps;
@@ -116,13 +117,15 @@ def long_pairs(n: int, prompt: int, reply: int, varied: bool, seed: int = 0) -> 
 
 
 def run_lit(folder: Path, data: Path, steps: int, reference: str, cache: Path, grouped: bool = False,
-            padding_free: bool = True, shared_prefix: bool = True) -> list[float]:
+            padding_free: bool = True, shared_prefix: bool = True, layouts: tuple[str, ...] = ()) -> list[float]:
     from lit_rlhf.data import PreferenceDataModule
     from lit_rlhf.modules import DPO
 
     clock = StepClock()
     module = DPO(model=str(folder), beta=BETA, reference=reference, reference_cache=str(cache), optimizer=optimizer,
                  padding_free=padding_free, shared_prefix=shared_prefix)
+    for layout in layouts:  # switch these layouts off (e.g. "cached": the prompt once under a 4-D mask only)
+        module.layout.enabled[layout] = False
     dm = PreferenceDataModule(train=str(data), batch_size=BATCH, max_length=MAX_LENGTH[0], group_by_length=grouped)
     trainer = L.Trainer(accelerator="cpu", max_steps=WARMUP + steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -214,6 +217,8 @@ LONG_RUNNERS = {  # --prompt: the default (shared prompts where cheaper) against
     "hand-written loop (frozen copy)": RUNNERS["hand-written loop (frozen copy)"],
     "lit_rlhf DPO (frozen copy, default: shared prompts)": lambda f, d, s, tmp: run_lit(
         f, d, s, "copy", tmp / "cache"),
+    "lit_rlhf DPO (frozen copy, shared prompts under a 4-D mask only)": lambda f, d, s, tmp: run_lit(
+        f, d, s, "copy", tmp / "cache", layouts=("cached",)),
     "lit_rlhf DPO (frozen copy, no sharing: padded or packed)": lambda f, d, s, tmp: run_lit(
         f, d, s, "copy", tmp / "cache", shared_prefix=False),
     "lit_rlhf DPO (frozen copy, padded batches)": RUNNERS["lit_rlhf DPO (frozen copy, padded batches)"],
@@ -327,6 +332,8 @@ def report_long(median: dict[str, float], n: int) -> None:
               ("no sharing / TRL", "lit_rlhf DPO (frozen copy, no sharing: padded or packed)",
                "TRL DPOTrainer (frozen copy)"),
               ("padded / TRL", "lit_rlhf DPO (frozen copy, padded batches)", "TRL DPOTrainer (frozen copy)"),
+              ("default / 4-D mask only", "lit_rlhf DPO (frozen copy, default: shared prompts)",
+               "lit_rlhf DPO (frozen copy, shared prompts under a 4-D mask only)"),
               ("default / no sharing", "lit_rlhf DPO (frozen copy, default: shared prompts)",
                "lit_rlhf DPO (frozen copy, no sharing: padded or packed)"),
               ("default / padded", "lit_rlhf DPO (frozen copy, default: shared prompts)",

@@ -127,7 +127,7 @@ def optimizer(params):
 
 
 def run_lit(tmp: Path, iterations: int, beta: float, max_new_tokens: int, method: str = "grpo",
-            shared_prefix: bool = True, decoder: str = "auto") -> Clock:
+            shared_prefix: bool = True, decoder: str = "auto", layouts: tuple[str, ...] = ()) -> Clock:
     import lightning as L
 
     import lit_rlhf.rollout.experience as experience
@@ -138,6 +138,8 @@ def run_lit(tmp: Path, iterations: int, beta: float, max_new_tokens: int, method
     if method == "grpo":
         module = GRPO(model=str(tmp / "init"), sampling=sampling, group_size=G, beta=beta, reward_fn=lit_reward,
                       optimizer=optimizer, shared_prefix=shared_prefix)
+        for layout in layouts:  # switched off (e.g. "cached": each prompt once under a 4-D mask only)
+            module.layout.enabled[layout] = False
         batch = PROMPTS
     else:  # PPO on the same completions per iteration: 64 single samples, one epoch, one minibatch
         module = PPO(model=str(tmp / "init"), sampling=sampling, reward_fn=lit_reward, ppo_epochs=1, num_mini_batches=1,
@@ -243,6 +245,9 @@ RUNNERS = {
     "lit_rlhf GRPO (model.generate)": lambda tmp, n, beta, m: run_lit(tmp, n, beta, m, decoder="hf"),
     "TRL GRPOTrainer": run_trl,
 }
+MASK_RUNNER = {  # --with-mask-runner: each prompt once under the one-row 4-D-mask layout (the cache layout off)
+    "lit_rlhf GRPO (prompt once, 4-D mask only)": lambda tmp, n, beta, m: run_lit(tmp, n, beta, m, layouts=("cached",)),
+}
 MEMORY_RUNNERS = {
     "lit_rlhf GRPO (β = 0: policy only)": lambda tmp, n, m: run_lit(tmp, n, 0.0, m),
     "lit_rlhf GRPO (β = 0.04: + frozen reference)": lambda tmp, n, m: run_lit(tmp, n, 0.04, m),
@@ -268,7 +273,7 @@ def child(args: argparse.Namespace) -> None:
     if args.memory:
         clock = MEMORY_RUNNERS[args.only](tmp, iterations, args.max_new_tokens)
     else:
-        clock = RUNNERS[args.only](tmp, iterations, args.beta, args.max_new_tokens)
+        clock = {**RUNNERS, **MASK_RUNNER}[args.only](tmp, iterations, args.beta, args.max_new_tokens)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"steps": clock.steps[args.warmup:], "generated": clock.generated, "base_mb": base,
                       "peak_mb": peak}))
@@ -296,6 +301,7 @@ def speed(args: argparse.Namespace, tmp: str) -> None:
     runners = [r for r in RUNNERS if args.runners is None or r in args.runners]
     if "TRL GRPOTrainer" not in runners:
         raise SystemExit("--runners must include 'TRL GRPOTrainer' (the ratios' reference)")
+    runners += list(MASK_RUNNER) if args.with_mask_runner else []
     steps: dict[tuple[float, str], list[list[float]]] = {(b, r): [] for b in args.betas for r in runners}
     loads = [load()]
     for _ in range(args.rounds):
@@ -364,6 +370,8 @@ def main() -> None:
     parser.add_argument("--runners", nargs="+", choices=list(RUNNERS), help="speed: these runners only (default all)")
     parser.add_argument("--hidden", type=int, default=None, help="hidden size (default: the quickstart policy's 64)")
     parser.add_argument("--layers", type=int, default=None)
+    parser.add_argument("--with-mask-runner", action="store_true",
+                        help="also run lit_rlhf with each prompt once under a 4-D mask only (long prompts)")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     parser.add_argument("--beta", type=float, default=0.0, help=argparse.SUPPRESS)

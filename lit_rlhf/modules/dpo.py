@@ -67,9 +67,10 @@ class DPO(StepModule, PolicyModule):
         reference_batch_size: pairs per batch of the precomputing pass.
         padding_free: allow packing the right-padded ``[chosen; rejected]`` rows into fewer (up to twice as wide)
             rows (little compute on padding; :func:`~lit_rlhf.models.logprobs.packed_sequence_logps`).
-        shared_prefix: allow encoding each pair's prompt once: ``[prompt, chosen, rejected]`` in one row with a
-            block-causal mask (:func:`~lit_rlhf.models.logprobs.shared_sequence_logps`; exact).
-            Per batch the cheapest of padded, packed and shared rows is used
+        shared_prefix: allow encoding each pair's prompt once (:func:`~lit_rlhf.models.logprobs.shared_sequence_logps`;
+            exact): the prompt forwarded first, chosen and rejected on its keys and values (``cached``), or
+            ``[prompt, chosen, rejected]`` in one row with a block-causal mask (``shared``, where the model refuses the
+            cache). Per batch the cheapest of padded, packed and prompt-once rows is used
             (:class:`~lit_rlhf.models.logprobs.ForwardLayout`); a masked layout is checked once against the padded
             forward and switched off with a warning if the model does not keep it exact. Either way the LM head
             runs only where a completion token is predicted.

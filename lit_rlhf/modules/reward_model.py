@@ -37,8 +37,9 @@ class RewardModel(StepModule):
         label_smoothing: α; the target is ``1 − α`` where the data has no ``soft_label``.
         use_soft_label_column: read the data's ``soft_label`` column (off: hard labels / smoothing only).
         center_rewards: coefficient of the centering penalty ``(r_c + r_r)²``.
-        shared_prefix: allow encoding each pair's prompt once (``[prompt, chosen, rejected]`` in one row with a
-            block-causal mask; exact), per batch where it is cheaper (:class:`~lit_rlhf.models.ForwardLayout`).
+        shared_prefix: allow encoding each pair's prompt once (the prompt first, the replies on its keys and values;
+            or one row with a block-causal mask; exact), per batch where it is cheaper
+            (:class:`~lit_rlhf.models.ForwardLayout`).
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 

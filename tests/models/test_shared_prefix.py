@@ -215,7 +215,7 @@ def test_unsafe_families_are_refused_with_a_reason():
     assert torch.allclose(shared_sequence_logps(mistral, ids, attention, completion, groups, plan)[0], truth, atol=1e-5)
     assert "not causal" in prefix_cache_refusal(bert)
     checkpointed = build("llama")
-    checkpointed.gradient_checkpointing_enable()
+    (getattr(checkpointed, "activation_checkpointing_enable", None) or checkpointed.gradient_checkpointing_enable)()
     assert "gradient checkpointing" in prefix_cache_refusal(checkpointed)
     assert "takes no key/value cache" in prefix_cache_refusal(NoMask(build("llama"), cache_argument=False))
 
