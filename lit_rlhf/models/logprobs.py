@@ -807,7 +807,8 @@ class ForwardLayout:
                 positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
                 expected, got = padded(position_ids=positions), other()
         except (TypeError, ValueError, RuntimeError, AttributeError) as error:  # the model rejects the layout's inputs
-            self._disable(layout, f"{type(model).__name__} cannot run the {layout} layout ({error}); switched off")
+            self._disable(layout, f"{type(model).__name__} cannot run the {layout} layout ({error}); switched off, "
+                                  "falls back to padded batches or another layout")
             return False
         finally:
             model.train(was_training)
@@ -819,5 +820,6 @@ class ForwardLayout:
         what = {"packed": "packed sequences apart", "shared": "shared prompts exact under a 4-D mask",
                 "cached": "prompts exact through a key/value cache"}.get(layout, layout)
         self._disable(layout, f"{type(model).__name__} does not keep {what} (outputs differ by "
-                              f"{(expected - got).abs().max():.3g}); switched off")
+                              f"{(expected - got).abs().max():.3g}); switched off, falls back to padded batches "
+                              "or another layout")
         return False
