@@ -267,6 +267,7 @@ def rounds(
     task: Task = lazy_instance(Arithmetic),  # noqa: B008 (jsonargparse's lazy default)
     rounds: int = 3,
     prompts: int = 64,
+    prompt_file: str | None = None,
     samples_per_prompt: int = 4,
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=1.0),  # noqa: B008
     label: LabelSettings = LabelSettings(),  # noqa: B008
@@ -298,6 +299,9 @@ def rounds(
         task: the gold task: prompts and the gold reward.
         rounds: number of rounds K.
         prompts: fresh training prompts sampled per round.
+        prompt_file: your own training prompts instead of the task's (a file or dataset of ``{prompt}`` rows, plain
+            text; each round takes ``prompts`` of them, shuffled); the task still grades them and gives the
+            evaluation prompts.
         samples_per_prompt: completions per prompt (all their pairs are labelled).
         sampling: decoding of the samples (and of the evaluation).
         label: the annotator (default: the task's gold reward) and its label-noise rate.
@@ -316,7 +320,7 @@ def rounds(
 
     try:
         run_rounds(RoundsSettings(
-            output=output, policy=policy, task=task, rounds=rounds, prompts=prompts,
+            output=output, policy=policy, task=task, rounds=rounds, prompts=prompts, prompt_file=prompt_file,
             samples_per_prompt=samples_per_prompt, sampling=sampling, label=label, reward_model=reward_model,
             policy_update=policy_update, eval_prompts=eval_prompts, eval_samples=eval_samples,
             checkpoint_every=checkpoint_every, wandb=wandb, project=project, seed=seed, accelerator=accelerator,

@@ -121,6 +121,7 @@ class RoundsSettings:
     task: Any
     rounds: int = 3
     prompts: int = 64
+    prompt_file: str | None = None
     samples_per_prompt: int = 4
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=48, temperature=1.0))
     label: LabelSettings = field(default_factory=LabelSettings)
@@ -151,6 +152,24 @@ class RoundsSettings:
             problems.append(f"eval_samples must be >= 2 (RM accuracy is measured on pairs), got {self.eval_samples}")
         if problems:
             raise RoundsError("lit-rlhf rounds: " + "; ".join(problems))
+
+    def check_inputs(self) -> None:
+        """Raise :class:`RoundsError` when ``policy``, ``label.reward_model`` or ``prompt_file`` names a local path
+        that does not exist (before the loop writes anything; a model name such as ``owner/name`` is not checked)."""
+        missing = [f"{name} '{value}'" for name, value in (("policy", self.policy), ("label.reward_model",
+                   self.label.reward_model), ("prompt_file", self.prompt_file))
+                   if value is not None and looks_like_path(value) and not Path(value).expanduser().exists()]
+        if missing:
+            raise RoundsError(f"lit-rlhf rounds: no such file or folder: {', '.join(missing)} (relative paths are "
+                              f"read from the working directory {Path.cwd()}); a policy is a lit-rlhf checkpoint or "
+                              "run folder or an exported folder, e.g. lit-rlhf export runs/quickstart "
+                              "runs/quickstart/policy")
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a policy or reward-model name is a local path rather than a model name (``owner/name``)."""
+    return name.endswith(".ckpt") or name.startswith(("/", ".", "~")) or name.count("/") > 1 or \
+        Path(name).expanduser().exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,8 +281,9 @@ class RoundsLoop:
             summary = json.loads(self.summary_path.read_text(encoding="utf-8"))
             before = {k: v for k, v in summary.get("settings", {}).items() if k != "rounds"}
             now = {k: v for k, v in record.items() if k != "rounds"}
-            if before != now:
-                changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            # a setting added since the folder was written compares as absent (None)
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            if changed:
                 raise RoundsError(f"{self.summary_path} was written with other settings ({', '.join(changed)}); "
                                  "use another output folder, or the same settings to resume it")
             summary["settings"] = record  # more rounds extend a finished loop
@@ -309,6 +329,27 @@ class RoundsLoop:
 
     def prompts(self, split: str, n: int, seed: int) -> list[str]:
         return [r["prompt"] for _, r in self.settings.task.records("prompt", split, n, seed=seed)]
+
+    def file_prompts(self) -> list[str]:
+        """The plain-text prompts of ``prompt_file`` (any prompt format ``lit-rlhf`` reads)."""
+        from lit_rlhf.data.sources import read_rows
+
+        rows = read_rows(str(Path(self.settings.prompt_file).expanduser()), "prompt")
+        chat = [row.where for row in rows if not isinstance(row.prompt, str)]
+        if chat:
+            raise RoundsError(f"{chat[0]}: lit-rlhf rounds takes plain-text prompts (the task's gold grader reads "
+                              f"them); {len(chat)} row(s) of {self.settings.prompt_file} are chat messages")
+        return [row.prompt for row in rows]
+
+    def training_prompts(self, k: int) -> list[str]:
+        """Round ``k``'s prompts: ``prompts`` fresh ones from the task, or from ``prompt_file`` (a seeded shuffle per
+        round; all of its rows when it has fewer)."""
+        s = self.settings
+        if s.prompt_file is None:
+            return self.prompts("train", s.prompts, seed=s.seed * 1000 + k)
+        rows = self.file_prompts()
+        random.Random(s.seed * 1000 + k).shuffle(rows)
+        return rows[:s.prompts]
 
     def score(self, reward_model: str | None, prompts: list[str], completions: list[str]) -> list[float]:
         """Scores of a reward model (``None``: the task's gold reward)."""
@@ -390,7 +431,7 @@ class RoundsLoop:
         and the previous reward model's accuracy on them (judged by gold)."""
         s = self.settings
         folder = self.folder(k)
-        prompts = self.prompts("train", s.prompts, seed=s.seed * 1000 + k)
+        prompts = self.training_prompts(k)
         completions = self.sample(self.policy_source(k), prompts, s.samples_per_prompt, self.seed(k, "sample"))
         flat = [p for p in prompts for _ in range(s.samples_per_prompt)]
         gold = self.score(None, flat, completions)
@@ -481,9 +522,10 @@ class RoundsLoop:
                 args["reference_from"] = s.policy
             cls = {"rejection_sampling": RejectionSampling, "ppo": PPO, "grpo": GRPO, "online_dpo": OnlineDPO}[p.method]
             module = cls(**args, **p.init_args)
-            datamodule = PromptDataModule(task=s.task, task_sizes={"train": max(p.steps, 1) * p.batch_size, "val": 0,
-                                                                   "test": 0},
-                                          max_length=p.max_length, batch_size=p.batch_size, seed=seed)
+            train = None if s.prompt_file is None else str(Path(s.prompt_file).expanduser().absolute())
+            datamodule = PromptDataModule(train=train, task=s.task, task_sizes={
+                "train": max(p.steps, 1) * p.batch_size, "val": 0, "test": 0}, val_from="none",
+                max_length=p.max_length, batch_size=p.batch_size, seed=seed)
         checkpoint, resumed = self.fit(k, "policy", module, datamodule, p.steps)
         out = {"method": p.method, "checkpoint": checkpoint, "resumed_from_step": resumed}
         if isinstance(module, OnlineDPO):
@@ -514,6 +556,7 @@ class RoundsLoop:
         self.save()
 
     def run(self) -> dict[str, Any]:
+        self.settings.check_inputs()
         self.load()
         if self.summary["start"] is None:
             print("[lit_rlhf] rounds: evaluating the starting policy")

@@ -199,6 +199,48 @@ def test_loop_runs_from_one_yaml_and_resumes_after_a_kill(tmp_path, monkeypatch)
     assert summary["start"]["gold_reward"] >= 0.0
 
 
+def test_own_prompt_file_from_another_directory(tmp_path, monkeypatch):
+    """A user's prompt file and output folder given relative to their working directory: every round samples and
+    trains on the file's prompts (all 3 of them: fewer than ``prompts``), none of the task's."""
+    from lit_rlhf.cli import main
+
+    config = yaml.safe_load(write_config(tmp_path, 1).read_text())
+    user = tmp_path / "userdir"
+    user.mkdir()
+    mine = ["1+2=", "7-3=", "4+4="]
+    (user / "my_prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in mine))
+    config.update(output="runs/loop", prompt_file="my_prompts.jsonl")
+    (user / "mine.yaml").write_text(yaml.safe_dump(config))
+    trained: list[str] = []
+
+    class Prompts(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            trained.extend(trainer.datamodule.eval_prompts("train"))
+
+    monkeypatch.setattr(RoundsLoop, "callbacks", lambda self, k, stage: [Prompts()] if stage == "policy" else [])
+    monkeypatch.chdir(user)
+    main(["rounds", "--config", "mine.yaml"])
+    loop = user / "runs" / "loop"
+    sampled = [json.loads(x)["prompt"] for x in (loop / "round_0" / "samples.jsonl").read_text().splitlines()]
+    assert sorted(sampled) == sorted(mine)
+    assert trained and {t.removeprefix("<s>") for t in trained} == set(mine), trained
+    summary = json.loads((loop / "rounds.json").read_text())
+    assert summary["settings"]["prompt_file"] == "my_prompts.jsonl" and summary["rounds"][0]["gold_reward"] is not None
+
+
+def test_missing_policy_or_prompt_file_is_one_clear_error_before_anything_is_written(tmp_path, capsys):
+    from lit_rlhf.cli import main
+
+    config = write_config(tmp_path, 1)
+    for flag, value in (("--policy", "runs/quickstart/policy"), ("--prompt_file", str(tmp_path / "none.jsonl"))):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["rounds", "--config", str(config), flag, value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "no such file or folder" in err and value in err
+    assert not (tmp_path / "loop").exists()
+
+
 def test_shipped_rounds_configs_parse(capsys):
     from lit_rlhf.cli import main
 
