@@ -1,11 +1,15 @@
-"""Iterated alignment on arithmetic with the gold grader as annotator: does updating the reward model each round keep
-it accurate on the policy's own samples, and does that turn into gold reward? And is online DPO better than offline
-DPO at the same number of labels?
+"""Iterated alignment with the gold grader as annotator: does updating the reward model each round keep it accurate on
+the policy's own samples, and does that turn into gold reward? And is online DPO better than offline DPO at the same
+number of labels?
 
-From the same partly trained SFT policy (the quickstart recipe stopped at ``--start-steps`` of 1,500 steps, as in
-``ppo_benchmark.py gold``), each arm runs ``lit-rlhf rounds`` (:mod:`lit_rlhf.rounds`) for ``--rounds`` rounds;
-per round it records the gold reward and the reward model's mean score (proxy) of the policy's samples on
-``--eval-prompts`` validation problems, and the reward model's accuracy on pairs of those samples judged by gold.
+Gold task (``--task``): ``letters`` (default), :class:`LetterCount`, the proxy-vs-gold setting of
+``ppo_benchmark.py curves`` as a task (gold reward 1 for 1–3 'z' characters in the completion), from a tiny Llama
+SFT for ``--start-steps`` (200) steps on completions with about 0.75 z's each (gold ≈ 0.5); or ``arithmetic``, from
+the quickstart recipe stopped at ``--start-steps`` (700) of 1,500 steps, as in ``ppo_benchmark.py gold`` (there a
+reward model trained on one round's ~110 comparisons orders the policy's samples below chance: nothing to learn at
+this budget). Each arm runs ``lit-rlhf rounds`` (:mod:`lit_rlhf.rounds`) for ``--rounds`` rounds; per round it
+records the gold reward and the reward model's mean score (proxy) of the policy's samples on ``--eval-prompts``
+validation prompts, and the reward model's accuracy on pairs of those samples judged by gold.
 
 Arms (``--arms``):
 
@@ -23,8 +27,9 @@ Arms (``--arms``):
 reward model. (d)'s reward model is trained on round 0's comparisons only to measure the proxy reward. One json for
 all arms and seeds (written after every run; a killed benchmark resumes each loop where it stopped):
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/rounds.py run --arms frozen retrain meta_rm online_dpo \\
-        offline_dpo --seeds 0 1 2 --rounds 5 --output benchmarks/data/rounds/rounds.json
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/rounds.py run --task letters --start-steps 200 \\
+        --max-new-tokens 16 --policy-lr 1e-3 --dpo-lr 1e-4 --arms frozen retrain meta_rm online_dpo offline_dpo \\
+        --seeds 0 1 2 --rounds 5 --folder /tmp/rounds_bench_l --output benchmarks/data/rounds/rounds.json
     python benchmarks/rounds.py table benchmarks/data/rounds/rounds.json
     python benchmarks/rounds.py plot benchmarks/data/rounds/rounds.json --out benchmarks/rounds.png
 """
@@ -45,6 +50,65 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ppo_benchmark import TASK, start_policy  # noqa: E402  (the same start policy and task settings)
 
+from lit_rlhf.tasks.base import Task  # noqa: E402
+
+
+class LetterCount(Task):
+    """The proxy-vs-gold setting of ``ppo_benchmark.py curves`` as a task: gold reward 1 if the completion has
+    ``low``–``high`` (1–3) ``letter`` ('z') characters, else 0; "more z" is what a reward model learns from pairs of
+    the start policy's samples (mostly 0 vs 1–2 z), and it is wrong past 3.
+
+    Prompts: 4 random letters and ':'; ``sft`` records add a completion of ``length`` characters, each ``letter``
+    with probability ``rate`` and otherwise uniform over ``alphabet`` (the start policy is SFT on them: about half its
+    samples have no z, so its gold reward starts near 0.5).
+    """
+
+    name = "letter_count"
+    kinds = ("sft", "prompt")
+
+    def __init__(self, letter: str = "z", low: int = 1, high: int = 3, length: int = 12, rate: float = 1 / 16,
+                 alphabet: str = "abcdefghijklmno") -> None:
+        self.letter, self.low, self.high, self.length, self.rate = letter, low, high, length, rate
+        self.alphabet = alphabet
+
+    def records(self, kind: str, split: str, n: int, seed: int = 0):
+        import random
+
+        self.check_kind(kind)
+        rng = random.Random(f"{self.name}/{kind}/{split}/{seed}")
+        for i in range(n):
+            record = {"prompt": "".join(rng.choice(self.alphabet) for _ in range(4)) + ":"}
+            if kind == "sft":
+                record["completion"] = "".join(self.letter if rng.random() < self.rate else rng.choice(self.alphabet)
+                                               for _ in range(self.length))
+            yield f"task:{self.name}/{split}#{i}", record
+
+    def reward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        return torch.tensor([float(self.low <= c.count(self.letter) <= self.high) for c in completions])
+
+
+def letters_start_policy(folder: Path, steps: int) -> Path:
+    """The tiny Llama SFT on :class:`LetterCount`'s ``sft`` records (seed 0, ``steps`` steps of 32), exported;
+    reused when ``folder/policy`` exists."""
+    import lightning as L
+
+    from lit_rlhf.data import SFTDataModule
+    from lit_rlhf.modules import SFT
+
+    out = folder / "policy"
+    if not (out / "config.json").exists():
+        L.seed_everything(0)
+        module = SFT(model="lit-rlhf:tiny-llama", gold_eval_batches=0,
+                     optimizer=lambda p: torch.optim.AdamW(p, lr=2e-3, weight_decay=0.0))
+        dm = SFTDataModule(task=LetterCount(), task_sizes={"train": 32 * steps, "val": 0, "test": 0}, max_length=32,
+                           batch_size=32)
+        L.Trainer(accelerator="cpu", max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                  num_sanity_val_steps=0).fit(module, dm)
+        module.export(out)
+    return out
+
+
 RM_ARMS = {"frozen": "frozen", "retrain": "retrain", "meta_rm": "meta_rm"}
 ARMS = (*RM_ARMS, "online_dpo", "offline_dpo")
 METRICS = ("gold_reward", "proxy_reward", "rm_accuracy")
@@ -57,7 +121,8 @@ def settings(arm: str, policy: Path, seed: int, folder: Path, args: argparse.Nam
 
     rm = dict(model="lit-rlhf:tiny-llama", steps=args.rm_steps, batch_size=16, lr=args.rm_lr, meta_lr=args.meta_lr,
               shifted_batch_size=4, max_length=128, init_args={"margin": "none"})
-    common = dict(policy=str(policy), task=Arithmetic(**TASK), samples_per_prompt=args.samples,
+    task = LetterCount() if args.task == "letters" else Arithmetic(**TASK)
+    common = dict(policy=str(policy), task=task, samples_per_prompt=args.samples,
                   sampling={"max_new_tokens": args.max_new_tokens, "temperature": 1.0},
                   label=LabelSettings(noise=args.label_noise), eval_prompts=args.eval_prompts,
                   eval_samples=args.eval_samples, checkpoint_every=args.checkpoint_every, wandb=args.wandb,
@@ -105,7 +170,9 @@ def run(args: argparse.Namespace) -> None:
 
     folder = Path(args.folder or tempfile.mkdtemp(prefix="rounds_"))
     torch.set_num_threads(1)
-    policy = start_policy(folder, args.start_steps)
+    if args.start_steps is None:
+        args.start_steps = 200 if args.task == "letters" else 700
+    policy = (letters_start_policy if args.task == "letters" else start_policy)(folder, args.start_steps)
     out = Path(args.output) if args.output else None
     result = json.loads(out.read_text()) if out is not None and out.exists() else {"runs": {}}
     result["args"] = {k: v for k, v in vars(args).items() if k != "func"}
@@ -203,8 +270,11 @@ def main() -> None:
     r.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--rounds", type=int, default=5)
+    r.add_argument("--task", default="letters", choices=("letters", "arithmetic"),
+                   help="the gold task: LetterCount (1-3 z's) or arithmetic (quickstart's)")
     r.add_argument("--folder", default=None, help="where the start policy and the loops live (reused when present)")
-    r.add_argument("--start-steps", type=int, default=700)
+    r.add_argument("--start-steps", type=int, default=None, help="SFT steps of the start policy (letters 200, "
+                   "arithmetic 700)")
     r.add_argument("--prompts", type=int, default=64, help="fresh prompts sampled per round")
     r.add_argument("--samples", type=int, default=4, help="samples per prompt (all their pairs are labelled)")
     r.add_argument("--label-noise", type=float, default=0.0)
