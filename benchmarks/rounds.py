@@ -210,12 +210,13 @@ def _cell(values: list[float | None]) -> str:
 
 
 def table(result: dict[str, Any] | str) -> None:
-    """Per arm and round: gold reward, proxy reward, RM accuracy on the policy's samples (mean ± std over seeds),
-    label queries so far; the start policy's gold reward first."""
+    """Per arm and round: gold reward, proxy reward, RM accuracy on the policy's samples after the round and, before
+    the reward model's update, the previous round's reward model on the new samples (mean ± std over seeds), label
+    queries so far; the start policy's gold reward first."""
     if isinstance(result, str):
         result = json.loads(Path(result).read_text())
     print(f"{'arm':<12}{'round':>6}{'gold reward':>18}{'proxy reward':>18}{'RM acc (own samples)':>22}"
-          f"{'labels':>9}{'seeds':>7}")
+          f"{'prev. RM acc':>18}{'labels':>9}{'seeds':>7}")
     for arm, runs in _by_arm(result).items():
         print(f"{arm:<12}{'start':>6}{_cell([r['start']['gold_reward'] for r in runs]):>18}")
         for i in range(max(len(r["rounds"]) for r in runs)):
@@ -223,8 +224,26 @@ def table(result: dict[str, Any] | str) -> None:
             labels = statistics.fmean(r["label_queries"][i] for r in runs if len(r["rounds"]) > i)
             print(f"{'':<12}{i:>6}{_cell([x['gold_reward'] for x in rows]):>18}"
                   f"{_cell([x['proxy_reward'] for x in rows]):>18}{_cell([x['rm_accuracy'] for x in rows]):>22}"
-                  f"{labels:>9.0f}{len(rows):>7}")
+                  f"{_cell([x['rm_accuracy_before'] for x in rows]):>18}{labels:>9.0f}{len(rows):>7}")
         print(f"{'':<12}CPU-s per run {statistics.fmean(r['cpu_s'] for r in runs):.0f}")
+    online_vs_offline(result)
+
+
+def online_vs_offline(result: dict[str, Any]) -> None:
+    """Online DPO's last round against offline DPO (the same label queries), paired per seed."""
+    runs = result["runs"]
+    seeds = sorted({k.split("/")[1] for k in runs if k.startswith("online_dpo/")}
+                   & {k.split("/")[1] for k in runs if k.startswith("offline_dpo/")})
+    if not seeds:
+        return
+    online = [runs[f"online_dpo/{s}"]["rounds"][-1]["gold_reward"] for s in seeds]
+    offline = [runs[f"offline_dpo/{s}"]["rounds"][-1]["gold_reward"] for s in seeds]
+    labels = [(runs[f"online_dpo/{s}"]["label_queries"][-1], runs[f"offline_dpo/{s}"]["label_queries"][-1])
+              for s in seeds]
+    diff = [a - b for a, b in zip(online, offline)]
+    print(f"online vs offline DPO at equal labels (online {labels[0][0]}, offline {labels[0][1]} label queries, seed "
+          f"{seeds[0]}): gold {_cell(online)} vs {_cell(offline)}; paired difference {_cell(diff)}, online ahead on "
+          f"{sum(d > 0 for d in diff)}/{len(diff)} seeds")
 
 
 def plot(path: str, out: str) -> None:
