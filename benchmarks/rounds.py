@@ -194,6 +194,19 @@ def run(args: argparse.Namespace) -> None:
     table(result)
 
 
+def load(paths: list[str]) -> dict[str, Any]:
+    """The runs of one or more result jsons (e.g. one per process), merged; a run in two files is an error."""
+    merged: dict[str, Any] = {"runs": {}, "args": []}
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        twice = set(result["runs"]) & set(merged["runs"])
+        if twice:
+            raise SystemExit(f"{path}: runs {sorted(twice)} are also in an earlier file")
+        merged["runs"].update(result["runs"])
+        merged["args"].append(result.get("args"))
+    return merged
+
+
 def _by_arm(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     by_arm: dict[str, list[dict[str, Any]]] = {}
     for key, run_ in result["runs"].items():
@@ -209,12 +222,12 @@ def _cell(values: list[float | None]) -> str:
     return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
 
 
-def table(result: dict[str, Any] | str) -> None:
+def table(result: dict[str, Any] | list[str]) -> None:
     """Per arm and round: gold reward, proxy reward, RM accuracy on the policy's samples after the round and, before
     the reward model's update, the previous round's reward model on the new samples (mean ± std over seeds), label
     queries so far; the start policy's gold reward first."""
-    if isinstance(result, str):
-        result = json.loads(Path(result).read_text())
+    if isinstance(result, list):
+        result = load(result)
     print(f"{'arm':<12}{'round':>6}{'gold reward':>18}{'proxy reward':>18}{'RM acc (own samples)':>22}"
           f"{'prev. RM acc':>18}{'labels':>9}{'seeds':>7}")
     for arm, runs in _by_arm(result).items():
@@ -246,7 +259,7 @@ def online_vs_offline(result: dict[str, Any]) -> None:
           f"{sum(d > 0 for d in diff)}/{len(diff)} seeds")
 
 
-def plot(path: str, out: str) -> None:
+def plot(paths: list[str], out: str) -> None:
     """Gold reward, proxy reward and RM accuracy on the policy's own samples per round (start = round −1);
     mean and range over seeds."""
     import matplotlib
@@ -254,7 +267,7 @@ def plot(path: str, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    result = json.loads(Path(path).read_text())
+    result = load(paths)
     titles = {"gold_reward": "gold reward (accuracy)", "proxy_reward": "proxy reward (RM score)",
               "rm_accuracy": "RM accuracy on the policy's samples"}
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.4 * len(METRICS), 3.4))
@@ -316,17 +329,17 @@ def main() -> None:
     r.add_argument("--rerun", action="store_true", help="rerun arm/seed pairs already in --output")
     r.add_argument("--output", default=None)
     t = sub.add_parser("table")
-    t.add_argument("path")
+    t.add_argument("paths", nargs="+", help="result jsons (merged)")
     p = sub.add_parser("plot")
-    p.add_argument("path")
+    p.add_argument("paths", nargs="+", help="result jsons (merged)")
     p.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.command == "run":
         run(args)
     elif args.command == "table":
-        table(args.path)
+        table(args.paths)
     else:
-        plot(args.path, args.out)
+        plot(args.paths, args.out)
 
 
 if __name__ == "__main__":

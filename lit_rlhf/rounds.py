@@ -211,6 +211,14 @@ def pairwise_accuracy(gold: list[float], scores: list[float], group_size: int) -
     return (right / total if total else None), total
 
 
+def shifted_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """MetaRM's shifted set from a round's ``{prompt, responses, ...}`` groups: ``{prompt, responses}`` of every group
+    whose responses are all non-empty (an empty completion is no text to score, and every group keeps the same
+    number of responses)."""
+    return [{"prompt": g["prompt"], "responses": g["responses"]} for g in groups
+            if all(isinstance(r, str) and r.strip() for r in g["responses"])]
+
+
 def labels_used(settings: RoundsSettings, round_: int, comparisons: int, online_labels: int = 0) -> int:
     """Labels a round consumes: its comparisons when the reward model or the policy trains on them (round 0
     always; later rounds with ``retrain``/``finetune`` or ``dpo``), plus ``online_dpo``'s per-step labels when
@@ -483,8 +491,11 @@ class RoundsLoop:
                     seed=self.seed(k, "reward_model"), rating_levels=None)
         if update == "meta_rm":
             module = MetaRM(meta_lr=r.meta_lr, **args)
-            shifted = write_jsonl(folder / "shifted.jsonl", [{"prompt": g["prompt"], "responses": g["responses"]}
-                                                            for g in read_jsonl(folder / "samples.jsonl")])
+            groups = shifted_groups(read_jsonl(folder / "samples.jsonl"))
+            if not groups:
+                raise RoundsError(f"round {k}: every prompt of {folder / 'samples.jsonl'} has an empty sample: no "
+                                  "shifted set for MetaRM (sample longer or more prompts)")
+            shifted = write_jsonl(folder / "shifted.jsonl", groups)
             datamodule = MetaRMDataModule(shifted=str(shifted), shifted_batch_size=r.shifted_batch_size, **data)
         else:
             module = RewardModel(**args)

@@ -22,6 +22,7 @@ from lit_rlhf.rounds import (
     flip_labels,
     labels_used,
     pairwise_accuracy,
+    shifted_groups,
 )
 from lit_rlhf.tasks import Arithmetic, Task
 
@@ -79,6 +80,12 @@ def test_label_noise_rate_is_the_share_flipped():
     share = sum(r["label_flipped"] for r in out) / len(out)
     assert share == pytest.approx(0.2, abs=0.02)
     assert all(r["gold_label"] == (0 if r["label_flipped"] else 1) for r in out)
+
+
+def test_shifted_groups_drop_a_prompt_with_an_empty_sample():
+    groups = [{"prompt": "p", "responses": ["a", "b"], "gold": [1, 0]}, {"prompt": "q", "responses": ["c", ""]},
+              {"prompt": "r", "responses": [" ", "d"]}]
+    assert shifted_groups(groups) == [{"prompt": "p", "responses": ["a", "b"]}]
 
 
 def test_pairwise_accuracy_by_hand():
@@ -283,6 +290,23 @@ def test_meta_rm_adapts_without_new_labels_and_online_dpo_counts_its_labels(tmp_
     online = second["stages"]["policy"]["online_labels"]
     assert online >= 2 * 2  # at least steps x prompts per batch
     assert second["labels"] == online  # no new comparisons: only online DPO's gold labels
+
+
+def test_meta_rm_round_with_an_empty_sample_adapts_on_the_other_prompts(tmp_path, monkeypatch):
+    """A policy that writes an empty completion for one prompt: MetaRM's shifted set leaves that prompt out (it used to
+    stop the loop with a DataError on the empty response)."""
+    sample = RoundsLoop.sample
+
+    def one_empty(self, source, prompts, n, seed):
+        out = sample(self, source, prompts, n, seed)
+        return [""] + out[1:]
+
+    monkeypatch.setattr(RoundsLoop, "sample", one_empty)
+    summary = run_variant(tmp_path, 2, reward_model={"update": "meta_rm", "shifted_batch_size": 2, "meta_lr": 0.01})
+    assert summary["rounds"][1]["stages"]["reward_model"]["update"] == "meta_rm"
+    shifted = [json.loads(x) for x in (tmp_path / "loop" / "round_1" / "shifted.jsonl").read_text().splitlines()]
+    samples = [json.loads(x) for x in (tmp_path / "loop" / "round_1" / "samples.jsonl").read_text().splitlines()]
+    assert samples[0]["responses"][0] == "" and [g["prompt"] for g in shifted] == [g["prompt"] for g in samples[1:]]
 
 
 @pytest.mark.slow  # about 15 s each
