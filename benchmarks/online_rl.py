@@ -226,27 +226,40 @@ def run(method: str, policy: Path, seed: int, args: argparse.Namespace,
             "settings": settings}
 
 
+def load_results(out: Path | None, args: argparse.Namespace) -> dict[str, Any]:
+    """The results json at ``out`` (runs by ``name/seed``), or a new one; its ``args`` are this invocation's."""
+    result = json.loads(out.read_text()) if out is not None and out.exists() else {"runs": {}}
+    result["args"] = {k: v for k, v in vars(args).items() if k != "func"}
+    return result
+
+
+def saver(result: dict[str, Any], key: str, out: Path | None) -> Callable[[dict[str, Any]], None] | None:
+    """``None`` when ``key`` has a finished run in ``result`` (nothing to do), else the function that stores the run
+    under ``key`` and writes the json: called after every evaluation, so a killed benchmark keeps what it did."""
+    if key in result["runs"] and not result["runs"][key].get("partial") and not result["args"].get("rerun"):
+        return None
+
+    def save(run_: dict[str, Any]) -> None:
+        result["runs"][key] = run_
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1))
+
+    return save
+
+
 def gold(args: argparse.Namespace) -> None:
     folder = Path(args.folder or tempfile.mkdtemp(prefix="online_rl_"))
     if args.name and len(args.methods) > 1:
         raise SystemExit("--name names the runs of one method; give one --methods entry with it")
     policy = start_policy(folder, args.start_steps)
     out = Path(args.output) if args.output else None
-    result = json.loads(out.read_text()) if out is not None and out.exists() else {"runs": {}}
-    result["args"] = {k: v for k, v in vars(args).items() if k != "func"}
+    result = load_results(out, args)
     for seed in args.seeds:
         for method in args.methods:
-            key = f"{args.name or method}/{seed}"
-            if key in result["runs"] and not result["runs"][key].get("partial") and not args.rerun:
-                continue
-
-            def save(run_: dict[str, Any], key: str = key) -> None:
-                result["runs"][key] = run_
-                if out is not None:  # after every evaluation: a killed benchmark keeps what it did
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_text(json.dumps(result, indent=1))
-
-            save(run(method, policy, seed, args, save))
+            save = saver(result, f"{args.name or method}/{seed}", out)
+            if save is not None:
+                save(run(method, policy, seed, args, save))
     table(result)
 
 
@@ -268,25 +281,17 @@ def process(args: argparse.Namespace) -> None:
     from prm_vs_orm import make_task, verifier_folders
 
     out = Path(args.output)
-    result = json.loads(out.read_text()) if out.exists() else {"runs": {}}
-    result["args"] = vars(args)
+    result = load_results(out, args)
     for seed in args.seeds:
         seed_dir = Path(args.workdir) / f"seed{seed}"
         seed_dir.mkdir(parents=True, exist_ok=True)
         generator, prm, orm = verifier_folders(seed, args, seed_dir)
         arms = process_arms(prm, orm)
         for arm in args.arms:
-            key = f"{arm}/{seed}"
-            if key in result["runs"] and not result["runs"][key].get("partial") and not args.rerun:
-                continue
-
-            def save(run_: dict[str, Any], key: str = key) -> None:
-                result["runs"][key] = run_
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(result, indent=1))
-
-            method, rewards = arms[arm]
-            save(run(method, generator, seed, args, save, task=make_task(args), extra={"rewards": rewards}))
+            save = saver(result, f"{arm}/{seed}", out)
+            if save is not None:
+                method, rewards = arms[arm]
+                save(run(method, generator, seed, args, save, task=make_task(args), extra={"rewards": rewards}))
     table(result)
 
 
