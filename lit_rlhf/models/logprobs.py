@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 
 from lit_rlhf.models.kv_cache import cache_argument, full_cache, select_rows
+from lit_rlhf.models.sharding import sharded_across_ranks
 
 
 def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -493,11 +494,14 @@ def shared_hidden_states(
 def prefix_cache_refusal(model: torch.nn.Module) -> str | None:
     """Why a prompt-once forward of ``model`` through a key/value cache would not be exact (``None``: it is): the
     refusals of :func:`shared_prefix_refusal` other than the sliding window (the model masks its window itself here),
-    a forward without a cache argument, and gradient checkpointing (which switches the cache off in training)."""
+    a model sharded across ranks, a forward without a cache argument, and gradient checkpointing (which switches the
+    cache off in training)."""
     reason = shared_prefix_refusal(model)
     if reason is not None:
         return reason
     family = getattr(_config(model), "model_type", "?")
+    if sharded_across_ranks(model):  # two forwards where the others run one: ranks choosing apart would deadlock
+        return f"{family}: the model is sharded across ranks (FSDP / ZeRO-3), whose forwards every rank must run alike"
     if cache_argument(_hf_model(model)) is None:
         return f"{family}: {type(_hf_model(model)).__name__}.forward takes no key/value cache"
     base = _hf_model(model)

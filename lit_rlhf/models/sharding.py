@@ -79,3 +79,18 @@ def is_sharded(param: torch.Tensor) -> bool:
     from torch.distributed.tensor import DTensor
 
     return isinstance(param, DTensor)
+
+
+def sharded_across_ranks(model: nn.Module) -> bool:
+    """Whether ``model``'s forward is a collective (FSDP / FSDP2 / ZeRO-3 over several ranks): every rank must then
+    run the same number of forward passes (``model.generate``'s ``synced_gpus``), in the same layout."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return False
+    from torch.distributed.tensor import DTensor
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return (is_deepspeed_zero3_enabled() or any(isinstance(p, DTensor) for p in model.parameters())
+            or any(name.endswith("_fsdp_wrapped_module") or "_fsdp_wrapped_module." in name
+                   for name, _ in model.named_modules()))

@@ -21,6 +21,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 from lit_rlhf.data.collate import pad
 from lit_rlhf.models import ModelLike, load_model, load_tokenizer
 from lit_rlhf.models.kv_cache import cache_argument, cache_refusal, new_cache, repeat_rows, select_rows
+from lit_rlhf.models.sharding import sharded_across_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -121,21 +122,6 @@ def loop_refusal(model: nn.Module, tokenizer: Any, sampling: SamplingConfig) -> 
     return None
 
 
-def _sharded_across_ranks(model: nn.Module) -> bool:
-    """Whether ``model``'s forward is a collective (FSDP / FSDP2 / ZeRO-3 over several ranks): every rank must then
-    run the same number of forward passes (``model.generate``'s ``synced_gpus``)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return False
-    from torch.distributed.tensor import DTensor
-    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
-    return (is_deepspeed_zero3_enabled() or any(isinstance(p, DTensor) for p in model.parameters())
-            or any(name.endswith("_fsdp_wrapped_module") or "_fsdp_wrapped_module." in name
-                   for name, _ in model.named_modules()))
-
-
 def _all_ranks_done(done: bool, device: torch.device) -> bool:
     """Whether every rank's decoding has ended (one all-reduce)."""
     import torch.distributed as dist
@@ -221,7 +207,7 @@ def decode(
     mask = torch.cat([attention_mask, attention_mask.new_ones(B, N)], 1) if padded else None
     position = positions[:, -1]
     live = torch.arange(B, device=device)  # the original row of each decode row
-    synced = _sharded_across_ranks(model)
+    synced = sharded_across_ranks(model)
     steps, idle = 0, False  # idle: every row of this rank has ended; forwards go on only to keep ranks in step
     for t in range(N):
         if not idle:
