@@ -302,6 +302,17 @@ def window(rows: list[dict[str, float]], metric: str, first: bool) -> float:
     return statistics.fmean(r[metric] for r in part)
 
 
+def trajectory(runs: list[dict[str, Any]], metric: str) -> str:
+    """``iteration: mean ± std`` of an evaluation metric over the runs at every evaluation they all reached."""
+    reached = min(len(r["evals"]) for r in runs)
+    cells = []
+    for i in range(reached):
+        values = [r["evals"][i][metric] for r in runs]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        cells.append(f"{runs[0]['evals'][i]['iteration']}: {statistics.fmean(values):.3f} ± {spread:.3f}")
+    return ", ".join(cells)
+
+
 def smooth(values: list[float], width: int = 20) -> list[float]:
     """Trailing moving average over ``width`` points (fewer at the start)."""
     return [statistics.fmean(values[max(0, i - width + 1):i + 1]) for i in range(len(values))]
@@ -344,6 +355,9 @@ def table(result: dict[str, Any] | list[str]) -> None:
                 last = [window(r["train"], metric, first=False) for r in runs]
                 line.append(f"train {metric} {statistics.fmean(first):.3f}→{statistics.fmean(last):.3f} (first→last "
                             "tenth of the updates)")
+        for metric in ("trap", "sampled"):  # process runs: how fast each reward removes the trap
+            if "trap" in runs[0]["evals"][0]:
+                line.append(f"{metric} by iteration " + trajectory(runs, metric))
         iterations = runs[0]["evals"][-1]["iteration"]
         if not partial:
             line.append(f"train CPU-s/iteration {statistics.fmean(r['train_cpu_s'] for r in runs) / iterations:.2f}")
