@@ -192,6 +192,7 @@ def best_of_n(
     trials: int = 100,
     seed: int = 0,
     batch_size: int = 64,
+    shared_prefix: bool = True,
 ) -> BestOfNResult:
     """Grade, score and select among candidate solutions.
 
@@ -205,6 +206,9 @@ def best_of_n(
         prm: a :class:`~lit_rlhf.modules.ProcessRewardModel` (selectors ``PRM (<aggregate>)``), or ``None``.
         orm: an :class:`~lit_rlhf.modules.OutcomeRewardModel` (selector ``ORM``), or ``None``; it reads
             ``task.solution_text(prompt, completion)``, like the task's ``weak`` records.
+        batch_size: candidates per verifier forward.
+        shared_prefix: encode each problem's prompt once per batch for its candidates, where that is cheaper and
+            exact (:func:`~lit_rlhf.eval.verify.score_steps`, :func:`~lit_rlhf.eval.verify.score_outcomes`).
     """
     if len(prompts) != len(candidates) or len({len(c) for c in candidates}) > 1:
         raise ValueError("need one list of candidates per prompt, all of the same length")
@@ -215,12 +219,14 @@ def best_of_n(
     answers = [[task.parse_answer(c) for c in row] for row in candidates]
     scores: dict[str, torch.Tensor] = {}
     if prm is not None:
-        probs, mask = score_steps(prm, flat_prompts, [task.split_steps(c) for c in flat], batch_size)
+        probs, mask = score_steps(prm, flat_prompts, [task.split_steps(c) for c in flat], batch_size,
+                                  shared_prefix=shared_prefix)
         for aggregate in aggregates:
             scores[f"PRM ({aggregate})"] = solution_scores(probs, mask, aggregate).view(P, M)
     if orm is not None:
         texts = [task.solution_text(p, c) for p, c in zip(flat_prompts, flat)]
-        scores["ORM"] = score_outcomes(orm, texts, batch_size).view(P, M)
+        scores["ORM"] = score_outcomes(orm, texts, batch_size, groups=flat_prompts,
+                                       shared_prefix=shared_prefix).view(P, M)
     accuracy = selection_accuracy(correct, ns, scores, answers, trials, seed)
     return BestOfNResult(prompts, candidates, correct, answers, scores, accuracy)
 

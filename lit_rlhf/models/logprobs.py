@@ -783,14 +783,20 @@ class ForwardLayout:
     ) -> PrefixPlan | None:
         """The prompt-once plan for ``model(input_ids, attention_mask, plan)`` of a head model (a
         :class:`~lit_rlhf.models.HeadModel` with a ``backbone``) where a prompt-once layout is chosen for this batch and
-        exact; ``None``: the plain forward."""
+        exact; ``None``: the plain forward. A per-token head (``pooling="none"``, output ``(B, T, ...)``) is checked at
+        the attended positions only (its outputs at padding are not defined by either forward)."""
         if groups is None or not self.sharing:
             self.last = "padded"
             return None
         layout, plan = self.choose(model.backbone, input_ids, attention_mask, groups)
+        attended = attention_mask.bool()
+
+        def read(out: torch.Tensor) -> torch.Tensor:
+            return out[attended] if getattr(model, "pooling", None) == "none" else out
+
         if layout not in SHARED_LAYOUTS or self.check(
-                model, layout, lambda **kw: model(input_ids, attention_mask, **kw),
-                lambda: model(input_ids, attention_mask, plan), attention_mask):
+                model, layout, lambda **kw: read(model(input_ids, attention_mask, **kw)),
+                lambda: read(model(input_ids, attention_mask, plan)), attention_mask):
             return plan
         return self.head_plan(model, input_ids, attention_mask, groups)
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from lit_rlhf.losses.classification import xent_loss
-from lit_rlhf.models import ModelLike, ModelSpec, load_tokenizer, sequence_classifier
+from lit_rlhf.models import ModelLike, ModelSpec, PrefixPlan, load_tokenizer, sequence_classifier
 from lit_rlhf.models.heads import Pooling
 from lit_rlhf.modules.base import StepModule, StepOutput, StepSplit
 
@@ -36,14 +36,16 @@ class OutcomeRewardModel(StepModule):
         self.tokenizer = load_tokenizer(self.spec, pad_with_eos=True)
         self.model = sequence_classifier(self.spec, num_classes=2, tokenizer=self.tokenizer, pooling=pooling)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 2)``."""
-        return self.model(input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: PrefixPlan | None = None
+                ) -> torch.Tensor:
+        """Logits ``(B, 2)``; ``plan``: a prompt-once layout of the batch (:class:`~lit_rlhf.models.HeadModel`)."""
+        return self.model(input_ids, attention_mask, plan)
 
     @torch.no_grad()
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: PrefixPlan | None = None
+              ) -> torch.Tensor:
         """``P(correct)`` per solution, ``(B,)``."""
-        return self(input_ids, attention_mask).softmax(-1)[:, 1]
+        return self(input_ids, attention_mask, plan).softmax(-1)[:, 1]
 
     def step(self, batch: dict[str, Any], split: StepSplit) -> StepOutput:
         """Mean soft-target cross-entropy and argmax accuracy of a batch."""

@@ -7,7 +7,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from lit_rlhf.losses.classification import correct_probability, first_wrong_step, step_loss
-from lit_rlhf.models import ModelLike, ModelSpec, load_tokenizer, token_classifier
+from lit_rlhf.models import ModelLike, ModelSpec, PrefixPlan, load_tokenizer, token_classifier
 from lit_rlhf.modules.base import StepModule, StepOutput, StepSplit
 
 NumClasses = Literal[2, 3]
@@ -53,14 +53,17 @@ class ProcessRewardModel(StepModule):
         self.tokenizer = load_tokenizer(self.spec)
         self.model = token_classifier(self.spec, num_classes=num_classes, tokenizer=self.tokenizer)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Step-class logits at every token, ``(B, T, C)``."""
-        return self.model(input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: PrefixPlan | None = None
+                ) -> torch.Tensor:
+        """Step-class logits at every token, ``(B, T, C)``; ``plan``: a prompt-once layout of the batch
+        (:class:`~lit_rlhf.models.HeadModel`)."""
+        return self.model(input_ids, attention_mask, plan)
 
     @torch.no_grad()
-    def step_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def step_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: PrefixPlan | None = None
+                   ) -> torch.Tensor:
         """``P(step correct)`` at every token, ``(B, T)`` (meaningful on step-separator tokens)."""
-        return correct_probability(self(input_ids, attention_mask), self.neutral_is_correct)
+        return correct_probability(self(input_ids, attention_mask, plan), self.neutral_is_correct)
 
     def on_fit_start(self) -> None:
         data = getattr(self.trainer, "datamodule", None)

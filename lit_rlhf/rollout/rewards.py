@@ -22,6 +22,9 @@ Sources (``source:`` and its fields; every entry also takes ``weight`` (default 
   that take per-token rewards (PPO, REINFORCE++) each step's score is a reward on the token that closes the step
   (its separator); for the group methods the outcome is the ``aggregate`` (``min`` | ``product`` | ``last``) of
   the step scores (:class:`ProcessReward`); ``offset`` is subtracted from each dense step reward.
+
+  ``orm`` and ``prm`` (like ``reward_model``) encode the prompt shared by a group's completions once per batch where
+  that is cheaper and exact (``shared_prefix: false`` turns it off).
 * ``ensemble`` — ``paths``: reward models; ``mean − penalty · std`` over members (:class:`EnsembleReward`).
 * ``format`` — ``pattern``: 1 where ``re.search(pattern, completion)`` matches, else 0.
 * ``length`` — ``−|L − target|`` (or ``−L`` without ``target``), ``unit`` ``chars`` | ``words``.
@@ -45,8 +48,8 @@ from lit_rlhf.losses import ensemble_reward, length_reward, place_step_rewards
 from lit_rlhf.losses.classification import correct_probability
 from lit_rlhf.models.checkpoint import load_head_model, load_reward_head, read_checkpoint
 from lit_rlhf.models.heads import HeadModel
-from lit_rlhf.models.logprobs import ForwardLayout
-from lit_rlhf.rollout.verifiers import AGGREGATES, score_outcomes, score_steps, solution_scores
+from lit_rlhf.models.logprobs import ForwardLayout, PrefixPlan
+from lit_rlhf.rollout.verifiers import AGGREGATES, group_ids, score_outcomes, score_steps, solution_scores
 
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 StepRewards = list[list[list[float]]]
@@ -73,6 +76,7 @@ class RewardSpec(TypedDict, total=False):
     init_args: dict[str, Any]
     batch_size: int
     max_length: int
+    shared_prefix: bool
 
 
 class ModelReward(torch.nn.Module):
@@ -116,8 +120,7 @@ class ModelReward(torch.nn.Module):
             chunk = ids[start:start + self.batch_size]
             input_ids = pad(chunk, self.tokenizer.pad_token_id, "right").to(device)
             mask = pad([[1] * len(x) for x in chunk], 0, "right").to(device)
-            first: dict[str, int] = {}  # completions of one prompt (a group, best-of-K) share its encoding
-            groups = [first.setdefault(p, len(first)) for p in prompts[start:start + self.batch_size]]
+            groups = group_ids(prompts[start:start + self.batch_size])  # a prompt's completions share its encoding
             plan = self.layout.head_plan(self.model, input_ids, mask, groups) if isinstance(
                 self.model, HeadModel) else None
             out.append((self.model(input_ids, mask) if plan is None else self.model(input_ids, mask, plan)).float())
@@ -251,10 +254,12 @@ class OutcomeReward(RewardSource):
         model: a two-class sequence classifier (:class:`~lit_rlhf.models.HeadModel`), or an ``OutcomeRewardModel``
             checkpoint / run folder / export path.
         tokenizer: its tokenizer (with a model).
+        shared_prefix: encode the text the completions of one prompt start with once per batch, where that is
+            cheaper and exact (:class:`~lit_rlhf.models.ForwardLayout`, kept across calls in ``layout``).
     """
 
     def __init__(self, model: HeadModel | str, tokenizer: Any = None, batch_size: int = 64,
-                 max_length: int = 2048) -> None:
+                 max_length: int = 2048, shared_prefix: bool = True) -> None:
         super().__init__()
         if isinstance(model, (str, Path)):
             model, tokenizer = load_head_model(model)
@@ -262,14 +267,18 @@ class OutcomeReward(RewardSource):
             raise ValueError(f"an ORM is a two-class sequence classifier, got head {model.meta()}")
         self.model, self.tokenizer, self.batch_size, self.max_length = model, tokenizer, batch_size, max_length
         self.model.requires_grad_(False)
+        self.shared_prefix = shared_prefix
+        self.layout = ForwardLayout(padding_free=False, shared_prefix=shared_prefix)
 
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """``P(correct)`` ``(B,)`` (what :func:`score_outcomes` reads)."""
-        return self.model(input_ids, attention_mask).softmax(-1)[:, 1]
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: PrefixPlan | None = None
+              ) -> torch.Tensor:
+        """``P(correct)`` ``(B,)`` (what :func:`score_outcomes` reads); ``plan``: a prompt-once layout."""
+        return self.model(input_ids, attention_mask, plan).softmax(-1)[:, 1]
 
     def reward(self, prompts: list[str], completions: list[str], task: Any) -> torch.Tensor:
         texts = [task.solution_text(p, c) if task is not None else p + c for p, c in zip(prompts, completions)]
-        return score_outcomes(self, texts, self.batch_size, self.max_length)
+        return score_outcomes(self, texts, self.batch_size, self.max_length, groups=prompts,
+                              shared_prefix=self.shared_prefix, layout=self.layout)
 
 
 class ProcessReward(RewardSource):
@@ -290,13 +299,15 @@ class ProcessReward(RewardSource):
         neutral_is_correct: with 3 classes, whether P(correct) includes neutral (``None``: the checkpoint's, else True).
         offset: subtracted from each step's score in the dense step rewards (e.g. 0.5: a step judged wrong is a
             penalty, and extra steps earn nothing by themselves; with 0 every step adds a positive reward).
+        shared_prefix: encode the prompt of a group's completions once per batch, where that is cheaper and exact
+            (:class:`~lit_rlhf.models.ForwardLayout`, kept across calls in ``layout``).
     """
 
     has_steps = True
 
     def __init__(self, model: HeadModel | str, tokenizer: Any = None, aggregate: str = "min",
                  step_separator: str | None = None, neutral_is_correct: bool | None = None, offset: float = 0.0,
-                 batch_size: int = 64, max_length: int = 2048) -> None:
+                 batch_size: int = 64, max_length: int = 2048, shared_prefix: bool = True) -> None:
         super().__init__()
         hparams: dict[str, Any] = {}
         if isinstance(model, (str, Path)):
@@ -312,10 +323,14 @@ class ProcessReward(RewardSource):
                                    else hparams.get("neutral_is_correct", True))
         self.offset, self.batch_size, self.max_length = float(offset), batch_size, max_length
         self.model.requires_grad_(False)
+        self.shared_prefix = shared_prefix
+        self.layout = ForwardLayout(padding_free=False, shared_prefix=shared_prefix)
 
-    def step_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """``P(step correct)`` at every token ``(B, T)`` (what :func:`score_steps` reads)."""
-        return correct_probability(self.model(input_ids, attention_mask), self.neutral_is_correct)
+    def step_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, plan: PrefixPlan | None = None
+                   ) -> torch.Tensor:
+        """``P(step correct)`` at every token ``(B, T)`` (what :func:`score_steps` reads); ``plan``: a prompt-once
+        layout."""
+        return correct_probability(self.model(input_ids, attention_mask, plan), self.neutral_is_correct)
 
     def split(self, completion: str, task: Any) -> list[str]:
         split_steps = getattr(task, "split_steps", None)
@@ -327,7 +342,8 @@ class ProcessReward(RewardSource):
                     ) -> tuple[list[list[str]], torch.Tensor, torch.Tensor]:
         """The steps of each completion and their ``(probs (B, S), mask (B, S))``."""
         steps = [self.split(c, task) for c in completions]
-        probs, mask = score_steps(self, prompts, steps, self.batch_size, self.max_length)
+        probs, mask = score_steps(self, prompts, steps, self.batch_size, self.max_length, self.shared_prefix,
+                                  self.layout)
         return steps, probs, mask
 
     def reward(self, prompts: list[str], completions: list[str], task: Any) -> torch.Tensor:
@@ -408,9 +424,9 @@ SOURCES: dict[str, tuple[type[RewardSource], tuple[str, ...]]] = {
     "gold": (GoldReward, ()),
     "callable": (CallableReward, ("function", "init_args")),
     "reward_model": (HeadReward, ("path", "batch_size", "max_length")),
-    "orm": (OutcomeReward, ("path", "batch_size", "max_length")),
+    "orm": (OutcomeReward, ("path", "batch_size", "max_length", "shared_prefix")),
     "prm": (ProcessReward, ("path", "aggregate", "step_separator", "neutral_is_correct", "offset", "batch_size",
-                            "max_length")),
+                            "max_length", "shared_prefix")),
     "ensemble": (EnsembleReward, ("paths", "penalty", "batch_size", "max_length")),
     "format": (FormatReward, ("pattern",)),
     "length": (LengthReward, ("target", "unit")),

@@ -123,7 +123,7 @@ def test_best_of_n_feeds_the_orm_the_tasks_solution_text(monkeypatch):
 
     task, seen = Spaced(), []
     monkeypatch.setattr(
-        bon, "score_outcomes", lambda orm, texts, batch_size: seen.extend(texts) or torch.zeros(len(texts))
+        bon, "score_outcomes", lambda orm, texts, batch_size, **kw: seen.extend(texts) or torch.zeros(len(texts))
     )
     prompts = ["1+2=", "3*2="]
     candidates = [["1+2=3\n#### 3", "1+2=4\n#### 4"], ["3*2=6\n#### 6", "oops"]]

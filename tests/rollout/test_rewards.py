@@ -142,6 +142,8 @@ def test_prm_source_outcome_and_dense_step_rewards(prm_ckpt):
     probs, mask = score_steps(prm, PROMPTS, [task.split_steps(c) for c in COMPLETIONS])
     assert mask.sum(-1).tolist() == [2, 1]
     assert torch.allclose(source.reward(PROMPTS, COMPLETIONS, task), solution_scores(probs, mask, "min"))
+    assert source.layout.sharing  # each prompt once where it pays (tests/rollout/test_verifiers.py); off by spec:
+    assert not Rewards([{"source": "prm", "path": prm_ckpt, "shared_prefix": False}]).sources[0].layout.sharing
     rewards = Rewards([{"source": "prm", "path": prm_ckpt, "aggregate": "product", "weight": 2.0},
                        {"source": "format", "pattern": "#### 20$", "weight": 0.5}])
     group = rewards.evaluate(PROMPTS, COMPLETIONS, task)  # group methods: the outcome is the aggregate
