@@ -25,11 +25,21 @@ go wrong (``diagnose``: accuracy among solvable draws, scores of wrong picks vs 
 rare the picked text is in the pool, error kinds of wrong picks by ``Arithmetic.error_kind``, and the accuracy
 of a vote for the final answer with the most summed verifier score) and each verifier's view of each error
 kind; it is saved as ``diagnose.json`` next to the results (``--plot`` elsewhere to keep the committed plot).
+
+    python benchmarks/prm_vs_orm.py --scoring-speed [--speed-problems 8] [--speed-candidates 16] [--speed-repeats 7]
+
+times best-of-N verifier scoring only (no training; untrained tiny-Llama PRM and ORM): ``score_steps`` and
+``score_outcomes`` of ``--speed-candidates`` noisy solutions (3–5 steps) of each of ``--speed-problems`` problems whose
+prompt is :data:`SYSTEM` (a long system-prompt-like prefix) + the problem, with each prompt encoded once
+(``shared_prefix=True``, one layout chooser per verifier, checked on a warm-up call), the same with the key/value cache
+layout switched off (the block-causal 4-D mask layout only) and without; the six runs are interleaved, each repeat in a
+rotated order, and the medians of the process CPU times are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
@@ -332,6 +342,60 @@ def mean_over(values: list):
     return statistics.mean(finite) if finite else float("nan")
 
 
+SYSTEM = ("You are a careful assistant that solves arithmetic problems. Apply each operation from left to right, one "
+          "operation per line, then write the final answer after four hash marks.\n")
+
+
+def scoring_speed(args: argparse.Namespace) -> None:
+    """Median CPU seconds of PRM and ORM best-of-N scoring with each prompt encoded once and without (interleaved)."""
+    from lit_rlhf.models import ForwardLayout
+    from lit_rlhf.modules import OutcomeRewardModel, ProcessRewardModel
+    from lit_rlhf.rollout.verifiers import score_outcomes, score_steps
+
+    task, rng = Arithmetic(min_steps=3, max_steps=5), random.Random(0)
+    problems = list(task.problems("test", args.speed_problems))
+    prompts = [SYSTEM + p.prompt for p in problems for _ in range(args.speed_candidates)]
+    completions = [task.sample_solution(p, rng).completion for p in problems for _ in range(args.speed_candidates)]
+    steps = [task.split_steps(c) for c in completions]
+    texts = [task.solution_text(p, c) for p, c in zip(prompts, completions)]
+    torch.manual_seed(0)
+    prm, orm = ProcessRewardModel(), OutcomeRewardModel()
+    layouts = {(name, kind): ForwardLayout(padding_free=False) for name in ("PRM", "ORM") for kind in ("once", "mask")}
+    for name in ("PRM", "ORM"):
+        layouts[name, "mask"].enabled["cached"] = False
+    b = args.speed_batch_size
+    prm_run = functools.partial(score_steps, prm, prompts, steps, b)
+    orm_run = functools.partial(score_outcomes, orm, texts, b, groups=prompts)
+    runs = {("PRM", "padded"): functools.partial(prm_run, shared_prefix=False),
+            ("ORM", "padded"): functools.partial(orm_run, shared_prefix=False)}
+    for kind in ("once", "mask"):
+        runs["PRM", kind] = functools.partial(prm_run, layout=layouts["PRM", kind])
+        runs["ORM", kind] = functools.partial(orm_run, layout=layouts["ORM", kind])
+    # warm-up (the prompt-once layouts are checked here); the PRM's step probabilities, the ORM's scores
+    outputs = {key: (lambda out: out[0] if isinstance(out, tuple) else out)(run()) for key, run in runs.items()}
+    for (name, kind), layout in layouts.items():
+        gap = (outputs[name, kind] - outputs[name, "padded"]).abs().max().item()
+        print(f"{name} ({kind}): layout {layout.last!r}, largest difference to the padded forward {gap:.2e}")
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
+    keys = list(runs)
+    for r in range(args.speed_repeats):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            start = time.process_time()
+            runs[key]()
+            times[key].append(time.process_time() - start)
+    lengths = [len(prm.tokenizer(t)["input_ids"]) for t in texts]
+    print(f"\n{args.speed_problems} problems × {args.speed_candidates} candidates, prompts "
+          f"{min(len(prm.tokenizer(p)['input_ids']) for p in prompts)}–"
+          f"{max(len(prm.tokenizer(p)['input_ids']) for p in prompts)} tokens, solution texts {min(lengths)}–"
+          f"{max(lengths)} tokens, batch size {b}; median CPU-s of {args.speed_repeats} interleaved repeats")
+    print("| verifier | default: prompt once (layout) | 4-D mask only (layout) | padded rows | default / padded | "
+          "mask / padded |\n|---|---|---|---|---|---|")
+    for name in ("PRM", "ORM"):
+        once, mask, off = (statistics.median(times[name, kind]) for kind in ("once", "mask", "padded"))
+        print(f"| {name} | {once:.3f} ({layouts[name, 'once'].last}) | {mask:.3f} ({layouts[name, 'mask'].last}) | "
+              f"{off:.3f} | {once / off:.2f}× | {mask / off:.2f}× |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -353,7 +417,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "prm_vs_orm.png"))
+    parser.add_argument("--scoring-speed", action="store_true",
+                        help="only time PRM/ORM scoring with and without encoding each prompt once")
+    parser.add_argument("--speed-problems", type=int, default=8)
+    parser.add_argument("--speed-candidates", type=int, default=16)
+    parser.add_argument("--speed-repeats", type=int, default=7)
+    parser.add_argument("--speed-batch-size", type=int, default=64)
     args = parser.parse_args()
+    if args.scoring_speed:
+        torch.set_num_threads(1)
+        scoring_speed(args)
+        return
     if args.saved and not args.workdir:
         parser.error("--saved needs --workdir")
     torch.set_num_threads(1)

@@ -55,10 +55,14 @@ def _device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def group_ids(keys: Sequence[Hashable]) -> list[int]:
-    """A group id per row, equal for rows with equal keys (numbered in order of first appearance)."""
+def group_ids(keys: Sequence[Any]) -> list[int]:
+    """A group id per row, equal for rows with equal keys (numbered in order of first appearance; a key that cannot
+    be hashed, e.g. a chat prompt's message list, by its ``repr``).
+
+    A group only says which rows may share leading tokens: a prompt-once layout encodes the tokens the group's rows
+    actually all start with, so any grouping gives the padded forward's outputs."""
     first: dict[Hashable, int] = {}
-    return [first.setdefault(k, len(first)) for k in keys]
+    return [first.setdefault(k if isinstance(k, Hashable) else repr(k), len(first)) for k in keys]
 
 
 def _scoring_layout(shared_prefix: bool, layout: ForwardLayout | None) -> ForwardLayout | None:
@@ -67,7 +71,7 @@ def _scoring_layout(shared_prefix: bool, layout: ForwardLayout | None) -> Forwar
     return layout if layout is not None else ForwardLayout(padding_free=False, shared_prefix=True)
 
 
-def _run(scorer: Any, read: Callable[..., torch.Tensor], layout: ForwardLayout | None, keys: Sequence[Hashable] | None,
+def _run(scorer: Any, read: Callable[..., torch.Tensor], layout: ForwardLayout | None, keys: Sequence[Any] | None,
          batch: dict[str, Any]) -> torch.Tensor:
     """``read(input_ids, attention_mask[, plan])`` on a collated batch, with a prompt-once plan where ``layout`` chooses
     one for the rows' ``keys`` (``scorer.model`` must be a :class:`~lit_rlhf.models.HeadModel`; else the plain
@@ -134,7 +138,7 @@ def score_steps(
 
 @torch.no_grad()
 def score_outcomes(
-    orm: Any, texts: list[str], batch_size: int = 64, max_length: int = 2048, groups: Sequence[Hashable] | None = None,
+    orm: Any, texts: list[str], batch_size: int = 64, max_length: int = 2048, groups: Sequence[Any] | None = None,
     shared_prefix: bool = True, layout: ForwardLayout | None = None,
 ) -> torch.Tensor:
     """ORM ``P(correct)`` of each full solution text (prompt + completion, as in its training rows), ``(B,)``.

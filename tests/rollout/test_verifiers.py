@@ -117,3 +117,8 @@ def test_reward_sources_share_the_prompt_and_check_once(tok):
         # first call: the check (a padded and a prompt-once forward), then the prompt-once forward; then the latter only
         assert after_first == 2 * (len(calls) - after_first) + 1
         assert torch.equal(first, second) and torch.allclose(first, expected, rtol=0, atol=1e-5)
+
+
+def test_group_ids_number_equal_keys_alike_chat_prompts_included():
+    chat = [{"role": "user", "content": "2+2="}]
+    assert group_ids(["a", "b", "a", chat, list(chat), "b"]) == [0, 1, 0, 2, 2, 1]
