@@ -4,7 +4,7 @@ of GRPO vs PPO.
     pip install trl   # benchmark-only dependency (TRL 1.16, no vLLM)
     OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py speed [--steps 6] [--rounds 3] [--prompt-tokens 16]
     OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py memory [--hidden 512 --layers 8]
-    OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py generation [--rounds 3 --steps 6]
+    OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py generation [--rounds 3 --steps 6] [--compiled]
 
 Identical work on every runner: the same tiny Llama (by default the quickstart policy's shape, as in
 ``ppo_benchmark.py`` and ``online_rl.py``: hidden 64, 2 layers, byte vocabulary; or ``--hidden``/``--layers`` on
@@ -353,9 +353,57 @@ def generation(args: argparse.Namespace, tmp: str) -> None:
             if i >= args.warmup:
                 times[decoder].append(time.process_time() - t)
             assert sequences.shape == (PROMPTS * G, width + args.max_new_tokens), sequences.shape
-    loop, hf = (statistics.median(times[d]) for d in ("loop", "hf"))
+    if args.compiled:
+        ids = torch.tensor(rows)
+        compiled, eager = (static_cache_decoder(model, ids, args.max_new_tokens, c) for c in (True, False))
+        start = time.perf_counter()
+        compiled()  # the compilation (inductor's C++ build runs in worker processes: wall time, not CPU time)
+        print(f"compilation and first call: {time.perf_counter() - start:.0f} s wall")
+        times.update(compiled=[], static=[])
+        for i in range(args.warmup + args.rounds * args.steps):
+            for name, decode in (("compiled", compiled), ("static", eager)):
+                t = time.process_time()
+                decode()
+                if i >= args.warmup:
+                    times[name].append(time.process_time() - t)
+    hf = statistics.median(times["hf"])
+    labels = {"loop": "lit_rlhf decode loop", "hf": "model.generate", "static": "static-cache loop, eager",
+              "compiled": "static-cache loop, torch.compile"}
     print(f"{load()}\n\n| decoder | CPU-s per call (median of {len(times['hf'])}) | vs model.generate |\n|---|---|---|")
-    print(f"| lit_rlhf decode loop | {loop:.3f} | {loop / hf:.2f}× |\n| model.generate | {hf:.3f} | 1.00× |")
+    for name, values in times.items():
+        print(f"| {labels[name]} | {statistics.median(values):.3f} | {statistics.median(values) / hf:.2f}× |")
+
+
+def static_cache_decoder(model: Any, prompt_ids: torch.Tensor, new_tokens: int, compiled: bool) -> Any:
+    """A probe of compiled decoding (not a lit_rlhf code path): ``prompt_ids`` (B, P) without padding, a
+    ``StaticCache`` of P + ``new_tokens`` positions, then one ``model`` forward per new token sampled at T = 1 by
+    the inverse CDF; with ``compiled`` the decode step runs through ``torch.compile`` (fixed shapes: one graph)."""
+    from transformers import StaticCache
+
+    B, P = prompt_ids.shape
+    mask = torch.ones(B, P + new_tokens, dtype=torch.long)
+
+    def step(tokens: torch.Tensor, cache: Any, position: torch.Tensor) -> torch.Tensor:
+        logits = model(input_ids=tokens, attention_mask=mask, past_key_values=cache, cache_position=position,
+                       position_ids=position.expand(B, 1), use_cache=True).logits[:, -1]
+        return logits.float().softmax(-1)
+
+    step_fn = torch.compile(step, dynamic=False) if compiled else step
+
+    @torch.no_grad()
+    def decode() -> torch.Tensor:
+        cache = StaticCache(config=model.config, max_cache_len=P + new_tokens)
+        logits = model(input_ids=prompt_ids, attention_mask=mask[:, :P], past_key_values=cache,
+                       cache_position=torch.arange(P), use_cache=True).logits[:, -1]
+        probs, out = logits.float().softmax(-1), []
+        for i in range(new_tokens):
+            token = (probs.cumsum(-1) < torch.rand(B, 1)).sum(-1, keepdim=True).clamp(max=probs.shape[-1] - 1)
+            out.append(token)
+            if i + 1 < new_tokens:
+                probs = step_fn(token, cache, torch.tensor([P + i]))
+        return torch.cat(out, 1)
+
+    return decode
 
 
 def main() -> None:
@@ -372,6 +420,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=None)
     parser.add_argument("--with-mask-runner", action="store_true",
                         help="also run lit_rlhf with each prompt once under a 4-D mask only (long prompts)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="generation: also a static-cache decode loop, eager and through torch.compile (a probe)")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     parser.add_argument("--beta", type=float, default=0.0, help=argparse.SUPPRESS)
