@@ -71,7 +71,8 @@ class GRPO(OnlineRL):
         max_sampling_batches: the refill cap: after this many batches the update uses the groups it has.
         num_iterations: passes over each batch of samples (μ; TRL's ``num_iterations``). With 1 every
             minibatch is on-policy (ratio exactly 1).
-        num_mini_batches: optimizer steps per pass.
+        num_mini_batches: optimizer steps per pass; with ``shared_prefix`` (the default) each minibatch holds whole
+            groups, so its prompts are encoded once and the rollout pass runs in the first pass's minibatches.
         gradient_clip_val: global gradient-norm clip.
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """

@@ -32,6 +32,7 @@ from lit_rlhf.models import (
 from lit_rlhf.models.logprobs import SHARED_LAYOUTS, PrefixPlan, plan_layout, prefix_plan_logits, shared_prefix_inputs
 from lit_rlhf.modules.base import PolicyModule
 from lit_rlhf.rollout import RolloutBuffer, SamplingConfig
+from lit_rlhf.rollout.buffer import minibatch_rows
 from lit_rlhf.rollout.experience import Samples, pack, sample_groups
 from lit_rlhf.rollout.rewards import (
     RewardFn,
@@ -64,11 +65,12 @@ class OnlineRL(PolicyModule):
         group_size: completions sampled per prompt (``G``).
         reference: keep a reference policy (frozen copy, or the LoRA-disabled base with ``lora``).
         ppo_epochs: passes over the rollout buffer per iteration (μ).
-        num_mini_batches: optimizer steps per pass (minibatches of near-equal size).
+        num_mini_batches: optimizer steps per pass (minibatches of near-equal size; of whole groups where
+            :attr:`group_minibatches`).
         entropy_coef: weight of an entropy bonus (0 = only logged).
         gradient_clip_val: global gradient-norm clip (set here: Lightning refuses it under manual optimisation).
         shared_prefix: encode each prompt once for its group's completions in the log-prob passes, where that is
-            cheaper and exact and an update has one minibatch per pass (:meth:`shared_plan`).
+            cheaper and exact (:meth:`shared_plan`); with several minibatches per pass they hold whole groups.
         **kwargs: optimizer and schedule (:class:`~lit_rlhf.modules.base.LitRLHFModule`).
     """
 
@@ -105,9 +107,11 @@ class OnlineRL(PolicyModule):
         self.group_size, self.ppo_epochs, self.num_mini_batches = group_size, ppo_epochs, num_mini_batches
         self.entropy_coef, self.gradient_clip_val = entropy_coef, gradient_clip_val
         self.buffer = RolloutBuffer()
+        self.shared_prefix = shared_prefix
         self.layout = ForwardLayout(padding_free=False, shared_prefix=shared_prefix)
-        # the last batch's layout (see shared_plan): the rollout and update passes of an iteration share it
-        self._layout_cache: tuple[Any, ...] | None = None
+        # the latest batches' layouts, one per minibatch (see shared_plan): the rollout pass and the update's first
+        # epoch of an iteration share them
+        self._layout_cache: list[tuple[Any, ...]] = []
         self.update_stats: list[dict[str, float]] = []  # per minibatch of the last update (ratio, clipfrac, ...)
         self.last_metrics: dict[str, float] = {}
 
@@ -144,6 +148,13 @@ class OnlineRL(PolicyModule):
         the same). Subclasses that read the old log-probs before the update (e.g. a KL in the reward) say so.
         """
         return self.ppo_epochs > 1 or self.num_mini_batches > 1 or self.has_critic
+
+    @property
+    def group_minibatches(self) -> bool:
+        """Whether an update's minibatches hold whole groups (:func:`~lit_rlhf.rollout.buffer.minibatch_rows`):
+        with ``shared_prefix``, ``group_size`` ≥ 2 and several minibatches per pass, so each minibatch can encode
+        its prompts once. The rollout pass then runs in the first epoch's minibatches, drawn before it."""
+        return self.shared_prefix and self.group_size >= 2 and self.num_mini_batches > 1
 
     @property
     def values_from_hidden(self) -> bool:
@@ -185,20 +196,23 @@ class OnlineRL(PolicyModule):
         """The prompt-once layout of a ``[left-padded prompt | response]`` batch (rows with the same prompt encode
         it once) where :class:`~lit_rlhf.models.ForwardLayout` finds it cheaper and exact; ``None``: the padded rows.
 
-        Only with one minibatch per pass: the rollout and the update then lay out the same rows identically (the
-        plan's order is canonical), so the first ratio of an update stays exactly 1.
+        With one minibatch per pass, or minibatches of whole groups (:attr:`group_minibatches`): the rollout pass runs
+        in the rows of the update's first minibatches, so both lay out the same rows identically (the plan is a
+        function of the rows) and the first ratio of an update stays exactly 1. The layouts of the latest
+        ``num_mini_batches`` batches are kept, so the update's first epoch reuses the rollout pass's.
         """
         self.layout.last = "padded"
-        if not self.layout.sharing or self.num_mini_batches != 1 or self.group_size < 2:
+        if not self.layout.sharing or self.group_size < 2 or (self.num_mini_batches != 1
+                                                                and not self.group_minibatches):
             return None
         key = (self._model_kind(model), response_width)
-        cache = self._layout_cache
-        if (cache is not None and cache[0] == key and torch.equal(cache[1], input_ids)
-                and torch.equal(cache[2], attention_mask)):  # the same rows as the last pass: the same layout
-            self.layout.last = "padded" if cache[3] is None else plan_layout(cache[3])
-            return cache[3]
+        for cache in self._layout_cache:
+            if (cache[0] == key and torch.equal(cache[1], input_ids)
+                    and torch.equal(cache[2], attention_mask)):  # rows seen by an earlier pass: the same layout
+                self.layout.last = "padded" if cache[3] is None else plan_layout(cache[3])
+                return cache[3]
         plan = self._choose_shared_plan(model, input_ids, attention_mask, response_width)
-        self._layout_cache = (key, input_ids, attention_mask, plan, {})
+        self._layout_cache = [*self._layout_cache, (key, input_ids, attention_mask, plan, {})][-self.num_mini_batches:]
         return plan
 
     @staticmethod
@@ -212,10 +226,10 @@ class OnlineRL(PolicyModule):
     def _shared_inputs(self, model: nn.Module, plan: PrefixPlan) -> dict[str, Any] | None:
         """:func:`~lit_rlhf.models.logprobs.shared_prefix_inputs` of a 4-D-mask ``plan``, built once per plan and model
         kind (its 4-D mask costs about 1% of a GRPO update with 256-token prompts); ``None`` for a cache plan."""
-        cache = self._layout_cache
         if not isinstance(plan, SharedPrefixPlan):
             return None
-        if cache is None or cache[3] is not plan:
+        cache = next((entry for entry in self._layout_cache if entry[3] is plan), None)
+        if cache is None:
             return shared_prefix_inputs(model, plan)
         kind = self._model_kind(model)
         if kind not in cache[4]:
@@ -238,11 +252,12 @@ class OnlineRL(PolicyModule):
                 return self.forward_pass(model, input_ids, attention_mask, response_width)["logprobs"][response]
 
         def shared() -> torch.Tensor:
-            self._layout_cache = ((self._model_kind(model), response_width), input_ids, attention_mask, plan, {})
+            saved = self._layout_cache
+            self._layout_cache = [((self._model_kind(model), response_width), input_ids, attention_mask, plan, {})]
             try:
                 return self.forward_pass(model, input_ids, attention_mask, response_width)["logprobs"][response]
             finally:
-                self._layout_cache = None
+                self._layout_cache = saved
 
         if self.layout.check(model, layout, padded, shared, attention_mask):
             self.layout.last = layout
@@ -292,16 +307,20 @@ class OnlineRL(PolicyModule):
         return samples
 
     @torch.no_grad()
-    def forward_rollout(self, samples: Samples) -> dict[str, torch.Tensor]:
+    def forward_rollout(self, samples: Samples, chunks: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Packed tensors plus old log-probs (when :attr:`needs_rollout_logprobs`), reference log-probs and
         values ``(B, R)`` of the samples.
 
-        The passes run in chunks of the update's minibatch sizes (the same shapes give the same numerics).
+        The passes run in ``chunks`` (row indices; the update's first minibatches, so the same rows give the same
+        numerics), by default in consecutive chunks of the update's minibatch sizes (the same shapes give the same
+        numerics for rows laid out alone).
         """
         exp = pack(samples, self.tokenizer.pad_token_id, self.device)
         R, n = exp["response_mask"].shape[1], len(exp["input_ids"])
+        if chunks is None:
+            chunks = list(torch.arange(n).tensor_split(min(self.num_mini_batches, n)))
         parts: dict[str, list[torch.Tensor]] = {}
-        for rows in torch.arange(n).tensor_split(min(self.num_mini_batches, n)):
+        for rows in chunks:
             ids, mask = exp["input_ids"][rows], exp["attention_mask"][rows]
             out = (self.forward_pass(self.model, ids, mask, R, with_values=self.has_critic)
                    if self.needs_rollout_logprobs else {})
@@ -310,7 +329,8 @@ class OnlineRL(PolicyModule):
                     out["ref_logprobs"] = self.forward_pass(self.ref_policy, ids, mask, R)["logprobs"]
             for key, value in out.items():
                 parts.setdefault(key, []).append(value)
-        exp.update({key: torch.cat(values) for key, values in parts.items()})
+        back = torch.cat(chunks).argsort().to(self.device)  # the chunks' rows back in the samples' order
+        exp.update({key: torch.cat(values)[back] for key, values in parts.items()})
         return exp
 
     def shape_rewards(self, exp: dict[str, torch.Tensor], samples: Samples) -> dict[str, torch.Tensor]:
@@ -349,13 +369,16 @@ class OnlineRL(PolicyModule):
     def experience(self, samples: Samples, metrics: dict[str, torch.Tensor]) -> None:
         """``forward_rollout`` → ``shape_rewards`` → ``advantages``; fills :attr:`buffer`."""
         t0 = time.perf_counter()
-        exp = self.forward_rollout(samples)
+        first = (minibatch_rows(len(samples["completions"]), self.num_mini_batches, self.group_size)
+                 if self.group_minibatches else None)  # the update's first epoch, drawn before the rollout pass
+        exp = self.forward_rollout(samples, first)
         t1 = time.perf_counter()
         metrics.update(self.shape_rewards(exp, samples))
         self.advantages(exp)
         self.buffer.clear()
         self.buffer.add(**exp, scores=samples["scores"].to(self.device), prompts=samples["prompts"],
                         completions=samples["completions"])
+        self.buffer.first_epoch = first
         metrics["time/rollout_forward"] = torch.tensor(t1 - t0)
         metrics["time/rewards"] = torch.tensor(time.perf_counter() - t1)
 
@@ -375,7 +398,9 @@ class OnlineRL(PolicyModule):
         scheduler = self.lr_schedulers()
         width = self.buffer["response_mask"].shape[1]
         self.update_stats = []
-        for epoch, index, mb in self.buffer.minibatches(self.num_mini_batches, self.ppo_epochs, uneven=True):
+        group_size = self.group_size if self.group_minibatches else 1
+        for epoch, index, mb in self.buffer.minibatches(self.num_mini_batches, self.ppo_epochs, uneven=True,
+                                                        group_size=group_size):
             out = self.forward_pass(self.model, mb["input_ids"], mb["attention_mask"], width,
                                     with_values=self.has_critic, with_entropy=True)
             if "logprobs" not in mb:  # on-policy single step: the old log-probs are this pass's (ratio exactly 1)
