@@ -3,6 +3,8 @@ of GRPO vs PPO.
 
     pip install trl   # benchmark-only dependency (TRL 1.16, no vLLM)
     OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py speed [--steps 6] [--rounds 3] [--prompt-tokens 16]
+    OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py speed --num-mini-batches 2 [--num-iterations 2] \
+        --runners "lit_rlhf GRPO" "lit_rlhf GRPO (no sharing)"   # lit_rlhf only, ratios to "no sharing"
     OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py memory [--hidden 512 --layers 8]
     OMP_NUM_THREADS=1 python benchmarks/grpo_vs_trl.py generation [--rounds 3 --steps 6] [--compiled]
 
@@ -49,6 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dpo_vs_trl import rss_mb  # noqa: E402
 
 PROMPTS, G, LR = 8, 8, 1e-5
+# the lit_rlhf GRPO runners' update (--num-mini-batches, --num-iterations); the other runners take one on-policy step
+UPDATE = {"num_mini_batches": 1, "num_iterations": 1}
 DIGITS = set("0123456789")
 
 
@@ -137,7 +141,7 @@ def run_lit(tmp: Path, iterations: int, beta: float, max_new_tokens: int, method
     sampling = {"temperature": 1.0, "max_new_tokens": max_new_tokens}
     if method == "grpo":
         module = GRPO(model=str(tmp / "init"), sampling=sampling, group_size=G, beta=beta, reward_fn=lit_reward,
-                      optimizer=optimizer, shared_prefix=shared_prefix)
+                      optimizer=optimizer, shared_prefix=shared_prefix, **UPDATE)
         for layout in layouts:  # switched off (e.g. "cached": each prompt once under a 4-D mask only)
             module.layout.enabled[layout] = False
         batch = PROMPTS
@@ -157,7 +161,8 @@ def run_lit(tmp: Path, iterations: int, beta: float, max_new_tokens: int, method
             clock.end()
 
     dm = PromptDataModule(train=str(tmp / "prompts.jsonl"), batch_size=batch, group_by_length=False, max_length=512)
-    L.Trainer(accelerator="cpu", max_steps=iterations, logger=False, enable_checkpointing=False,
+    steps = UPDATE["num_mini_batches"] * UPDATE["num_iterations"] if method == "grpo" else 1  # optimizer steps
+    L.Trainer(accelerator="cpu", max_steps=iterations * steps, logger=False, enable_checkpointing=False,
               enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
               callbacks=[Hooks()]).fit(module, datamodule=dm)
     return clock
@@ -270,6 +275,7 @@ def child(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     base = rss_mb()
     tmp, iterations = Path(args.tmp), args.warmup + args.steps
+    UPDATE.update(num_mini_batches=args.num_mini_batches, num_iterations=args.num_iterations)
     if args.memory:
         clock = MEMORY_RUNNERS[args.only](tmp, iterations, args.max_new_tokens)
     else:
@@ -281,7 +287,8 @@ def child(args: argparse.Namespace) -> None:
 
 def run_child(name: str, tmp: str, args: argparse.Namespace, beta: float = 0.0, memory: bool = False) -> dict:
     cmd = [sys.executable, __file__, "child", "--only", name, "--tmp", tmp, "--beta", str(beta), "--steps",
-           str(args.steps), "--warmup", str(args.warmup), "--max-new-tokens", str(args.max_new_tokens)]
+           str(args.steps), "--warmup", str(args.warmup), "--max-new-tokens", str(args.max_new_tokens),
+           "--num-mini-batches", str(args.num_mini_batches), "--num-iterations", str(args.num_iterations)]
     proc = subprocess.run(cmd + (["--memory"] if memory else []), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{name} (β = {beta}) failed:\n{proc.stderr[-4000:]}")
@@ -299,8 +306,12 @@ def load() -> str:
 
 def speed(args: argparse.Namespace, tmp: str) -> None:
     runners = [r for r in RUNNERS if args.runners is None or r in args.runners]
-    if "TRL GRPOTrainer" not in runners:
-        raise SystemExit("--runners must include 'TRL GRPOTrainer' (the ratios' reference)")
+    minibatches = (args.num_mini_batches, args.num_iterations) != (1, 1)
+    reference, short = ("lit_rlhf GRPO (no sharing)", "no sharing") if minibatches else ("TRL GRPOTrainer", "TRL")
+    if reference not in runners:
+        raise SystemExit(f"--runners must include '{reference}' (the ratios' reference)")
+    if minibatches and any(not r.startswith("lit_rlhf GRPO") for r in runners):
+        raise SystemExit("--num-mini-batches/--num-iterations: lit_rlhf GRPO runners only (the others take one step)")
     runners += list(MASK_RUNNER) if args.with_mask_runner else []
     steps: dict[tuple[float, str], list[list[float]]] = {(b, r): [] for b in args.betas for r in runners}
     loads = [load()]
@@ -310,13 +321,15 @@ def speed(args: argparse.Namespace, tmp: str) -> None:
                 steps[beta, runner] += run_child(runner, tmp, args, beta)["steps"]
         loads.append(load())
     print(f"prompt tokens {args.prompt_tokens}, new tokens {args.max_new_tokens}, {PROMPTS} prompts × G = {G}; "
+          f"lit_rlhf: {args.num_mini_batches} minibatches × {args.num_iterations} passes per iteration; "
           f"{args.rounds} rounds × {args.steps} measured iterations; {' → '.join(loads)}\n")
-    print("| β | runner | CPU-s per iteration | generation | update (rest) | iteration vs TRL | update vs TRL |")
+    print(f"| β | runner | CPU-s per iteration | generation | update (rest) | iteration vs {short} | "
+          f"update vs {short} |")
     print("|---|---|---|---|---|---|---|")
     for beta in args.betas:
         med = {r: [statistics.median(s[i] for s in steps[beta, r]) for i in (0, 1)]
                + [statistics.median(s[0] - s[1] for s in steps[beta, r])] for r in runners}
-        trl = med["TRL GRPOTrainer"]
+        trl = med[reference]
         for r, (total, gen, rest) in med.items():
             print(f"| {beta:g} | {r} | {total:.3f} | {gen:.3f} | {rest:.3f} | {total / trl[0]:.2f}× | "
                   f"{rest / trl[2]:.2f}× |")
@@ -415,6 +428,9 @@ def main() -> None:
     parser.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.04])
     parser.add_argument("--prompt-tokens", type=int, default=16, help="tokens per prompt, BOS included")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--num-mini-batches", type=int, default=1,
+                        help="speed: lit_rlhf GRPO's minibatches per pass (> 1: lit_rlhf runners only)")
+    parser.add_argument("--num-iterations", type=int, default=1, help="speed: lit_rlhf GRPO's passes per iteration")
     parser.add_argument("--runners", nargs="+", choices=list(RUNNERS), help="speed: these runners only (default all)")
     parser.add_argument("--hidden", type=int, default=None, help="hidden size (default: the quickstart policy's 64)")
     parser.add_argument("--layers", type=int, default=None)

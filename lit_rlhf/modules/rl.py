@@ -202,8 +202,8 @@ class OnlineRL(PolicyModule):
         ``num_mini_batches`` batches are kept, so the update's first epoch reuses the rollout pass's.
         """
         self.layout.last = "padded"
-        if not self.layout.sharing or self.group_size < 2 or (self.num_mini_batches != 1
-                                                                and not self.group_minibatches):
+        same_rows = self.num_mini_batches == 1 or self.group_minibatches  # the rollout's passes are the update's rows
+        if not self.layout.sharing or self.group_size < 2 or not same_rows:
             return None
         key = (self._model_kind(model), response_width)
         for cache in self._layout_cache:
