@@ -62,6 +62,9 @@ def test_the_first_epoch_drawn_before_the_rollout_is_used_once_and_saved():
     buf.first_epoch = [first[0]]  # not every row
     with pytest.raises(ValueError, match="each row once"):
         list(buf.minibatches(2, uneven=True, group_size=G))
+    buf.first_epoch = None
+    with pytest.raises(ValueError, match="groups of 4"):  # 12 rows split evenly, 3 groups do not
+        list(buf.minibatches(2, group_size=G))
     buf.clear()
     assert buf.first_epoch is None
 
