@@ -10,6 +10,9 @@ Arms (same tiny model, steps, batch size, learning-rate schedule and task; only 
 * ``gatt``: :class:`lit_rlhf.data.GAttData` — the same replier samples with the instruction attached to every
   user turn; samples keep it only in the system message and train the final turn only (``last_assistant``).
 * ``gatt_all_turns`` (ablation): GAtt replies, but every assistant turn trained (no loss zeroing).
+* ``naive_recall`` (ablation): ``naive``, but sampled by a replier that never forgets the system instruction
+  (``recall=1``): the data then show the instruction followed at every turn, which separates GAtt's effect
+  from the forgetful-sampler premise.
 
 Each trained model then continues 200 test dialogues of 8 turns on its own greedy replies; the table gives
 the fraction of replies that follow the system instruction at each turn (mean ± std over seeds) and a PNG.
@@ -39,18 +42,25 @@ from lit_rlhf.tasks import Dialogue  # noqa: E402
 
 MODEL = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 4}
-ARMS = {"naive": ("naive", "all_assistant"), "gatt": ("gatt", "last_assistant"),
-        "gatt_all_turns": ("gatt", "all_assistant")}
+ARMS = {  # arm: (data, turns trained, the reference replier's recall of the system instruction)
+    "naive": ("naive", "all_assistant", 0.5), "gatt": ("gatt", "last_assistant", 0.5),
+    "gatt_all_turns": ("gatt", "all_assistant", 0.5), "naive_recall": ("naive", "all_assistant", 1.0),
+}
+
+
+def arm_data(arm: str, seed: int, size: int, batch_size: int, turns: int) -> tuple[Dialogue, SFTDataModule]:
+    """The arm's task (also used for evaluation) and its training data of ``size`` records."""
+    source, train_on, recall = ARMS[arm]
+    task = Dialogue(min_turns=1, max_turns=turns, recall=recall)
+    data_task = GAttData(task) if source == "gatt" else task
+    return task, SFTDataModule(task=data_task, task_sizes={"train": size}, train_on=train_on, batch_size=batch_size,
+                               max_length=512, seed=seed)
 
 
 def run(arm: str, seed: int, steps: int, batch_size: int, lr: float, eval_dialogues: int, turns: int) -> dict:
     torch.manual_seed(seed)
     L.seed_everything(seed, verbose=False)
-    source, train_on = ARMS[arm]
-    task = Dialogue(min_turns=1, max_turns=turns)
-    data_task = GAttData(task) if source == "gatt" else task
-    dm = SFTDataModule(task=data_task, task_sizes={"train": steps * batch_size}, train_on=train_on,
-                       batch_size=batch_size, max_length=512, seed=seed)
+    task, dm = arm_data(arm, seed, steps * batch_size, batch_size, turns)
     module = SFT(model=ModelSpec(config=MODEL), gold_eval_batches=0, warmup=0.05, schedule="cosine", min_lr_ratio=0.1,
                  optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98)))
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, max_epochs=1, logger=False,
