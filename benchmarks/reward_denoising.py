@@ -1,10 +1,13 @@
 """Secrets of RLHF II, in miniature: does preference strength find noisy pairs, and do the treatments help?
 
     python benchmarks/reward_denoising.py [--seeds 0 1 2] [--noise 0.25] [--pairs 2048] [--epochs 2] [--margins-only]
+        [--annotator uniform|bradley-terry] [--val-pairs 512]
 
 Ground truth: a text's reward is (#'g' − #'b') in a random 16-character string over {g, b, x, y}; training
 pairs are labelled by that reward with a fraction ``--noise`` of them flipped (ties dropped); validation pairs
-are clean. For each seed: an ensemble of 5 tiny reward models gives each training pair its strength
+are clean. ``--annotator bradley-terry`` instead flips a pair of true gap ``d`` with probability ``σ(−d / --noise)``
+(a Bradley–Terry rater: similar pairs near a coin flip, separable ones almost always right, as human labels are).
+For each seed: an ensemble of 5 tiny reward models gives each training pair its strength
 (`lit-rlhf strength`), then a reward model is trained on the pairs as they are (baseline), with the weakest 20%
 flipped, with soft labels (0.5) on the weakest 20%, with the adaptive margin (clipped at 0), and with flip +
 margin. Reported: precision of the weakest 20% as "noisy", and clean validation accuracy of each variant.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -38,7 +42,12 @@ def level(gap: int) -> str:
     return LEVELS[0] if gap >= 5 else LEVELS[1] if gap >= 3 else LEVELS[2] if gap == 2 else LEVELS[3]
 
 
-def write_pairs(path: Path, n: int, seed: int, noise: float) -> None:
+def flip_probability(gap: int, noise: float, annotator: str) -> float:
+    """Chance that the rater prefers the worse text of a pair whose true rewards differ by ``gap`` > 0."""
+    return noise if annotator == "uniform" else 1.0 / (1.0 + math.exp(gap / noise))
+
+
+def write_pairs(path: Path, n: int, seed: int, noise: float, annotator: str = "uniform") -> None:
     rng = random.Random(seed)
     reward = lambda t: t.count("g") - t.count("b")  # noqa: E731
     with path.open("w") as f:
@@ -48,7 +57,7 @@ def write_pairs(path: Path, n: int, seed: int, noise: float) -> None:
             if reward(a) == reward(b):
                 continue
             good, bad = (a, b) if reward(a) > reward(b) else (b, a)
-            noisy = rng.random() < noise
+            noisy = noise > 0 and rng.random() < flip_probability(reward(good) - reward(bad), noise, annotator)
             f.write(json.dumps({"prompt": "rate:", "chosen": bad if noisy else good, "rejected": good if noisy else bad,
                                 "noisy": noisy, "rating": level(reward(good) - reward(bad))}) + "\n")
             written += 1
@@ -78,12 +87,13 @@ def val_metrics(cfg: Path, seed: int, extra: list[str]) -> dict[str, float]:
     return cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
 
 
-def run(seed: int, noise: float, pairs: int, epochs: int, margins_only: bool) -> dict[str, float]:
+def run(seed: int, noise: float, pairs: int, epochs: int, margins_only: bool, annotator: str = "uniform",
+        val_pairs: int = 512) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         train, val, scored = tmp / "train.jsonl", tmp / "val.jsonl", tmp / "scored.jsonl"
-        write_pairs(train, pairs, seed, noise)
-        write_pairs(val, 512, 10_000 + seed, 0.0)
+        write_pairs(train, pairs, seed, noise, annotator)
+        write_pairs(val, val_pairs, 10_000 + seed, 0.0)
         cfg = config(tmp, train, val, epochs)
         result = {} if margins_only else denoising(seed, cfg, train, scored)
         for table in ("none", "small", "large"):
@@ -126,15 +136,20 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2048, help="training pairs")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--margins-only", action="store_true", help="only the Llama 2 margin table")
+    parser.add_argument("--annotator", choices=["uniform", "bradley-terry"], default="uniform",
+                        help="label noise: a fixed flip rate, or σ(−gap / noise) per pair")
+    parser.add_argument("--val-pairs", type=int, default=512, help="clean validation pairs")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results = [run(seed, args.noise, args.pairs, args.epochs, args.margins_only) for seed in args.seeds]
+    results = [run(seed, args.noise, args.pairs, args.epochs, args.margins_only, args.annotator, args.val_pairs)
+               for seed in args.seeds]
 
     def cell(key: str) -> str:
         values = [r[key] for r in results]
         return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
 
-    print(f"noise {args.noise}, {args.pairs} pairs, {args.epochs} epochs, seeds {args.seeds} (mean ± std)")
+    print(f"{args.annotator} noise {args.noise}, {args.pairs} pairs, {args.epochs} epochs, seeds {args.seeds} "
+          "(mean ± std)")
     keys = [k for k in results[0] if "|" not in k]
     if keys:
         print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))

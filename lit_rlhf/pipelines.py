@@ -173,8 +173,8 @@ def best_of_n(
         split: task split of the problems.
         problems: problems drawn from the task's split.
         data_seed: task generation seed.
-        prm: ProcessRewardModel checkpoint.
-        orm: OutcomeRewardModel checkpoint.
+        prm: ProcessRewardModel checkpoint, run folder or exported folder.
+        orm: OutcomeRewardModel checkpoint, run folder or exported folder.
         aggregate: PRM solution scores: product / min / last of the step probabilities.
         n: values of N.
         pool: candidates sampled per problem (default: the largest N).
@@ -187,8 +187,8 @@ def best_of_n(
     """
     from lit_rlhf.eval.best_of_n import best_of_n as run_best_of_n
     from lit_rlhf.eval.best_of_n import load_candidates, sample_candidates
-    from lit_rlhf.models.checkpoint import load_module
     from lit_rlhf.rollout.generation import SamplingConfig
+    from lit_rlhf.rollout.rewards import OutcomeReward, ProcessReward
 
     if (policy is None) == (candidates is None):
         raise CommandError("give exactly one of --policy (sample candidates) and --candidates (a jsonl to score)")
@@ -201,8 +201,9 @@ def best_of_n(
         sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         pools = sample_candidates(model, tokenizer, prompts, pool or max(n), sampling, batch_size)
     result = run_best_of_n(
-        task, prompts, pools, n, prm=load_module(prm) if prm else None, orm=load_module(orm) if orm else None,
-        aggregates=list(aggregate), trials=trials, seed=seed, batch_size=batch_size,
+        task, prompts, pools, n, prm=ProcessReward(prm, batch_size=batch_size) if prm else None,
+        orm=OutcomeReward(orm, batch_size=batch_size) if orm else None, aggregates=list(aggregate), trials=trials,
+        seed=seed, batch_size=batch_size,
     )
     print(result.table())
     folder = result.save(output)

@@ -36,6 +36,8 @@ NETWORK_KEY = "lit_rlhf_network"
 """Checkpoint entry: ``{"spec": <ModelSpec dict>, "head": <HeadModel.meta() or None>}`` of ``state_dict["model.*"]``."""
 PROVENANCE_KEY = "lit_rlhf_provenance"
 """Checkpoint entry: where the run started (``init_from`` as an absolute file, the ``model`` it was given)."""
+EXPORT_SETTINGS = "lit_rlhf_settings.json"
+"""File in an exported folder: the settings a scorer needs besides the weights (a PRM's ``step_separator``)."""
 
 
 def resolve_checkpoint(path: str | Path) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
 
 from lit_rlhf.losses.classification import correct_probability, first_wrong_step, step_loss
 from lit_rlhf.models import ModelLike, ModelSpec, PrefixPlan, load_tokenizer, token_classifier
+from lit_rlhf.models.checkpoint import EXPORT_SETTINGS
 from lit_rlhf.modules.base import StepModule, StepOutput, StepSplit
 
 NumClasses = Literal[2, 3]
@@ -64,6 +67,13 @@ class ProcessRewardModel(StepModule):
                    ) -> torch.Tensor:
         """``P(step correct)`` at every token, ``(B, T)`` (meaningful on step-separator tokens)."""
         return correct_probability(self(input_ids, attention_mask, plan), self.neutral_is_correct)
+
+    def export(self, folder: str | Path, merge_lora: bool = True) -> Path:
+        """The token-classification folder, plus the step layout its scorers need (``EXPORT_SETTINGS``)."""
+        out = super().export(folder, merge_lora)
+        settings = {"step_separator": self.step_separator, "neutral_is_correct": self.neutral_is_correct}
+        (out / EXPORT_SETTINGS).write_text(json.dumps(settings))
+        return out
 
     def on_fit_start(self) -> None:
         data = getattr(self.trainer, "datamodule", None)

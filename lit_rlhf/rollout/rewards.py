@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +47,7 @@ from lit_rlhf.data.collate import pad
 from lit_rlhf.data.tokenize import Encoder
 from lit_rlhf.losses import ensemble_reward, length_reward, place_step_rewards
 from lit_rlhf.losses.classification import correct_probability
-from lit_rlhf.models.checkpoint import load_head_model, load_reward_head, read_checkpoint
+from lit_rlhf.models.checkpoint import EXPORT_SETTINGS, load_head_model, load_reward_head, read_checkpoint
 from lit_rlhf.models.heads import HeadModel
 from lit_rlhf.models.logprobs import ForwardLayout, PrefixPlan
 from lit_rlhf.rollout.verifiers import AGGREGATES, group_ids, score_outcomes, score_steps, solution_scores
@@ -239,10 +240,12 @@ class EnsembleReward(RewardSource):
 
 
 def _checkpoint_hparams(path: str) -> dict[str, Any]:
-    """The hyperparameters of a lit_rlhf checkpoint (``{}`` for an exported folder)."""
+    """The hyperparameters of a lit_rlhf checkpoint; for an exported folder, the settings its export wrote
+    (``EXPORT_SETTINGS``; ``{}`` for a folder from elsewhere)."""
     folder = Path(path).expanduser()
     if folder.is_dir() and (folder / "config.json").exists():
-        return {}
+        settings = folder / EXPORT_SETTINGS
+        return json.loads(settings.read_text()) if settings.exists() else {}
     return dict(read_checkpoint(path).get("hyper_parameters") or {})
 
 
@@ -292,7 +295,8 @@ class ProcessReward(RewardSource):
 
     Args:
         model: a token classifier (:class:`~lit_rlhf.models.HeadModel`), or a ``ProcessRewardModel`` checkpoint /
-            run folder / export path (its ``step_separator`` and ``neutral_is_correct`` are read from a checkpoint).
+            run folder / export path (its ``step_separator`` and ``neutral_is_correct`` are read from the checkpoint or
+            the export's settings file).
         tokenizer: its tokenizer (with a model).
         aggregate: ``min`` | ``product`` | ``last``.
         step_separator: text after every step (``None``: the checkpoint's, else ``"\n"``).

@@ -111,6 +111,14 @@ def test_best_of_n_on_arithmetic_candidates_and_cli(tiny_spec, tmp_path):
     assert set(accuracy) == {"PRM (product)", "PRM (min)", "majority", "pass@N"}
     assert set(accuracy["pass@N"]) == {"1", "2"}
 
+    # a user shares the PRM as an exported folder: best-of-n scores the same candidates identically from it
+    cli_main(["export", str(tmp_path / "prm.ckpt"), str(tmp_path / "prm_export")])
+    cli_main(["best-of-n", "--candidates", str(tmp_path / "cands.jsonl"), "--prm", str(tmp_path / "prm_export"),
+              "--n", "1", "2", "--trials", "3", "--output", str(tmp_path / "cli_export")])
+    rows = [[json.loads(line)["scores"]["PRM (min)"] for line in (tmp_path / out / "candidates.jsonl").open()]
+            for out in ("cli", "cli_export")]
+    assert torch.allclose(torch.tensor(rows[0]), torch.tensor(rows[1]), atol=1e-5)
+
 
 def test_best_of_n_feeds_the_orm_the_tasks_solution_text(monkeypatch):
     import importlib

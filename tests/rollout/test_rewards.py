@@ -9,6 +9,7 @@ from conftest import TINY, tiny_prm_checkpoint
 from torch import nn
 
 from lit_rlhf.models import build_byte_tokenizer
+from lit_rlhf.models.checkpoint import EXPORT_SETTINGS
 from lit_rlhf.modules import OutcomeRewardModel, ProcessRewardModel, RewardModel
 from lit_rlhf.rollout.rewards import (
     EnsembleReward,
@@ -166,6 +167,20 @@ def test_prm_source_outcome_and_dense_step_rewards(prm_ckpt):
     shifted = Rewards([{"source": "prm", "path": prm_ckpt, "offset": 0.5}]).evaluate(PROMPTS, COMPLETIONS, task, True)
     assert shifted.steps[0][1] == [20.0, pytest.approx(probs[0, 1].item() - 0.5)]
     assert evaluate_rewards(None, task, PROMPTS, COMPLETIONS).total.tolist() == [1.0, 0.0]
+
+
+def test_prm_export_keeps_its_step_layout(tmp_path):
+    """A PRM trained with another separator and 3 classes, exported: the source scores it as the module does."""
+    prm = ProcessRewardModel(model={"name": "lit-rlhf:tiny-llama", "config": TINY}, num_classes=3,
+                             step_separator=" ;; ", neutral_is_correct=False)
+    folder = prm.export(tmp_path / "prm")
+    source = ProcessReward(str(folder), aggregate="min")
+    assert (source.step_separator, source.neutral_is_correct) == (" ;; ", False)
+    steps = [Arithmetic.split_steps(c) for c in COMPLETIONS]
+    expected = solution_scores(*score_steps(prm, PROMPTS, steps), "min")
+    assert torch.allclose(source.reward(PROMPTS, COMPLETIONS, Arithmetic(max_steps=2)), expected, atol=1e-5)
+    (folder / EXPORT_SETTINGS).unlink()  # a token classifier from elsewhere: the defaults
+    assert ProcessReward(str(folder)).step_separator == "\n"
 
 
 def test_checkpoints_record_absolute_model_paths(tmp_path, monkeypatch):
