@@ -62,7 +62,8 @@ GROUP_METHODS: dict[str, dict[str, Any]] = {
 }
 METHODS = (*GROUP_METHODS, "ppo", "rs")
 EVAL_METRICS = ("greedy", "sampled", "trap", "compensated", "kl", "length")
-PROGRESS = ("reward", "frac_reward_zero_std", "completions/mean_length", "clip_ratio/region_mean", "entropy")
+PROGRESS = ("reward", "frac_reward_zero_std", "completions/mean_length", "clip_ratio/region_mean", "entropy",
+            "objective/scores", "objective/kl", "policy/clipfrac_avg", "policy/entropy_avg")  # group methods; PPO
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -139,14 +139,19 @@ def main() -> None:
     parser.add_argument("--annotator", choices=["uniform", "bradley-terry"], default="uniform",
                         help="label noise: a fixed flip rate, or σ(−gap / noise) per pair")
     parser.add_argument("--val-pairs", type=int, default=512, help="clean validation pairs")
+    parser.add_argument("--json", default=None, help="also write each seed's figures here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = [run(seed, args.noise, args.pairs, args.epochs, args.margins_only, args.annotator, args.val_pairs)
                for seed in args.seeds]
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "seeds": results}, indent=1))
 
-    def cell(key: str) -> str:
-        values = [r[key] for r in results]
-        return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
+    def cell(key: str, minus: str | None = None) -> str:
+        values = [r[key] - (r[minus] if minus else 0.0) for r in results]
+        above = f" ({sum(v > 0 for v in values)}/{len(values)} > 0)" if minus else ""
+        return f"{statistics.mean(values):+.3f} ± {statistics.pstdev(values):.3f}{above}" if minus else \
+            f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
 
     print(f"{args.annotator} noise {args.noise}, {args.pairs} pairs, {args.epochs} epochs, seeds {args.seeds} "
           "(mean ± std)")
@@ -157,6 +162,9 @@ def main() -> None:
     print("\n| margin table | " + " | ".join(LEVELS) + " |\n|" + "---|" * (len(LEVELS) + 1))
     for table in ("none", "small", "large"):
         print(f"| {table} | " + " | ".join(cell(f"{table}|{lvl}") for lvl in LEVELS) + " |")
+    print("\npaired by seed, gain over no margin (seeds where it is > 0):")
+    for table in ("small", "large"):
+        print(f"| {table} − none | " + " | ".join(cell(f"{table}|{lvl}", f"none|{lvl}") for lvl in LEVELS) + " |")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from lit_rlhf.losses.classification import correct_probability
 from lit_rlhf.models.checkpoint import EXPORT_SETTINGS, load_head_model, load_reward_head, read_checkpoint
 from lit_rlhf.models.heads import HeadModel
 from lit_rlhf.models.logprobs import ForwardLayout, PrefixPlan
-from lit_rlhf.rollout.verifiers import AGGREGATES, group_ids, score_outcomes, score_steps, solution_scores
+from lit_rlhf.rollout.verifiers import AGGREGATES, layout_forward, score_outcomes, score_steps, solution_scores
 
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 StepRewards = list[list[list[float]]]
@@ -112,19 +112,17 @@ class ModelReward(torch.nn.Module):
     def forward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        device = next(self.model.parameters()).device
         ids = [self.encoder.pair(p, c, "rollout")[0] for p, c in zip(prompts, completions)]
         out = []
         was_training = self.model.training
         self.model.eval()
         for start in range(0, len(ids), self.batch_size):
             chunk = ids[start:start + self.batch_size]
-            input_ids = pad(chunk, self.tokenizer.pad_token_id, "right").to(device)
-            mask = pad([[1] * len(x) for x in chunk], 0, "right").to(device)
-            groups = group_ids(prompts[start:start + self.batch_size])  # a prompt's completions share its encoding
-            plan = self.layout.head_plan(self.model, input_ids, mask, groups) if isinstance(
-                self.model, HeadModel) else None
-            out.append((self.model(input_ids, mask) if plan is None else self.model(input_ids, mask, plan)).float())
+            batch = {"input_ids": pad(chunk, self.tokenizer.pad_token_id, "right"),
+                     "attention_mask": pad([[1] * len(x) for x in chunk], 0, "right")}
+            # a prompt's completions share its encoding where the layout finds that exact and cheaper
+            out.append(layout_forward(self, self.model, self.layout, prompts[start:start + self.batch_size],
+                                      batch).float())
         self.model.train(was_training)
         return torch.cat(out).cpu()
 

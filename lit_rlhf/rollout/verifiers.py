@@ -71,8 +71,8 @@ def _scoring_layout(shared_prefix: bool, layout: ForwardLayout | None) -> Forwar
     return layout if layout is not None else ForwardLayout(padding_free=False, shared_prefix=True)
 
 
-def _run(scorer: Any, read: Callable[..., torch.Tensor], layout: ForwardLayout | None, keys: Sequence[Any] | None,
-         batch: dict[str, Any]) -> torch.Tensor:
+def layout_forward(scorer: Any, read: Callable[..., torch.Tensor], layout: ForwardLayout | None,
+                   keys: Sequence[Any] | None, batch: dict[str, Any]) -> torch.Tensor:
     """``read(input_ids, attention_mask[, plan])`` on a collated batch, with a prompt-once plan where ``layout`` chooses
     one for the rows' ``keys`` (``scorer.model`` must be a :class:`~lit_rlhf.models.HeadModel`; else the plain
     forward)."""
@@ -127,7 +127,7 @@ def score_steps(
     prm.eval()
     for start in range(0, len(items), batch_size):
         batch = collate([{k: it[k] for k in ("input_ids", "labels")} for it in items[start:start + batch_size]])
-        token_probs = _run(prm, prm.step_probs, layout, prompts[start:start + batch_size], batch)
+        token_probs = layout_forward(prm, prm.step_probs, layout, prompts[start:start + batch_size], batch)
         for row, (p, labels) in enumerate(zip(token_probs.cpu(), batch["labels"])):
             found = p[labels != -100]
             probs[start + row, : len(found)] = found
@@ -167,6 +167,6 @@ def score_outcomes(
     orm.eval()
     for start in range(0, len(items), batch_size):
         keys = None if groups is None else groups[start:start + batch_size]
-        out.append(_run(orm, orm.score, layout, keys, collate(items[start:start + batch_size])).float().cpu())
+        out.append(layout_forward(orm, orm.score, layout, keys, collate(items[start:start + batch_size])).float().cpu())
     orm.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
