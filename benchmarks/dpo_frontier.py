@@ -295,19 +295,22 @@ def main() -> None:
         if not args.report_only:
             for seed in args.seeds:
                 run_losses(args, seed, out / f"seed{seed}")
-        seeds = {int(p.parent.name[4:]): json.loads(p.read_text()) for p in sorted(out.glob("seed*/losses.json"))}
-        if not seeds:
-            raise SystemExit(f"no {out}/seed*/losses.json to report")
+        seeds = seed_results(out, "losses.json")
         report_losses(seeds, Path(args.plot or out / "losses.png"), args.kl_grid or [0.5, 1.0, 2.0], args.losses)
         return
     args.kl_grid = args.kl_grid or [0.25, 0.5, 1.0, 2.0, 4.0]
     if not args.report_only:
         for seed in args.seeds:
             run_seed(args, seed, out / f"seed{seed}")
-    seeds = {int(p.parent.name[4:]): json.loads(p.read_text()) for p in sorted(out.glob("seed*/frontier.json"))}
+    report(seed_results(out, "frontier.json"), out, args.kl_grid)
+
+
+def seed_results(out: Path, name: str) -> dict[int, dict[str, list[dict]]]:
+    """Each seed's runs, read from ``OUT/seed<N>/<name>``; an error when there is none to report."""
+    seeds = {int(p.parent.name[4:]): json.loads(p.read_text()) for p in sorted(out.glob(f"seed*/{name}"))}
     if not seeds:
-        raise SystemExit(f"no {out}/seed*/frontier.json to report")
-    report(seeds, out, args.kl_grid)
+        raise SystemExit(f"no {out}/seed*/{name} to report")
+    return seeds
 
 
 def family(name: str) -> str:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from dpo_frontier import adamw, report, trainer, write
+from dpo_frontier import adamw, report, seed_results, trainer, write
 
 from lit_rlhf.data import PreferenceDataModule, SFTDataModule
 from lit_rlhf.eval import GoldEval
@@ -125,10 +125,7 @@ def main() -> None:
     if not args.report_only:
         for seed in args.seeds:
             run_seed(args, seed, out / f"seed{seed}")
-    seeds = {int(p.parent.name[4:]): json.loads(p.read_text()) for p in sorted(out.glob("seed*/frontier.json"))}
-    if not seeds:
-        raise SystemExit(f"no {out}/seed*/frontier.json to report")
-    report(seeds, out, args.kl_grid)
+    report(seed_results(out, "frontier.json"), out, args.kl_grid)
 
 
 if __name__ == "__main__":
