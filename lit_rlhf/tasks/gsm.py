@@ -111,6 +111,15 @@ def parse_final(completion: str) -> str | None:
     return first_line.replace(",", "") if _FINAL_RE.fullmatch(first_line) else None
 
 
+def parse_answer(completion: str) -> str | None:
+    """The final answer written one way per number, for majority voting: :func:`parse_final` without trailing zeros.
+
+    ``"#### 36.0"`` and ``"#### 36"`` -> ``"36"``; ``"#### 1,687.50"`` -> ``"1687.5"``; ``None`` if absent or garbled.
+    """
+    final = parse_final(completion)
+    return None if final is None else format(Decimal(final).normalize(), "f")
+
+
 def _value(text: str) -> Fraction:
     return Fraction(text.replace(",", ""))
 
@@ -371,6 +380,7 @@ class GSM(ProblemTask):
 
     split_steps = staticmethod(split_steps)
     parse_final = staticmethod(parse_final)
+    parse_answer = staticmethod(parse_answer)
 
     # ---------------------------------------------------------------- solutions
 

@@ -70,6 +70,12 @@ def test_parse_final(completion, expected):
     assert parse_final(completion) == expected
 
 
+def test_parse_answer_writes_each_number_one_way_for_majority_voting():
+    assert [GSM.parse_answer(f"x\n#### {a}") for a in ("36.0", "36", "1,687.50", "100", "0.00")] == [
+        "36", "36", "1687.5", "100", "0"]
+    assert GSM.parse_answer("no mark") is None and GSM.parse_answer("#### 36 eggs") is None
+
+
 @pytest.mark.parametrize(
     ("line", "results", "operands"),
     [
