@@ -342,6 +342,21 @@ def mean_over(values: list):
     return statistics.mean(finite) if finite else float("nan")
 
 
+def over_seeds(accuracies: list[dict], ns: list[int]) -> dict[str, dict[int, tuple[float, float]]]:
+    """Selector -> N -> (mean, population std) over seeds of each seed's mean accuracy (``accuracies``: one
+    ``selection_accuracy`` result per seed)."""
+    return {name: {n: (statistics.mean(a[name][n][0] for a in accuracies),
+                       statistics.pstdev(a[name][n][0] for a in accuracies)) for n in ns} for name in accuracies[0]}
+
+
+def accuracy_table(mean: dict[str, dict[int, tuple[float, float]]], ns: list[int]) -> str:
+    """Markdown table of :func:`over_seeds`: one row per selector, ``mean ± std`` per N."""
+    lines = ["| selector | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
+    lines += [f"| {name} | " + " | ".join(f"{by_n[n][0]:.3f} ± {by_n[n][1]:.3f}" for n in ns) + " |"
+              for name, by_n in mean.items()]
+    return "\n".join(lines)
+
+
 SYSTEM = ("You are a careful assistant that solves arithmetic problems. Apply each operation from left to right, one "
           "operation per line, then write the final answer after four hash marks.\n")
 
@@ -439,15 +454,11 @@ def main() -> None:
             continue
         with tempfile.TemporaryDirectory() as name:
             runs.append(run(seed, args, Path(name)))
-    names = list(runs[0]["accuracy"])
-    mean = {name: {n: (statistics.mean(r["accuracy"][name][n][0] for r in runs),
-                       statistics.pstdev(r["accuracy"][name][n][0] for r in runs)) for n in args.n} for name in names}
+    mean = over_seeds([r["accuracy"] for r in runs], args.n)
     print(f"\nmean ± std over seeds {args.seeds} (each seed: mean of {args.trials} draws); generator sample accuracy "
           + ", ".join(f"{r['sample_accuracy']:.3f}" for r in runs) + "; verifier AUC "
           + ", ".join(f"{k} {statistics.mean(r['auc'][k] for r in runs):.3f}" for k in runs[0]["auc"]))
-    print("| selector | " + " | ".join(f"N={n}" for n in args.n) + " |\n|---|" + "---|" * len(args.n))
-    for name in names:
-        print(f"| {name} | " + " | ".join(f"{mean[name][n][0]:.3f} ± {mean[name][n][1]:.3f}" for n in args.n) + " |")
+    print(accuracy_table(mean, args.n))
     if args.diagnose:
         tables = diagnose_tables(mean_over([r["diagnose"] for r in runs]))
         print(f"\ndiagnostics, mean over seeds {args.seeds}:\n" + tables)
