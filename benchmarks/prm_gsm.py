@@ -10,8 +10,9 @@ Needs ``pip install 'lit-rlhf[gsm]'`` (reasoning-gym) and ``lit-rlhf assets`` (S
 1. ``prm/`` and ``orm/``: the PRM (``configs/prm_gsm.yaml``: each step correct or wrong, up to the first error) and
    the ORM (``configs/orm_gsm.yaml``: final-answer correctness), both on the task's mix of gold, slipped and
    compensated (right answer, wrong process) solutions, each ``lit-rlhf fit --ckpt_path last`` with
-   ``seed_everything`` and data seed N and ``max_steps`` = ``--steps``. A killed fit resumes from its last
-   checkpoint; a larger ``--steps`` extends a finished run from its ``last.ckpt`` (step count, optimizer state, data
+   ``seed_everything`` and data seed N and ``max_steps`` = ``--steps``. A killed fit resumes from its ``last.ckpt``,
+   written every ``--checkpoint-every`` steps (the configs' own checkpoints come only with validation and are not
+   ``last``: ``--ckpt_path last`` would start over); a larger ``--steps`` extends a finished run from its ``last.ckpt`` (step count, optimizer state, data
    order and W&B run go on). The cosine schedule (and the warm-up, a fraction of it) spans ``max_steps``: an
    extension re-stretches it over the new total. Its first step still uses the finished run's last LR (the minimum),
    then the LR jumps to the longer curve's value at the step reached and decays along it (250 -> 500 steps: from
@@ -68,10 +69,13 @@ def make_task() -> GSM:
 def fit_args(name: str, seed: int, args: argparse.Namespace, folder: Path) -> list[str]:
     """The ``lit-rlhf fit`` command line of verifier ``name`` (``prm`` or ``orm``) in its run folder."""
     model = [f"--model.init_args.model.name={args.model}"] if args.model else []
+    checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": args.checkpoint_every}}
     return ["fit", "--config", str(ROOT / "configs" / CONFIGS[name]), f"--seed_everything={seed}",
             f"--data.init_args.seed={seed}", f"--trainer.max_steps={args.steps}",
             f"--trainer.default_root_dir={folder}", f"--trainer.logger.init_args.save_dir={folder}",
-            "--trainer.enable_progress_bar=false", "--ckpt_path=last", *model, *(f"--{kv}" for kv in args.set)]
+            f"--trainer.callbacks+={json.dumps(checkpoint)}", "--trainer.enable_progress_bar=false", "--ckpt_path=last",
+            *model, *(f"--{kv}" for kv in args.set)]
 
 
 def train(name: str, seed: int, args: argparse.Namespace, folder: Path) -> dict:
@@ -188,6 +192,8 @@ def main() -> None:
     parser.add_argument("--workdir", required=True, help="run folders, pools and results, one folder per seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=250, help="optimizer steps of each verifier (a rerun extends)")
+    parser.add_argument("--checkpoint-every", type=int, default=25,
+                        help="write last.ckpt every this many steps (a killed fit resumes from it)")
     parser.add_argument("--test-problems", type=int, default=128)
     parser.add_argument("--pool", type=int, default=16, help="candidate solutions per test problem")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8])

@@ -27,7 +27,8 @@ TINY = ["--model", "lit-rlhf:tiny-llama", "--set", 'data.init_args.task_sizes={"
 
 
 def options(**kwargs) -> argparse.Namespace:
-    defaults = dict(steps=2, test_problems=2, pool=2, n=[2], trials=3, batch_size=4, model=None, set=[])
+    defaults = dict(steps=2, test_problems=2, pool=2, n=[2], trials=3, batch_size=4, model=None, set=[],
+                    checkpoint_every=25)
     return argparse.Namespace(**{**defaults, **kwargs})
 
 
@@ -96,6 +97,10 @@ def test_fit_command_lines_parse_with_the_seed_steps_folder_and_overrides(name, 
     assert config["model"]["init_args"]["model"]["name"] == "lit-rlhf:tiny-llama"
     assert config["model"]["init_args"]["model"]["lora"]["r"] == 16  # the config's LoRA is kept
     assert config["data"]["init_args"]["max_length"] == 1024
+    (checkpoint,) = config["trainer"]["callbacks"]  # last.ckpt every 25 steps, for a killed fit to resume from
+    assert checkpoint["class_path"].endswith("ModelCheckpoint")
+    assert {k: checkpoint["init_args"][k] for k in ("save_last", "save_top_k", "every_n_train_steps")} == {
+        "save_last": True, "save_top_k": 0, "every_n_train_steps": 25}
 
 
 def test_each_stage_runs_only_when_its_inputs_change(tmp_path, monkeypatch):
