@@ -12,14 +12,14 @@ Needs ``pip install 'lit-rlhf[gsm]'`` (reasoning-gym) and ``lit-rlhf assets`` (S
    compensated (right answer, wrong process) solutions, each ``lit-rlhf fit --ckpt_path last`` with
    ``seed_everything`` and data seed N and ``max_steps`` = ``--steps``. A killed fit resumes from its ``last.ckpt``,
    written every ``--checkpoint-every`` steps (the configs' own checkpoints come only with validation and are not
-   ``last``: ``--ckpt_path last`` would start over); a larger ``--steps`` extends a finished run from its ``last.ckpt`` (step count, optimizer state, data
-   order and W&B run go on). The cosine schedule (and the warm-up, a fraction of it) spans ``max_steps``: an
-   extension re-stretches it over the new total. Its first step still uses the finished run's last LR (the minimum),
-   then the LR jumps to the longer curve's value at the step reached and decays along it (250 -> 500 steps: from
-   0.1x to 0.58x the peak, a partial warm restart; a run shorter than the new warm-up goes back into warm-up), so the
-   result differs from a straight run of the new length. For an extension equal to a straight run use a constant
-   schedule with warm-up in steps (``--set model.init_args.schedule=constant model.init_args.warmup=12``), or choose
-   the final ``--steps`` up front.
+   ``last``: ``--ckpt_path last`` would start over). A larger ``--steps`` extends a finished run from its
+   ``last.ckpt`` (step count, optimizer state, data order and W&B run go on). The cosine schedule (and the warm-up,
+   a fraction of it) spans ``max_steps``: an extension re-stretches it over the new total. Its first step still uses
+   the finished run's last LR (the minimum), then the LR jumps to the longer curve's value at the step reached and
+   decays along it (250 -> 500 steps: from 0.1x to 0.58x the peak, a partial warm restart; a run shorter than the
+   new warm-up goes back into warm-up), so the result differs from a straight run of the new length. For an
+   extension equal to a straight run use a constant schedule with warm-up in steps (``--set
+   model.init_args.schedule=constant model.init_args.warmup=12``), or choose the final ``--steps`` up front.
 2. ``test`` of each verifier on the task's test split: PRM ``step_accuracy`` and ``first_error_accuracy``, ORM
    ``accuracy``.
 3. ``pool.jsonl``: ``--pool`` solutions of each of ``--test-problems`` held-out problems drawn by ``GSM.sample``
