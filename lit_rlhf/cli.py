@@ -75,25 +75,33 @@ class LitRLHFCLI(LightningCLI):
             found = find_last_checkpoint(self.trainer)
             if found is not None:
                 config["ckpt_path"] = found
+                print(f"[lit_rlhf] --ckpt_path last: resuming from {found}")
+            else:
+                print(f"[lit_rlhf] --ckpt_path last: no checkpoint under {self.trainer.default_root_dir}; "
+                      "training starts from the beginning")
+                config["ckpt_path"] = None
         ckpt_path = config.get("ckpt_path")
         if ckpt_path is not None and Path(ckpt_path).is_file():
             continue_from_checkpoint(self.trainer, ckpt_path)
 
 
 def find_last_checkpoint(trainer) -> str | None:
-    """The newest ``last*.ckpt`` under ``trainer.default_root_dir`` or a ``ModelCheckpoint(dirpath=...)``.
+    """The newest ``last*.ckpt`` under ``trainer.default_root_dir`` or a ``ModelCheckpoint(dirpath=...)``; where
+    there is none (a run killed before it ended keeps only the checkpoints its ``ModelCheckpoint`` wrote at
+    validation or every n steps), the newest ``*.ckpt`` there.
 
     Lightning looks for ``last`` only in the checkpoint folder of the *new* run, which under a logger is a
     fresh version folder (``<save_dir>/<project>/<run id>/checkpoints``), so an interrupted run's
-    ``last.ckpt`` would not be found and training would silently start over. ``None``: none found.
+    checkpoints would not be found and training would silently start over. ``None``: no checkpoint at all.
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     folders = [Path(trainer.default_root_dir)]
     folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
                 if isinstance(cb, ModelCheckpoint) and cb.dirpath]
-    found = {f for folder in folders if folder.is_dir() for f in folder.rglob("last*.ckpt") if f.is_file()}
-    return str(max(found, key=lambda f: f.stat().st_mtime)) if found else None
+    found = {f for folder in folders if folder.is_dir() for f in folder.rglob("*.ckpt") if f.is_file()}
+    last = {f for f in found if f.name.startswith("last")} or found
+    return str(max(last, key=lambda f: f.stat().st_mtime)) if last else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -147,3 +147,6 @@ def test_ckpt_path_last_finds_the_newest_last_checkpoint_under_the_run_folder(tm
     assert find_last_checkpoint(trainer) == str(new)  # a logger's versioned folders: the newest last.ckpt
     os.utime(old, (2000, 2000))
     assert find_last_checkpoint(trainer) == str(old)
+    for path in (old, new):  # killed before its end: only the checkpoints written at validation are there
+        path.unlink()
+    assert find_last_checkpoint(trainer) == str(tmp_path / "run/lit-rlhf/b2/checkpoints/epoch=0-step=9.ckpt")

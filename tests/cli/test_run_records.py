@@ -230,3 +230,23 @@ def test_shipped_configs_checkpoint_and_bound_runs_by_steps_or_epochs_not_both()
         trainer = yaml.safe_load(path.read_text()).get("trainer", {})
         assert trainer.get("enable_checkpointing", True) is not False, path.name
         assert "max_steps" not in trainer or "max_epochs" not in trainer, path.name
+
+
+@pytest.mark.slow
+def test_ckpt_path_last_resumes_a_killed_run_from_its_validation_checkpoint(tmp_path, capsys):
+    """A run killed after a validation checkpoint but before its end has no last.ckpt: `--ckpt_path last` resumes
+    from the newest checkpoint instead of silently starting over, and ends where an uninterrupted run ends."""
+    data = ['--data.init_args.task_sizes={"train": 64, "val": 8, "test": 8}', "--trainer.max_epochs=1",
+            "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1"]
+    root = tmp_path / "run"
+    fit(root, *data, "--trainer.max_steps=3")  # validation checkpoint at step 2, last.ckpt at 3
+    for path in root.rglob("last*.ckpt"):  # as if killed during step 3: only the validation checkpoint stays
+        path.unlink()
+    assert [p.name for p in root.rglob("*.ckpt")] == ["epoch=0-step=2.ckpt"]
+    capsys.readouterr()
+    resumed = fit(root, *data, "--trainer.max_steps=4", "--ckpt_path=last")
+    assert "resuming from" in capsys.readouterr().out and resumed.trainer.global_step == 4
+    assert Path(resumed.trainer.ckpt_path).name == "epoch=0-step=2.ckpt"  # not a fresh start
+    straight = fit(tmp_path / "straight", *data, "--trainer.max_steps=4")
+    after = trained(resumed)
+    assert all(torch.equal(v, after[k]) for k, v in trained(straight).items())
