@@ -168,7 +168,8 @@ def best_of_n(
         output: folder for accuracy.json, candidates.jsonl and best_of_n.png.
         policy: the generator: a lit-rlhf checkpoint (.ckpt), a run folder, a Hugging Face folder or a model
             name (exactly one of policy and candidates).
-        candidates: jsonl of {prompt, completions: [...]} to score instead of sampling.
+        candidates: jsonl of {prompt, completions: [...]} to score instead of sampling (for a task that grades
+            only its own problems, e.g. GSM, the prompts of its ``split`` / ``problems`` / ``data_seed``).
         task: grader task (it also gives the prompts when sampling).
         split: task split of the problems.
         problems: problems drawn from the task's split.
@@ -195,6 +196,8 @@ def best_of_n(
     torch.manual_seed(seed)
     if candidates:
         prompts, pools = load_candidates(candidates)
+        if "prompt" in task.kinds:  # a task that grades only the problems it generated (GSM) learns the split's
+            list(task.records("prompt", split, problems, seed=data_seed))
     else:
         tokenizer, model = load_policy_source(policy)
         prompts = [r["prompt"] for _, r in task.records("prompt", split, problems, seed=data_seed)]

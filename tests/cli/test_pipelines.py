@@ -253,3 +253,21 @@ def test_strength_and_w2s_run_from_their_configs_without_the_args_warning(tmp_pa
     summary = json.loads((tmp_path / "w2s" / "summary.json").read_text())
     assert [r["loss"] for r in summary["runs"]] == ["xent"]
     assert "pgr" in capsys.readouterr().out
+
+
+def test_best_of_n_grades_a_candidates_file_of_gsm_prompts(tmp_path):
+    """GSM grades only the problems it generated: a candidates file of its test prompts (e.g. a best-of-n
+    run's own candidates.jsonl) is graded from the command line too."""
+    from lit_rlhf.cli import main as cli_main
+    from lit_rlhf.tasks import GSM
+
+    task = GSM()
+    rows = [r for _, r in task.records("sft", "test", 3)]
+    wrong = [r["completion"].rsplit("####", 1)[0] + "#### 123456789" for r in rows]
+    path = tmp_path / "cands.jsonl"
+    path.write_text("".join(json.dumps({"prompt": r["prompt"], "completions": [r["completion"], w]}) + "\n"
+                            for r, w in zip(rows, wrong)))
+    cli_main(["best-of-n", "--candidates", str(path), "--task", "GSM", "--problems", "3", "--n", "1", "2",
+              "--trials", "4", "--output", str(tmp_path / "out")])
+    graded = [json.loads(line)["correct"] for line in (tmp_path / "out" / "candidates.jsonl").open()]
+    assert graded == [[True, False]] * 3
