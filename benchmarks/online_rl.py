@@ -377,16 +377,18 @@ def plot(paths: list[str], out: str, only: list[str] | None = None) -> None:
     first = next(iter(by_method.values()))[0]["evals"][0]
     metrics = [m for m in EVAL_METRICS if m in first]
     trained = ("reward", "frac_reward_zero_std")
-    if any(r.get("train") for runs in by_method.values() for r in runs):
-        metrics += trained
+    metrics += tuple(m for m in trained if any(m in t for runs in by_method.values() for r in runs
+                                               for t in r.get("train", [])))
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
     for method, runs in by_method.items():
         x = [e["completions"] for e in runs[0]["evals"]]
         for ax, metric in zip(axes, metrics):
             if metric in trained:  # per update, smoothed; one line per seed (updates differ with dynamic sampling)
-                for r in (r_ for r_ in runs if r_.get("train")):
-                    ax.plot([t["completions"] for t in r["train"]], smooth([t[metric] for t in r["train"]]),
-                            color=color[method], alpha=0.8, label=None)
+                for r in runs:  # methods that log another name (PPO, rejection sampling) have no line here
+                    rows = [t for t in r.get("train", []) if metric in t]
+                    if rows:
+                        ax.plot([t["completions"] for t in rows], smooth([t[metric] for t in rows]),
+                                color=color[method], alpha=0.8, label=None)
                 continue
             series = torch.tensor([[e[metric] for e in r["evals"]] for r in runs])
             line, = ax.plot(x, series.mean(0), label=method)
