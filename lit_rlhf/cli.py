@@ -67,7 +67,7 @@ class LitRLHFCLI(LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
-        """``--ckpt_path last``: resume from the newest ``last*.ckpt`` of this run folder (see
+        """``--ckpt_path last``: resume from the newest checkpoint of this run folder (see
         :func:`find_last_checkpoint`); any checkpoint file: go on in its W&B run, and up to a larger ``max_steps``
         (see :func:`continue_from_checkpoint`)."""
         config = self.config_init[self.subcommand]
@@ -86,9 +86,11 @@ class LitRLHFCLI(LightningCLI):
 
 
 def find_last_checkpoint(trainer) -> str | None:
-    """The newest ``last*.ckpt`` under ``trainer.default_root_dir`` or a ``ModelCheckpoint(dirpath=...)``; where
-    there is none (a run killed before it ended keeps only the checkpoints its ``ModelCheckpoint`` wrote at
-    validation or every n steps), the newest ``*.ckpt`` there.
+    """The newest checkpoint (``*.ckpt``) under ``trainer.default_root_dir`` or a ``ModelCheckpoint(dirpath=...)``.
+
+    Usually the ``last.ckpt`` a finished or periodically saved run wrote; but a run killed before it wrote one
+    (or an extension of a finished run killed after a validation checkpoint) has a newer checkpoint elsewhere,
+    and resuming from an older ``last.ckpt`` would throw that progress away.
 
     Lightning looks for ``last`` only in the checkpoint folder of the *new* run, which under a logger is a
     fresh version folder (``<save_dir>/<project>/<run id>/checkpoints``), so an interrupted run's
@@ -100,8 +102,7 @@ def find_last_checkpoint(trainer) -> str | None:
     folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
                 if isinstance(cb, ModelCheckpoint) and cb.dirpath]
     found = {f for folder in folders if folder.is_dir() for f in folder.rglob("*.ckpt") if f.is_file()}
-    last = {f for f in found if f.name.startswith("last")} or found
-    return str(max(last, key=lambda f: f.stat().st_mtime)) if last else None
+    return str(max(found, key=lambda f: f.stat().st_mtime)) if found else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -140,13 +140,16 @@ def test_ckpt_path_last_finds_the_newest_last_checkpoint_under_the_run_folder(tm
     trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"), checkpoint_callbacks=[])
     assert find_last_checkpoint(trainer) is None
     old, new = tmp_path / "run/lit-rlhf/a1/checkpoints/last.ckpt", tmp_path / "run/lit-rlhf/b2/checkpoints/last.ckpt"
-    for i, path in enumerate([old, new, tmp_path / "run/lit-rlhf/b2/checkpoints/epoch=0-step=9.ckpt"]):
+    validation = tmp_path / "run/lit-rlhf/b2/checkpoints/epoch=0-step=9.ckpt"
+    for i, path in enumerate([validation, old, new]):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
         os.utime(path, (1000 + i, 1000 + i))
     assert find_last_checkpoint(trainer) == str(new)  # a logger's versioned folders: the newest last.ckpt
     os.utime(old, (2000, 2000))
     assert find_last_checkpoint(trainer) == str(old)
-    for path in (old, new):  # killed before its end: only the checkpoints written at validation are there
+    os.utime(validation, (3000, 3000))  # an extension killed after its validation checkpoint: that one is newest
+    assert find_last_checkpoint(trainer) == str(validation)
+    for path in (old, new):  # killed before its end: only the checkpoint written at validation is there
         path.unlink()
-    assert find_last_checkpoint(trainer) == str(tmp_path / "run/lit-rlhf/b2/checkpoints/epoch=0-step=9.ckpt")
+    assert find_last_checkpoint(trainer) == str(validation)
