@@ -56,7 +56,8 @@ class GRPO(OnlineRL):
         reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; none of the three = the task's gold reward.
         rewards: weighted reward sources (:class:`~lit_rlhf.modules.rl.OnlineRL`); a ``prm`` source gives dense
             step rewards to ``reinforce_pp``, and the ``aggregate`` of its step scores to the other estimators.
-        group_size: completions per prompt ``G`` (≥ 2).
+        group_size: completions per prompt ``G`` (≥ 2; 1 is allowed for ``reinforce_pp``, whose baseline is the
+            batch's: REINFORCE++ as Hu (2025) defines it, one completion per prompt).
         advantage: ``grpo`` | ``dr_grpo`` | ``rloo`` | ``reinforce_pp`` | ``reinforce_pp_baseline``.
         scale_rewards: ``grpo``'s std division: ``group`` | ``batch`` | ``none`` (TRL's ``scale_rewards``).
         beta: KL coefficient; 0 = no reference model is kept. A k3 loss term for ``grpo``/``dr_grpo``, a
@@ -109,8 +110,11 @@ class GRPO(OnlineRL):
             raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}")
         if loss_level not in ("token", "sequence"):
             raise ValueError(f"loss_level must be 'token' or 'sequence', got {loss_level!r}")
-        if group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (advantages compare a prompt's completions), got {group_size}")
+        if group_size < 1 or (group_size == 1 and advantage != "reinforce_pp"):
+            raise ValueError(f"group_size must be >= 2 (advantages compare a prompt's completions; only 'reinforce_pp' "
+                             f"takes one completion per prompt), got {group_size} for advantage={advantage!r}")
+        if dynamic_sampling and group_size < 2:
+            raise ValueError("dynamic_sampling drops groups whose rewards are all equal: it needs group_size >= 2")
         if beta < 0 or clip_low <= 0 or (clip_high is not None and clip_high <= 0) or max_sampling_batches < 1:
             raise ValueError(f"need beta >= 0, clip_low > 0, clip_high > 0 and max_sampling_batches >= 1; got {beta}, "
                              f"{clip_low}, {clip_high}, {max_sampling_batches}")
@@ -133,13 +137,13 @@ class GRPO(OnlineRL):
         """Record the batch's reward statistics; with ``dynamic_sampling`` keep only groups with reward spread
         and return them once a prompt batch's worth is there (or the refill cap is reached)."""
         scores = samples["scores"]
-        std = group_std(scores, self.group_size)
-        self.sampled.append({
-            "reward": scores.float().mean().item(), "reward_std": std.mean().item(),
-            "frac_reward_zero_std": (std == 0).float().mean().item(),
-            "completions/mean_length": sum(len(r) for r in samples["responses"]) / len(samples["responses"]),
-            "completions/clipped_ratio": (~samples["ended"]).float().mean().item(),
-        })
+        stats = {"reward": scores.float().mean().item(),
+                 "completions/mean_length": sum(len(r) for r in samples["responses"]) / len(samples["responses"]),
+                 "completions/clipped_ratio": (~samples["ended"]).float().mean().item()}
+        if self.group_size > 1:  # a group of one has no spread to report
+            std = group_std(scores, self.group_size)
+            stats.update({"reward_std": std.mean().item(), "frac_reward_zero_std": (std == 0).float().mean().item()})
+        self.sampled.append(stats)
         if not self.dynamic_sampling:
             return samples
         G, target = self.group_size, len(scores) // self.group_size

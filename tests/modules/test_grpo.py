@@ -48,6 +48,7 @@ VARIANTS = [
     {"advantage": "dr_grpo"},
     {"advantage": "rloo", "beta": 0.05},
     {"advantage": "reinforce_pp", "beta": 0.05},
+    {"advantage": "reinforce_pp", "beta": 0.05, "group_size": 1},  # Hu (2025): one completion per prompt
     {"advantage": "reinforce_pp_baseline"},
     {"advantage": "grpo", "clip_high": 0.28, "loss_level": "sequence"},  # DAPO clip-higher, GSPO ratio
 ]
@@ -66,13 +67,15 @@ def test_first_minibatch_ratio_is_exactly_one_and_groups_stay_intact(tmp_path, v
     assert any(s["ratio"] != 1.0 for s in probe.later)  # the policy moved within an update
     assert any(not torch.equal(a, b) for a, b in zip(before, module.model.parameters()))
     assert (module.ref_model is None) == (variant.get("beta", 0.0) == 0.0)  # beta 0: no reference in memory
-    for prompts in probe.prompts:  # 2 prompts x G = 4: rows 0-3 share one prompt, rows 4-7 another
-        assert len(prompts) == 8 and all(len(set(prompts[g * 4:(g + 1) * 4])) == 1 for g in range(2))
-        assert prompts[0] != prompts[4]
+    G = variant.get("group_size", 4)
+    for prompts in probe.prompts:  # 2 prompts x G: rows 0..G-1 share one prompt, rows G..2G-1 another
+        assert len(prompts) == 2 * G and all(len(set(prompts[g * G:(g + 1) * G])) == 1 for g in range(2))
+        assert prompts[0] != prompts[G]
     logged = probe.metrics[-1]
-    for key in ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "clip_ratio/low_mean",
-                "clip_ratio/high_mean", "clip_ratio/region_mean", "entropy", "time/generation", "time/update"):
+    for key in ("reward", "completions/mean_length", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                "clip_ratio/region_mean", "entropy", "time/generation", "time/update"):
         assert key in logged, key
+    assert ("reward_std" in logged) == ("frac_reward_zero_std" in logged) == (G > 1)  # no spread in a group of one
     assert ("kl" in logged) == (variant.get("beta", 0.0) > 0)
 
 
@@ -153,8 +156,11 @@ def test_bad_arguments_are_clear_errors():
         make_grpo(advantage="ppo")
     with pytest.raises(ValueError, match="aggregation"):
         make_grpo(aggregation="sum")
-    with pytest.raises(ValueError, match="group_size"):
-        make_grpo(group_size=1)
+    for advantage in ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"):
+        with pytest.raises(ValueError, match="group_size"):
+            make_grpo(group_size=1, advantage=advantage)
+    with pytest.raises(ValueError, match="dynamic_sampling"):
+        make_grpo(group_size=1, advantage="reinforce_pp", dynamic_sampling=True)
     with pytest.raises(ValueError, match="temperature"):
         make_grpo(sampling={"temperature": 0.0})
     assert make_grpo(advantage="dr_grpo").aggregation == "constant"
