@@ -59,6 +59,18 @@ class LitRLHFCLI(LightningCLI):
         else:
             super().parse_arguments(parser, args)
 
+    def before_instantiate_classes(self) -> None:
+        """A logger configured without ``save_dir`` (``AutoWandbLogger``'s ``None``) writes under
+        ``trainer.default_root_dir``, as do its checkpoints: ``--trainer.default_root_dir`` moves the whole run,
+        and ``--ckpt_path last`` finds what the run wrote."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config.get("trainer.default_root_dir")
+        loggers = config.get("trainer.logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+            if root and init_args is not None and "save_dir" in init_args and init_args.save_dir is None:
+                init_args.save_dir = str(root)
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The trainer, plus :class:`FinalCheckpoint` when checkpointing is enabled."""
         trainer = super().instantiate_trainer(**kwargs)
@@ -77,7 +89,8 @@ class LitRLHFCLI(LightningCLI):
                 config["ckpt_path"] = found
                 print(f"[lit_rlhf] --ckpt_path last: resuming from {found}")
             else:
-                print(f"[lit_rlhf] --ckpt_path last: no checkpoint under {self.trainer.default_root_dir}; "
+                where = ", ".join(sorted({str(f) for f in checkpoint_folders(self.trainer)}))
+                print(f"[lit_rlhf] --ckpt_path last: no checkpoint under {where}; "
                       "training starts from the beginning")
                 config["ckpt_path"] = None
         ckpt_path = config.get("ckpt_path")
@@ -86,7 +99,8 @@ class LitRLHFCLI(LightningCLI):
 
 
 def find_last_checkpoint(trainer) -> str | None:
-    """The newest checkpoint (``*.ckpt``) under ``trainer.default_root_dir`` or a ``ModelCheckpoint(dirpath=...)``.
+    """The newest checkpoint (``*.ckpt``) under ``trainer.default_root_dir``, a logger's ``save_dir`` or a
+    ``ModelCheckpoint(dirpath=...)``.
 
     Usually the ``last.ckpt`` a finished or periodically saved run wrote; but a run killed before it wrote one
     (or an extension of a finished run killed after a validation checkpoint) has a newer checkpoint elsewhere,
@@ -96,13 +110,21 @@ def find_last_checkpoint(trainer) -> str | None:
     fresh version folder (``<save_dir>/<project>/<run id>/checkpoints``), so an interrupted run's
     checkpoints would not be found and training would silently start over. ``None``: no checkpoint at all.
     """
+    found = {f for folder in checkpoint_folders(trainer) if folder.is_dir() for f in folder.rglob("*.ckpt")
+             if f.is_file()}
+    return str(max(found, key=lambda f: f.stat().st_mtime)) if found else None
+
+
+def checkpoint_folders(trainer) -> list[Path]:
+    """Where a run of this trainer writes checkpoints: ``default_root_dir``, each logger's ``save_dir`` (the
+    checkpoints go under the first logger's) and each ``ModelCheckpoint(dirpath=...)``."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     folders = [Path(trainer.default_root_dir)]
+    folders += [Path(lg.save_dir) for lg in trainer.loggers if getattr(lg, "save_dir", None)]
     folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
                 if isinstance(cb, ModelCheckpoint) and cb.dirpath]
-    found = {f for folder in folders if folder.is_dir() for f in folder.rglob("*.ckpt") if f.is_file()}
-    return str(max(found, key=lambda f: f.stat().st_mtime)) if found else None
+    return folders
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lit_rlhf.data.collate import pad
 from lit_rlhf.models import sequence_logps
@@ -157,6 +157,7 @@ class GoldEval(L.Callback):
         self.distinct_prompts = distinct_prompts
         self.history: list[dict[str, float]] = []
         self._snapshot: torch.nn.Module | None = None
+        self.active = True  # off for a run whose data has no task (nothing to score against)
 
     def _logps_fns(self, pl_module: L.LightningModule) -> tuple[LogpsFn, LogpsFn | None]:
         """Policy and reference log-prob functions (reference ``None``: no ``gold/kl``)."""
@@ -217,17 +218,24 @@ class GoldEval(L.Callback):
         return metrics["gold/reward"]
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(trainer.datamodule, "task", None) is None:  # e.g. a shipped config run on the user's own prompts
+            self.active = False
+            rank_zero_warn("[lit_rlhf] GoldEval is off for this run: the data has no `task`, so there is no gold "
+                           "reward to score against (set data.task, or leave GoldEval out of trainer.callbacks)")
+            return
         if self.reference == "snapshot" and self._snapshot is None:
             self._snapshot = copy.deepcopy(pl_module.model).requires_grad_(False).eval()
         self.evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step  # the last batch is left to on_train_end
-        due = self.every_n_steps and step % self.every_n_steps == 0 and not trainer.is_last_batch
+        due = self.active and self.every_n_steps and step % self.every_n_steps == 0 and not trainer.is_last_batch
         if due and self.history[-1]["step"] != step:  # once per optimizer step (gradient accumulation)
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
         if not self.history or self.history[-1]["step"] != trainer.global_step:  # max_steps may end mid-epoch
             self.evaluate(trainer, pl_module)
         before, after = self.history[0]["gold/reward"], self.history[-1]["gold/reward"]

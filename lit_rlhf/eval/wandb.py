@@ -35,15 +35,21 @@ class AutoWandbLogger(WandbLogger):
     """``WandbLogger`` that switches to offline mode when there is no API key or no network.
 
     Offline runs are written under ``save_dir/wandb`` and can be uploaded later with ``wandb sync``.
-    All arguments are those of :class:`lightning.pytorch.loggers.WandbLogger`.
+    The other arguments are those of :class:`lightning.pytorch.loggers.WandbLogger`.
+
+    Args:
+        save_dir: the run folder (W&B files, and the checkpoints under ``<project>/<run id>/checkpoints``).
+            ``None``: ``lit-rlhf fit`` sets it to ``trainer.default_root_dir``, so that one setting moves the whole
+            run; built in Python, ``runs``.
+        offline: ``None`` = offline when there is no API key or no network.
     """
 
-    def __init__(self, *args: Any, offline: bool | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, save_dir: str | None = None, offline: bool | None = None, **kwargs: Any) -> None:
         if offline is None:
             offline = not wandb_online_possible()
-        kwargs.setdefault("save_dir", "runs")
-        os.makedirs(kwargs["save_dir"], exist_ok=True)
-        super().__init__(*args, offline=offline, **kwargs)
+        save_dir = "runs" if save_dir is None else save_dir
+        os.makedirs(save_dir, exist_ok=True)
+        super().__init__(*args, save_dir=save_dir, offline=offline, **kwargs)
 
 
 def continue_wandb_run(logger: WandbLogger, run_id: str) -> bool:

@@ -17,7 +17,6 @@ Estimators (``advantage``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -39,7 +38,7 @@ from lit_rlhf.models import ModelLike
 from lit_rlhf.modules.rl import OnlineRL
 from lit_rlhf.rollout import SamplingConfig
 from lit_rlhf.rollout.experience import Samples, concat, take
-from lit_rlhf.rollout.rewards import RewardSpec
+from lit_rlhf.rollout.rewards import RewardFn, RewardSpec
 
 Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"]
 ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
@@ -83,7 +82,7 @@ class GRPO(OnlineRL):
         model: ModelLike = "lit-rlhf:tiny-llama",
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
-        reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+        reward_fn: RewardFn | None = None,
         rewards: list[RewardSpec] | None = None,
         group_size: int = 8,
         advantage: Advantage = "grpo",

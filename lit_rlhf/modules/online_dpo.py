@@ -11,7 +11,6 @@ a loop of rounds starts each round from the previous round's policy), or refresh
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,7 +23,7 @@ from lit_rlhf.modules.dpo import implicit_reward_stats
 from lit_rlhf.modules.rl import OnlineRL
 from lit_rlhf.rollout import SamplingConfig
 from lit_rlhf.rollout.experience import Samples, take
-from lit_rlhf.rollout.rewards import RewardSpec
+from lit_rlhf.rollout.rewards import RewardFn, RewardSpec
 
 
 def best_worst_pairs(scores: torch.Tensor, group_size: int) -> tuple[list[int], list[int]]:
@@ -76,7 +75,7 @@ class OnlineDPO(OnlineRL):
         model: ModelLike = "lit-rlhf:tiny-llama",
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
-        reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+        reward_fn: RewardFn | None = None,
         rewards: list[RewardSpec] | None = None,
         group_size: int = 2,
         beta: float = 0.1,

@@ -17,7 +17,6 @@ prompt, a critic, a reference in the reward. One training step = one PPO iterati
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from lit_rlhf.models.checkpoint import portable_spec
 from lit_rlhf.modules.rl import OnlineRL, disable_dropout, position_ids_of
 from lit_rlhf.rollout import RunningMoments, SamplingConfig, kl_controller
 from lit_rlhf.rollout.experience import Samples
-from lit_rlhf.rollout.rewards import RewardSpec, load_reward_head
+from lit_rlhf.rollout.rewards import RewardFn, RewardSpec, load_reward_head
 
 __all__ = ["PPO", "disable_dropout", "position_ids_of"]
 
@@ -94,7 +93,7 @@ class PPO(OnlineRL):
         model: ModelLike = "lit-rlhf:tiny-llama",
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
-        reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+        reward_fn: RewardFn | None = None,
         rewards: list[RewardSpec] | None = None,
         value_model: ModelLike | None = None,
         value_head: bool = False,

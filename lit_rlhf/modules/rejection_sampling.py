@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -46,7 +45,7 @@ class RejectionSampling(PolicyModule):
         sampling: SamplingConfig | None = None,
         k: int = 8,
         reward_model: str | None = None,
-        reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+        reward_fn: RewardFn | None = None,
         pool: Literal["all", "last"] = "all",
         sft_steps: int = 4,
         sft_batch_size: int = 16,

@@ -13,7 +13,6 @@ the uninterrupted one drew.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -82,7 +81,7 @@ class OnlineRL(PolicyModule):
         model: ModelLike = "lit-rlhf:tiny-llama",
         sampling: SamplingConfig | None = None,
         reward_model: str | None = None,
-        reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+        reward_fn: RewardFn | None = None,
         rewards: list[RewardSpec] | None = None,
         group_size: int = 1,
         reference: bool = True,

@@ -52,7 +52,9 @@ from lit_rlhf.models.heads import HeadModel
 from lit_rlhf.models.logprobs import ForwardLayout, PrefixPlan
 from lit_rlhf.rollout.verifiers import AGGREGATES, layout_forward, score_outcomes, score_steps, solution_scores
 
-RewardFn = Callable[[list[str], list[str]], torch.Tensor]
+RewardFn = Callable[[list[str], list[str]], Any]
+"""``(prompts, completions) -> (B,)`` scores: a tensor or any sequence of floats (checked when called). The return
+type is ``Any`` so that a plain, unannotated function given by import path on the command line is accepted."""
 StepRewards = list[list[list[float]]]
 """Per completion, ``[char_end, reward]`` of each located step: the step's text ends at ``char_end``."""
 

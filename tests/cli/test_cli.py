@@ -137,7 +137,7 @@ def test_ckpt_path_last_finds_the_newest_last_checkpoint_under_the_run_folder(tm
 
     from lit_rlhf.cli import find_last_checkpoint
 
-    trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"), checkpoint_callbacks=[])
+    trainer = SimpleNamespace(default_root_dir=str(tmp_path / "run"), checkpoint_callbacks=[], loggers=[])
     assert find_last_checkpoint(trainer) is None
     old, new = tmp_path / "run/lit-rlhf/a1/checkpoints/last.ckpt", tmp_path / "run/lit-rlhf/b2/checkpoints/last.ckpt"
     validation = tmp_path / "run/lit-rlhf/b2/checkpoints/epoch=0-step=9.ckpt"
@@ -153,3 +153,19 @@ def test_ckpt_path_last_finds_the_newest_last_checkpoint_under_the_run_folder(tm
     for path in (old, new):  # killed before its end: only the checkpoint written at validation is there
         path.unlink()
     assert find_last_checkpoint(trainer) == str(validation)
+
+
+@pytest.mark.parametrize("config", ["grpo.yaml", "ppo.yaml", "rejection_sampling.yaml"])
+def test_an_unannotated_reward_function_is_accepted_by_import_path(config, tmp_path, monkeypatch):
+    """`--model.reward_fn=mymodule.fn` with a plain `def fn(prompts, completions)` (no return annotation)."""
+    from lit_rlhf.cli import make_cli
+
+    (tmp_path / "my_rewards_for_cli.py").write_text(
+        "def happy(prompts, completions):\n    return [c.count('happy') for c in completions]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cli = make_cli(["--config", str(ROOT / "configs" / config), f"--model.init_args.model={TINY_MODEL}",
+                    "--model.init_args.reward_fn=my_rewards_for_cli.happy", "--trainer.logger=false",
+                    f"--trainer.default_root_dir={tmp_path}"], run=False)
+    from lit_rlhf.rollout.rewards import score_completions
+
+    assert score_completions(cli.model.reward_source, None, ["p", "q"], ["happy happy", "sad"]).tolist() == [2.0, 0.0]

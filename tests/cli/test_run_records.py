@@ -27,14 +27,15 @@ def _offline_wandb(monkeypatch):
 
 
 def fit(root: Path, *overrides: str, config: str = "quickstart.yaml"):
-    """`lit-rlhf fit` in-process on a shipped config: tiny model, W&B offline under ``root``, no progress bar.
+    """`lit-rlhf fit` in-process on a shipped config: tiny model, W&B offline under ``root`` (the logger's
+    ``save_dir`` follows ``--trainer.default_root_dir``, as for a user), no progress bar.
 
     The quickstart's own ``val_check_interval: 500`` stays: validation never runs within these few steps."""
     import wandb
 
     args = ["fit", "--config", str(REPO / "configs" / config), f"--model.init_args.model={json.dumps(TINY)}",
-            f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+            f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false"]
     if config == "quickstart.yaml":
         args += ["--model.init_args.schedule=constant", "--model.init_args.warmup=0",
                  "--model.init_args.gold_eval_batches=0", "--trainer.callbacks=[]",
@@ -210,6 +211,22 @@ def test_ckpt_path_last_extends_a_finished_run_in_the_same_wandb_run(tmp_path, s
         assert again.trainer.global_step == 2 * steps
         assert (folder / "checkpoints" / "last.ckpt").stat().st_mtime_ns == written
         assert all(torch.equal(v, after[k]) for k, v in trained(again).items())
+
+
+def test_default_root_dir_alone_moves_the_run_and_ckpt_path_last_looks_in_a_logger_folder_elsewhere(tmp_path, capsys):
+    """The shipped configs leave the logger's save_dir unset: `--trainer.default_root_dir` alone moves the W&B files
+    and checkpoints (before, they stayed in the config's folder and `--ckpt_path last` then started over)."""
+    root = tmp_path / "run"
+    first = fit(root, "--trainer.max_steps=1")
+    assert Path(first.trainer.logger.save_dir) == root
+    assert [p.relative_to(root).parts[0] for p in root.rglob("*.ckpt")] == ["lit-rlhf"]
+    other = tmp_path / "logs"  # a config of the user's whose logger writes elsewhere
+    fit(tmp_path / "run2", "--trainer.max_steps=1", f"--trainer.logger.init_args.save_dir={other}")
+    capsys.readouterr()
+    resumed = fit(tmp_path / "run2", "--trainer.max_steps=2", f"--trainer.logger.init_args.save_dir={other}",
+                  "--ckpt_path=last")
+    assert "resuming from" in capsys.readouterr().out and resumed.trainer.global_step == 2
+    assert Path(resumed.trainer.ckpt_path).is_relative_to(other)
 
 
 def test_continue_wandb_run_sets_the_id_before_the_run_starts(tmp_path):

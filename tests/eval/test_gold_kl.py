@@ -84,3 +84,20 @@ def test_bad_reference_option():
     with pytest.raises(ValueError, match="reference must be"):
         GoldEval(reference="copy")
 
+
+
+def test_gold_eval_is_off_with_a_warning_when_the_data_has_no_task(tiny_spec, tmp_path):
+    """A shipped config (with GoldEval) run on the user's own file: training runs, GoldEval says why it logs nothing."""
+    from conftest import write_jsonl
+
+    rows = [{"prompt": f"{i}+1=", "completion": f"{i + 1}"} for i in range(20)]
+    dm = SFTDataModule(train=write_jsonl(tmp_path / "mine.jsonl", rows), batch_size=4, max_length=32, val_from="none")
+    gold = GoldEval(num_prompts=8, every_n_steps=1)
+    module = _sft(tiny_spec)
+    before = [p.detach().clone() for p in module.parameters()]
+    with pytest.warns(UserWarning, match="GoldEval is off for this run: the data has no `task`"):
+        _fit(module, dm, gold, tmp_path, steps=3)
+    assert not gold.history and not gold.active
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    with pytest.raises(ValueError, match="needs a data module with a `task`"):  # asked for directly: an error
+        gold.evaluate(L.Trainer(accelerator="cpu", logger=False), module)
