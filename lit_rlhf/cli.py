@@ -349,12 +349,13 @@ def make_cli(args: list[str] | None, run: bool = True, save_config: bool = True)
 
 
 def located_error(err: BaseException) -> BaseException | None:
-    """The located data error (:class:`~lit_rlhf.data.DataError`) or :class:`~lit_rlhf.pipelines.CommandError`
-    behind ``err`` (itself or one it was raised from), or ``None``."""
+    """The located data error (:class:`~lit_rlhf.data.DataError`), :class:`~lit_rlhf.pipelines.CommandError` or
+    missing file (``FileNotFoundError``: a model folder, checkpoint or data file named in the config) behind
+    ``err`` (itself or one it was raised from), or ``None``."""
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
-        if isinstance(current, (DataError, CommandError)):
+        if isinstance(current, (DataError, CommandError, FileNotFoundError)):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -364,8 +365,10 @@ def located_error(err: BaseException) -> BaseException | None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``lit-rlhf`` and ``python -m lit_rlhf``.
 
-    A data error (or a pipeline's :class:`~lit_rlhf.pipelines.CommandError`) ends the command with its one
-    located message on stderr and exit status 2; ``--debug`` (anywhere) or ``LIT_RLHF_DEBUG=1`` re-raises it
+    A data error, a missing file (model folder, checkpoint, data file) or a pipeline's
+    :class:`~lit_rlhf.pipelines.CommandError` ends the command with its one located message on stderr and exit
+    status 2; the working folder is on the import path (a reward function in ``./my_rewards.py`` is
+    ``my_rewards.fn``); ``--debug`` (anywhere) or ``LIT_RLHF_DEBUG=1`` re-raises it
     with the traceback.
     """
     argv = list(sys.argv[1:] if args is None else args)
@@ -375,6 +378,8 @@ def main(args: list[str] | None = None) -> None:
         if args is None:
             sys.argv = [sys.argv[0], *argv]
     command = argv[0] if argv else None
+    if os.getcwd() not in sys.path:  # a reward function or task in the working folder, by import path (as `python -m`)
+        sys.path.append(os.getcwd())
     try:
         if command in PIPELINES:
             PIPELINES[command].run(command, argv[1:])

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lit_rlhf.data import DataError
 from lit_rlhf.data.collate import pad
 from lit_rlhf.models import sequence_logps
 from lit_rlhf.rollout.generation import SamplingConfig, generate
@@ -112,6 +113,20 @@ def _gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def check_task_grades(dm: Any, split: str) -> None:
+    """Raise a located :class:`~lit_rlhf.data.DataError` when ``dm.task`` cannot grade the first prompt of ``split``
+    (your own rows next to a config's task, e.g. movie reviews under an arithmetic grader), before any sampling."""
+    item = dm.dataset(split).items[0]
+    try:
+        dm.task.reward([item["prompt_text"]], [""])
+    except ValueError as err:
+        rows, kept = dm.read(split), getattr(dm, "kept_rows", {}).get(split)
+        where = rows[kept[0] if kept else 0].where if rows else split
+        raise DataError(where, "prompt", f"data.task {type(dm.task).__name__} cannot grade this prompt ({err}); "
+                        "GoldEval scores the model's answers with it: set data.task to the task your prompts come "
+                        "from, or to null (no gold evaluation)") from err
 
 
 class GoldEval(L.Callback):
@@ -223,6 +238,7 @@ class GoldEval(L.Callback):
             rank_zero_warn("[lit_rlhf] GoldEval is off for this run: the data has no `task`, so there is no gold "
                            "reward to score against (set data.task, or leave GoldEval out of trainer.callbacks)")
             return
+        check_task_grades(trainer.datamodule, self.split)
         if self.reference == "snapshot" and self._snapshot is None:
             self._snapshot = copy.deepcopy(pl_module.model).requires_grad_(False).eval()
         self.evaluate(trainer, pl_module)

@@ -66,6 +66,15 @@ def resolve_checkpoint(path: str | Path) -> str:
     return str(found)
 
 
+def resolve_init_from(init_from: str | Path, model: str) -> str:
+    """:func:`resolve_checkpoint` for a module's ``init_from``; a missing one is an error that says what to do."""
+    try:
+        return resolve_checkpoint(init_from)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"init_from: {err}; train that run first, give another checkpoint, or set init_from "
+                                f"to null to start from the model itself ({model})") from None
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict of a ``.ckpt`` file or run folder, on the CPU (``weights_only``)."""
     return torch.load(resolve_checkpoint(path), map_location="cpu", weights_only=True)
@@ -141,7 +150,7 @@ def rebuild_policy(spec: ModelLike, init_from: str | Path | None = None) -> Buil
     if init_from is None:
         tokenizer = load_tokenizer(spec)
         return BuiltPolicy(tokenizer, load_model(spec, "causal_lm", tokenizer), portable_spec(spec))
-    path = resolve_checkpoint(init_from)
+    path = resolve_init_from(init_from, spec.name)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     hparams = ckpt.get("hyper_parameters") or {}
     record = ckpt.get(NETWORK_KEY)

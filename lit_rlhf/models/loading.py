@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -43,9 +44,17 @@ def load_tokenizer(model: ModelLike, pad_with_eos: bool = False):
     else:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(
-            _source(spec), revision=spec.revision, trust_remote_code=spec.trust_remote_code
-        )
+        source = _source(spec)
+        try:
+            tok = AutoTokenizer.from_pretrained(source, revision=spec.revision,
+                                                trust_remote_code=spec.trust_remote_code)
+        except OSError as err:
+            if Path(source).expanduser().exists():
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            folder = Path(source).expanduser().absolute()
+            raise FileNotFoundError(f"model {spec.name!r}: no such local folder ({folder}), and the Hugging Face hub "
+                                    f"did not provide it: {first}") from err
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
         if tok.chat_template is None:

@@ -10,11 +10,12 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_rlhf.losses import completion_nll, dpo_loss
 from lit_rlhf.losses.dpo import REFERENCE_FREE, DPOLossType
-from lit_rlhf.models import ModelLike
+from lit_rlhf.models import ModelLike, ModelSpec
 from lit_rlhf.models.assets import cache_dir
+from lit_rlhf.models.checkpoint import resolve_init_from
 from lit_rlhf.models.logprobs import ForwardLayout
 from lit_rlhf.models.reference import ReferenceCache, batched_logps, items_fingerprint, weights_fingerprint
-from lit_rlhf.modules.base import PolicyModule, StepModule, StepOutput, StepSplit, resolve_checkpoint
+from lit_rlhf.modules.base import PolicyModule, StepModule, StepOutput, StepSplit
 from lit_rlhf.rollout.generation import SamplingConfig
 
 Reference = Literal["copy", "lora_disabled", "precomputed", "none"]
@@ -110,7 +111,7 @@ class DPO(StepModule, PolicyModule):
             raise ValueError(f"reference must be one of {list(get_args(Reference))}, got {reference!r}")
         if set(types) <= REFERENCE_FREE and reference != "none":
             raise ValueError(f"loss types {types} read no reference model; set reference: none (got {reference!r})")
-        init_from = resolve_checkpoint(init_from) if init_from else None  # recorded as the file it is
+        init_from = resolve_init_from(init_from, ModelSpec.of(model).name) if init_from else None  # the file it is
         super().__init__(model=model, sampling=sampling, init_from=init_from, **kwargs)
         self.record_hparams()
         self.beta, self.loss_type, self.loss_weights, self.rpo_alpha = beta, types, loss_weights, rpo_alpha

@@ -169,3 +169,15 @@ def test_an_unannotated_reward_function_is_accepted_by_import_path(config, tmp_p
     from lit_rlhf.rollout.rewards import score_completions
 
     assert score_completions(cli.model.reward_source, None, ["p", "q"], ["happy happy", "sad"]).tolist() == [2.0, 0.0]
+
+
+def test_a_missing_model_folder_or_init_from_ends_the_command_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for override, expected in (("--model.init_args.model=my_modle", "model 'my_modle': no such local folder"),
+                               ("--model.init_args.init_from=runs/sft", "init_from: runs/sft: no such checkpoint")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["fit", "--config", str(ROOT / "configs" / "dpo.yaml"), "--model.init_args.init_from=null", override,
+                  "--trainer.logger=false"])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"lit-rlhf fit: error: {expected}") and "Traceback" not in err, err

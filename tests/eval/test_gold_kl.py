@@ -101,3 +101,19 @@ def test_gold_eval_is_off_with_a_warning_when_the_data_has_no_task(tiny_spec, tm
     assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
     with pytest.raises(ValueError, match="needs a data module with a `task`"):  # asked for directly: an error
         gold.evaluate(L.Trainer(accelerator="cpu", logger=False), module)
+
+
+def test_gold_eval_refuses_prompts_its_task_cannot_grade_before_sampling(tiny_spec, tmp_path):
+    """Your own rows next to a config's task that cannot read them: a located error naming the row and the fix."""
+    from conftest import write_jsonl
+
+    from lit_rlhf.data import DataError
+
+    rows = [{"prompt": f"review number {i}:", "completion": " great"} for i in range(20)]
+    dm = SFTDataModule(train=write_jsonl(tmp_path / "mine.jsonl", rows), task=Arithmetic(), batch_size=4,
+                       max_length=32, val_from="train", val_split=0.1)
+    gold = GoldEval(num_prompts=8)
+    with pytest.raises(DataError, match=r"mine.jsonl:\d+: field 'prompt': data.task Arithmetic cannot grade this "
+                                        r"prompt \(not an arithmetic prompt.*set data.task to the task your prompts"):
+        _fit(_sft(tiny_spec), dm, gold, tmp_path)
+    assert not gold.history

@@ -272,3 +272,12 @@ def test_disable_dropout_covers_modules_functional_attention_dropout_and_config(
     with torch.no_grad():
         torch.testing.assert_close(net(input_ids=ids, attention_mask=mask).logits,
                                    net.eval()(input_ids=ids, attention_mask=mask).logits)
+
+
+def test_a_model_folder_that_does_not_exist_is_a_clear_error(tmp_path, monkeypatch):
+    """A typo in a local model folder: the error names it and its absolute path, not only the hub's failure."""
+    from lit_rlhf.models import load_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"model 'my_modle': no such local folder \({tmp_path}/my_modle\)"):
+        load_tokenizer("my_modle")

@@ -205,6 +205,12 @@ def test_init_from_errors(tiny_spec, tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="not a checkpoint of a lit_rlhf policy"):
         build_policy(tiny_spec, str(tmp_path / "other.ckpt"))
+    # a config's init_from (the SFT run) that is not there: the field, and what to do
+    hint = r"^init_from: .*runs/sft: no such checkpoint file or run folder; train that run first, .* init_from to null"
+    for build in (lambda: build_policy(tiny_spec, str(tmp_path / "runs/sft")),
+                  lambda: DPO(model=tiny_spec, init_from=str(tmp_path / "runs/sft"))):
+        with pytest.raises(FileNotFoundError, match=hint):
+            build()
 
 
 def test_reference_pass_states_what_the_run_uses_and_reports_progress(tiny_spec, tmp_path, caplog):
