@@ -123,6 +123,14 @@ class FinalCheckpoint(Checkpoint):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._saved_step = trainer.global_step
+        resumed = Path(trainer.ckpt_path) if trainer.ckpt_path else None
+        for cb in trainer.checkpoint_callbacks:  # resumed from the last checkpoint of a run folder moved since
+            if (isinstance(cb, ModelCheckpoint) and resumed is not None and not cb.last_model_path and cb.dirpath
+                    and resumed.stem.startswith(cb.CHECKPOINT_NAME_LAST)
+                    and resumed.resolve().parent == Path(cb.dirpath).resolve()):
+                # Lightning keeps the recorded last.ckpt only while the folder is where it was written; without
+                # this it would write last-v1.ckpt beside the one it resumed from
+                cb.last_model_path = str(resumed)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

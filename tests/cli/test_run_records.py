@@ -229,6 +229,16 @@ def test_default_root_dir_alone_moves_the_run_and_ckpt_path_last_looks_in_a_logg
     assert Path(resumed.trainer.ckpt_path).is_relative_to(other)
 
 
+def test_a_run_folder_moved_then_extended_keeps_one_last_checkpoint(tmp_path):
+    fit(tmp_path / "run", "--trainer.max_steps=1")
+    (tmp_path / "run").rename(tmp_path / "moved")
+    extended = fit(tmp_path / "moved", "--trainer.max_steps=2", "--ckpt_path=last")
+    assert extended.trainer.global_step == 2
+    ckpts = list((tmp_path / "moved").rglob("*.ckpt"))  # not last.ckpt (step 1) and last-v1.ckpt (step 2)
+    assert [p.name for p in ckpts] == ["last.ckpt"], ckpts
+    assert torch.load(ckpts[0], map_location="cpu", weights_only=True)["global_step"] == 2
+
+
 def test_continue_wandb_run_sets_the_id_before_the_run_starts(tmp_path):
     from lit_rlhf.eval import AutoWandbLogger
     from lit_rlhf.eval.wandb import continue_wandb_run
