@@ -17,6 +17,7 @@ import copy
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,17 +350,27 @@ def make_cli(args: list[str] | None, run: bool = True, save_config: bool = True)
 
 
 def located_error(err: BaseException) -> BaseException | None:
-    """The located data error (:class:`~lit_rlhf.data.DataError`), :class:`~lit_rlhf.pipelines.CommandError` or
-    missing file (``FileNotFoundError``: a model folder, checkpoint or data file named in the config) behind
-    ``err`` (itself or one it was raised from), or ``None``."""
+    """The located data error (:class:`~lit_rlhf.data.DataError`), :class:`~lit_rlhf.pipelines.CommandError`,
+    missing file (``FileNotFoundError``: a model folder, checkpoint or data file named in the config) or bad
+    argument (a ``ValueError`` raised by lit_rlhf's own checks, e.g. while a module is built from the config,
+    where LightningCLI would bury it under every class it tried) behind ``err`` (itself or one it was raised from),
+    or ``None``."""
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
-        if isinstance(current, (DataError, CommandError, FileNotFoundError)):
+        if isinstance(current, (DataError, CommandError, FileNotFoundError)) or _raised_by_lit_rlhf(current):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def _raised_by_lit_rlhf(err: BaseException) -> bool:
+    """A ``ValueError`` whose ``raise`` is in lit_rlhf's own code (an argument check, not a library's failure)."""
+    if type(err) is not ValueError or err.__traceback__ is None:
+        return False
+    *_, last = traceback.walk_tb(err.__traceback__)
+    return Path(last[0].f_code.co_filename).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -393,7 +404,8 @@ def main(args: list[str] | None = None) -> None:
         located = located_error(err)
         if located is None or os.environ.get("LIT_RLHF_DEBUG", "") not in ("", "0"):
             raise
-        print(f"lit-rlhf {command}: error: {located}", file=sys.stderr)
+        hint = "" if isinstance(located, (DataError, CommandError, FileNotFoundError)) else " (--debug: traceback)"
+        print(f"lit-rlhf {command}: error: {located}{hint}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -122,13 +122,28 @@ def test_fit_then_export_loads_with_transformers(tmp_path):
     assert torch.allclose(module.model(ids).logits, model(ids).logits, atol=1e-5)
 
 
-def test_export_rejects_foreign_checkpoint(tmp_path):
+def test_export_rejects_foreign_checkpoint(tmp_path, capsys, monkeypatch):
     import torch
 
     path = tmp_path / "x.ckpt"
     torch.save({"state_dict": {}}, path)
+    with pytest.raises(SystemExit) as exit_:  # lit_rlhf's own check: one line, the traceback behind --debug
+        main(["export", str(path), str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith(f"lit-rlhf export: error: {path}: not a lit_rlhf checkpoint")
+    monkeypatch.setenv("LIT_RLHF_DEBUG", "1")
     with pytest.raises(ValueError, match="not a lit_rlhf checkpoint"):
         main(["export", str(path), str(tmp_path / "out")])
+
+
+def test_a_bad_argument_of_a_module_built_from_the_config_is_one_line(tmp_path, capsys):
+    """LightningCLI wraps a constructor's ValueError in the errors of every class it tried; the CLI shows it alone."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(ROOT / "configs" / "grpo.yaml"), f"--model.init_args.model={TINY_MODEL}",
+              "--model.init_args.group_size=1", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lit-rlhf fit: error: group_size must be >= 2") and "Does not validate" not in err, err
 
 
 def test_ckpt_path_last_finds_the_newest_last_checkpoint_under_the_run_folder(tmp_path):
