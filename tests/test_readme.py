@@ -41,6 +41,7 @@ RULES: list[tuple[str, str, str]] = [
                               "tests/distributed runs every method under DDP and FSDP2"),
     (r"configs/dpo\.yaml", SKIP,
      "the DPO path: SFT (~3 min), sampling 2,200 problems × 4 and DPO; minutes to tens of minutes"),
+    (r"my_rewards\.score", RUN_SLOW, "GRPO of the tiny model on your own reward and prompts, extended, exported"),
     (r"--ckpt_path\b", SKIP, "resumes a run of configs/reward.yaml that has to exist first"),
     (r"configs/sft_gatt\.yaml", SKIP, "1,200 training steps on sampled dialogues (minutes)"),
     (r"^lit-rlhf strength\b", SKIP, "trains an ensemble of 5 reward models (minutes)"),
