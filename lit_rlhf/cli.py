@@ -376,9 +376,9 @@ def _raised_by_lit_rlhf(err: BaseException) -> bool:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``lit-rlhf`` and ``python -m lit_rlhf``.
 
-    A data error, a missing file (model folder, checkpoint, data file) or a pipeline's
-    :class:`~lit_rlhf.pipelines.CommandError` ends the command with its one located message on stderr and exit
-    status 2; the working folder is on the import path (a reward function in ``./my_rewards.py`` is
+    A data error, a missing file (model folder, checkpoint, data file), a bad argument caught by lit_rlhf's own
+    checks or a pipeline's :class:`~lit_rlhf.pipelines.CommandError` ends the command with its one message on
+    stderr and exit status 2 (:func:`located_error`); the working folder is on the import path (a reward function in ``./my_rewards.py`` is
     ``my_rewards.fn``); ``--debug`` (anywhere) or ``LIT_RLHF_DEBUG=1`` re-raises it
     with the traceback.
     """
