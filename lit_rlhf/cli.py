@@ -378,9 +378,9 @@ def main(args: list[str] | None = None) -> None:
 
     A data error, a missing file (model folder, checkpoint, data file), a bad argument caught by lit_rlhf's own
     checks or a pipeline's :class:`~lit_rlhf.pipelines.CommandError` ends the command with its one message on
-    stderr and exit status 2 (:func:`located_error`); the working folder is on the import path (a reward function in ``./my_rewards.py`` is
-    ``my_rewards.fn``); ``--debug`` (anywhere) or ``LIT_RLHF_DEBUG=1`` re-raises it
-    with the traceback.
+    stderr and exit status 2 (:func:`located_error`); ``--debug`` (anywhere) or ``LIT_RLHF_DEBUG=1`` re-raises it
+    with the traceback. The working folder is on the import path (a reward function in ``./my_rewards.py`` is
+    ``my_rewards.fn``).
     """
     argv = list(sys.argv[1:] if args is None else args)
     if "--debug" in argv:

@@ -222,14 +222,14 @@ ALIBI_FAMILIES = frozenset({"bloom", "mpt", "jais", "baichuan"})
 """Model types whose position information is an ALiBi bias built from the 2-D mask, not from position ids."""
 
 
-def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
+def hf_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a peft wrapper (``model`` itself otherwise)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 
 
 def _config(model: torch.nn.Module) -> Any:
-    return getattr(_hf_model(model), "config", None)
+    return getattr(hf_model(model), "config", None)
 
 
 def sliding_window(model: torch.nn.Module) -> int | None:
@@ -245,7 +245,7 @@ def sliding_window(model: torch.nn.Module) -> int | None:
 def _accepts_mask_mapping(model: torch.nn.Module) -> bool:
     """Whether the decoder takes a ``{"full_attention": mask, "sliding_attention": mask}`` mapping as its mask (then a
     sliding window is applied through its own mask; otherwise a 4-D mask replaces the window)."""
-    inner = getattr(_hf_model(model), "base_model", None)
+    inner = getattr(hf_model(model), "base_model", None)
     try:
         source = inspect.getsource(type(inner).forward)
     except (OSError, TypeError):
@@ -261,7 +261,7 @@ def shared_prefix_refusal(model: torch.nn.Module, longest: int | None = None) ->
     2-D mask); rotary scalings that depend on the batch's length (``dynamic``, ``longrope``); a sliding window shorter
     than the ``longest`` sequence in a model that cannot take one mask per layer type.
     """
-    base = _hf_model(model)
+    base = hf_model(model)
     config = _config(model)
     name = type(base).__name__
     if config is None:
@@ -502,9 +502,9 @@ def prefix_cache_refusal(model: torch.nn.Module) -> str | None:
     family = getattr(_config(model), "model_type", "?")
     if sharded_across_ranks(model):  # two forwards where the others run one: ranks choosing apart would deadlock
         return f"{family}: the model is sharded across ranks (FSDP / ZeRO-3), whose forwards every rank must run alike"
-    if cache_argument(_hf_model(model)) is None:
-        return f"{family}: {type(_hf_model(model)).__name__}.forward takes no key/value cache"
-    base = _hf_model(model)
+    if cache_argument(hf_model(model)) is None:
+        return f"{family}: {type(hf_model(model)).__name__}.forward takes no key/value cache"
+    base = hf_model(model)
     flag = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else (
         "is_gradient_checkpointing")
     if getattr(base, flag, False):
@@ -621,7 +621,7 @@ def _cache_passes(model: torch.nn.Module, plan: PrefixCachePlan, run: Callable[.
     reason = prefix_cache_refusal(model)
     if reason is not None:
         raise ValueError(f"prompt-once forward through a key/value cache refused: {reason}")
-    name = cache_argument(_hf_model(model))
+    name = cache_argument(hf_model(model))
     cache = full_cache()
     first = run(input_ids=plan.prefix_ids, attention_mask=plan.prefix_mask, position_ids=plan.prefix_positions,
                 use_cache=True, **{name: cache})

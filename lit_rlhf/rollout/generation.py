@@ -21,6 +21,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 from lit_rlhf.data.collate import pad
 from lit_rlhf.models import ModelLike, load_model, load_tokenizer
 from lit_rlhf.models.kv_cache import cache_argument, cache_refusal, new_cache, repeat_rows, select_rows
+from lit_rlhf.models.logprobs import hf_model
 from lit_rlhf.models.sharding import sharded_across_ranks
 
 logger = logging.getLogger(__name__)
@@ -94,9 +95,16 @@ def loop_refusal(model: nn.Module, tokenizer: Any, sampling: SamplingConfig) -> 
 
     The loop handles decoder-only models of :data:`LOOP_MODEL_TYPES` with a full-attention ``DynamicCache``, greedy
     or sampled decoding with temperature / top-k / top-p, EOS and ``min_new_tokens`` / ``min_length``; stop strings,
-    sliding-window or hybrid caches (e.g. Gemma-2), encoder-decoders, adapters and any other generation-config
-    setting (repetition penalty, bad words, ...) go to ``model.generate``.
+    sliding-window or hybrid caches (e.g. Gemma-2), encoder-decoders, prompt-learning adapters and any other
+    generation-config setting (repetition penalty, bad words, ...) go to ``model.generate``. A LoRA-type peft
+    wrapper is decoded through its base model (:func:`~lit_rlhf.models.logprobs.hf_model`), whose layers carry
+    the adapters: an adapter that is active, or disabled by ``disable_adapter()``, acts as under the wrapper's own
+    ``generate``.
     """
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        return "a prompt-learning adapter (virtual tokens live in the peft wrapper)"
+    model = hf_model(model)
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if sampling.stop_strings:
@@ -271,7 +279,7 @@ def generate(
     model.eval()
     try:
         if decoder != "hf" and reason is None:
-            sequences = decode(model, input_ids, attention_mask, tokenizer, sampling)
+            sequences = decode(hf_model(model), input_ids, attention_mask, tokenizer, sampling)
         else:
             sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                        **_hf_kwargs(tokenizer, sampling))

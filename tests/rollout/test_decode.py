@@ -179,3 +179,25 @@ def test_cache_rows_are_repeated_and_selected_exactly(tok):
         net(input_ids=ids[[1, 0]], cache=direct, use_cache=True)
     for ours, theirs in zip(cache.layers, direct.layers):
         assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+
+
+def test_a_lora_wrapper_is_decoded_through_its_base_model_with_the_adapter_on_or_off(tok):
+    """LoRA policies (the SmolLM2 configs, ``lora_disabled`` references) take the loop, not ``model.generate``."""
+    pytest.importorskip("peft")
+    from lit_rlhf.models.loading import apply_lora
+
+    net = apply_lora(eos_prone_model(tok), ModelSpec(config=TINY, lora={"r": 4, "alpha": 8}), "CAUSAL_LM").eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a trained adapter (a fresh one is the identity: B = 0)
+    ids = prompts(tok, TEXTS, repeats=2)
+    cfg = SamplingConfig(max_new_tokens=16)
+    assert loop_refusal(net, tok, cfg) is None
+    on = generate(net, tok, ids, cfg, decoder="loop")[1]
+    assert torch.equal(on, generate(net, tok, ids, cfg, decoder="hf")[1])
+    with net.disable_adapter():
+        off = generate(net, tok, ids, cfg, decoder="loop")[1]
+        assert torch.equal(off, generate(net, tok, ids, cfg, decoder="hf")[1])
+    assert not torch.equal(on, off)  # the adapter changes the tokens, so the equalities above test it
