@@ -103,6 +103,10 @@ def run_in_group(cmd: list[str], cwd: os.PathLike | str, env: dict[str, str], ti
     import signal
     import subprocess
 
+    # as from a user's shell: the command starts its own W&B service. The pytest worker's (started by other tests'
+    # in-process W&B runs, advertised in WANDB_SERVICE) outlives each command and would keep its run open, so that a
+    # second command continuing that run (`--ckpt_path last`) is refused ("run ID ... is in use").
+    env = {k: v for k, v in env.items() if k != "WANDB_SERVICE"}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
