@@ -16,6 +16,10 @@ per seed (every random draw depends on it):
 3. every ``--eval-every`` steps, ``GoldEval`` samples one continuation per held-out row (T = 1) and logs the mean
    VADER score and the Monte-Carlo sequence KL to the starting model.
 
+Cost on one CPU thread (measured 2026-12-06 under a load of ~3 on 2 cores): sampling a seed's pairs ~25 min; a
+run of 50 steps with evaluations at 0, 25 and 50 ~40 min (each evaluation samples 192 continuations, ~5 min), so
+``--steps 50 --eval-every 25 --ft-lrs 5e-4`` (three runs) is ~2.5 h per seed and the defaults about twice that.
+
 Each seed's runs are written to ``OUT/seedN/frontier.json`` after every run; runs already there are skipped, so
 a killed or extended benchmark resumes. The report is ``dpo_frontier.py``'s: each method's best gold reward at
 estimated KL ≤ k (upper concave envelope of all its runs and evaluations), DPO − Preferred-FT paired by seed,
