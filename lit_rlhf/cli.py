@@ -117,12 +117,15 @@ def find_last_checkpoint(trainer) -> str | None:
 
 
 def checkpoint_folders(trainer) -> list[Path]:
-    """Where a run of this trainer writes checkpoints: ``default_root_dir``, each logger's ``save_dir`` (the
-    checkpoints go under the first logger's) and each ``ModelCheckpoint(dirpath=...)``."""
+    """Where a run of this trainer writes checkpoints: ``default_root_dir``, each logger's own folder
+    ``<save_dir>/<name>`` (Lightning writes under the first logger's ``<save_dir>/<name>/<version>/checkpoints``;
+    not all of ``save_dir``, which may be the working folder and hold other runs) and each
+    ``ModelCheckpoint(dirpath=...)``."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     folders = [Path(trainer.default_root_dir)]
-    folders += [Path(lg.save_dir) for lg in trainer.loggers if getattr(lg, "save_dir", None)]
+    folders += [Path(lg.save_dir, str(lg.name)) for lg in trainer.loggers
+                if getattr(lg, "save_dir", None) and getattr(lg, "name", None)]
     folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
                 if isinstance(cb, ModelCheckpoint) and cb.dirpath]
     return folders

@@ -168,6 +168,15 @@ def test_ckpt_path_last_finds_the_newest_last_checkpoint_under_the_run_folder(tm
     for path in (old, new):  # killed before its end: only the checkpoint written at validation is there
         path.unlink()
     assert find_last_checkpoint(trainer) == str(validation)
+    # a logger writing elsewhere (save_dir = a working folder holding other runs): only its own <save_dir>/<name>
+    logger = SimpleNamespace(save_dir=str(tmp_path / "cwd"), name="proj")
+    mine, other = tmp_path / "cwd/proj/v1/checkpoints/last.ckpt", tmp_path / "cwd/elsewhere/last.ckpt"
+    for i, path in enumerate([mine, other]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (5000 + i, 5000 + i))
+    trainer.loggers = [logger]
+    assert find_last_checkpoint(trainer) == str(mine)
 
 
 @pytest.mark.parametrize("config", ["grpo.yaml", "ppo.yaml", "rejection_sampling.yaml"])
