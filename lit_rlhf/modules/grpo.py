@@ -52,7 +52,8 @@ class GRPO(OnlineRL):
         model: policy name or spec (full fine-tuning, or LoRA through ``lora``).
         sampling: rollout decoding (``temperature`` > 0; default 1.0 and 64 new tokens).
         reward_model: a ``RewardModel`` checkpoint or exported folder used as the reward source.
-        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; none of the three = the task's gold reward.
+        reward_fn: any callable ``(prompts, completions) -> (B,)`` scores (a tensor or list of floats); none of the
+            three = the task's gold reward.
         rewards: weighted reward sources (:class:`~lit_rlhf.modules.rl.OnlineRL`); a ``prm`` source gives dense
             step rewards to ``reinforce_pp``, and the ``aggregate`` of its step scores to the other estimators.
         group_size: completions per prompt ``G`` (≥ 2; 1 is allowed for ``reinforce_pp``, whose baseline is the
@@ -139,8 +140,8 @@ class GRPO(OnlineRL):
         stats = {"reward": scores.float().mean().item(),
                  "completions/mean_length": sum(len(r) for r in samples["responses"]) / len(samples["responses"]),
                  "completions/clipped_ratio": (~samples["ended"]).float().mean().item()}
-        if self.group_size > 1:  # a group of one has no spread to report
-            std = group_std(scores, self.group_size)
+        std = group_std(scores, self.group_size) if self.group_size > 1 else None  # a group of one has no spread
+        if std is not None:
             stats.update({"reward_std": std.mean().item(), "frac_reward_zero_std": (std == 0).float().mean().item()})
         self.sampled.append(stats)
         if not self.dynamic_sampling:

@@ -54,7 +54,7 @@ class OnlineDPO(OnlineRL):
         model: policy name or spec (full fine-tuning, or LoRA through ``lora``: the reference is then the base).
         sampling: decoding of the samples (``temperature`` > 0; default 1.0 and 64 new tokens).
         reward_model: a ``RewardModel`` checkpoint or exported folder that labels the pairs.
-        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; none of the three = the task's gold reward.
+        reward_fn: any callable ``(prompts, completions) -> (B,)`` scores; none of the three = the task's gold reward.
         rewards: a weighted combination of reward sources (:class:`~lit_rlhf.rollout.rewards.Rewards`).
         group_size: samples per prompt ``G`` (≥ 2; OAIF uses 2).
         beta: β of DPO.

@@ -51,7 +51,7 @@ class PPO(OnlineRL):
         model: policy name or spec (full fine-tuning, or LoRA through ``lora``).
         sampling: rollout decoding (``temperature`` > 0; log-probs use logits / temperature).
         reward_model: a ``RewardModel`` checkpoint or exported folder used as the reward source.
-        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)`` (e.g. a task's gold reward).
+        reward_fn: any callable ``(prompts, completions) -> (B,)`` scores (e.g. a task's gold reward).
             With none of the three, the data module's task's gold reward is used.
         rewards: weighted reward sources (:class:`~lit_rlhf.modules.rl.OnlineRL`); a ``prm`` source's step scores
             are dense rewards on the tokens that close the steps (the outcome sources' sum is the score on the last

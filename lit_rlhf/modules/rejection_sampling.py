@@ -28,7 +28,7 @@ class RejectionSampling(PolicyModule):
         sampling: decoding of the K samples (``temperature`` > 0; see ``lit-rlhf rs-temperature``).
         k: samples per prompt.
         reward_model: a ``RewardModel`` checkpoint or exported folder used as the scorer.
-        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; neither = the task's gold reward.
+        reward_fn: any callable ``(prompts, completions) -> (B,)`` scores; neither = the task's gold reward.
         pool: ``all`` iterations' winners or the ``last`` iteration's only.
         sft_steps: optimizer steps on the pool after each sampling round.
         sft_batch_size: pool examples per SFT step.

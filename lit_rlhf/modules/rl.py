@@ -56,7 +56,7 @@ class OnlineRL(PolicyModule):
         model: policy name or spec (full fine-tuning, or LoRA through ``lora``).
         sampling: rollout decoding (``temperature`` > 0; log-probs use logits / temperature).
         reward_model: a ``RewardModel`` checkpoint or exported folder used as the reward source.
-        reward_fn: any callable ``(prompts, completions) -> Tensor (B,)``; none of the three = the task's gold reward.
+        reward_fn: any callable ``(prompts, completions) -> (B,)`` scores; none of the three = the task's gold reward.
         rewards: a weighted combination of reward sources, ``[{source: gold | reward_model | orm | prm | ensemble |
             callable | format | length, weight: w, ...}, ...]`` (:class:`~lit_rlhf.rollout.rewards.Rewards`); each
             source's mean is logged as ``rewards/<name>``. A ``prm`` source gives dense per-token rewards to the

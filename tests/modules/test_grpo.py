@@ -119,6 +119,23 @@ def test_group_advantages_in_the_buffer(tmp_path):
     assert buf.texts["completions"] and buf["input_ids"].shape[0] == 8
 
 
+def test_reinforce_pp_with_one_completion_per_prompt_whitens_the_returns_over_the_batch(tmp_path):
+    """G = 1, β = 0 (Hu 2025): every token of completion i carries its outcome r_i (γ = 1, no KL), whitened over all
+    valid tokens of the batch: (r_i − μ) / σ, μ and σ (Bessel) taken over tokens, so a long completion weighs more."""
+    torch.manual_seed(0)
+    module = make_grpo(advantage="reinforce_pp", group_size=1, reward_fn=digit_reward)
+    dm = datamodule(n_train=8, batch_size=4)
+    module.trainer = trainer(tmp_path, 1)
+    dm.tokenizer = module.tokenizer
+    module.rollout(dm.collator()(dm.dataset("train").items[:4]))
+    buf = module.buffer
+    scores, adv, mask = buf["scores"].float(), buf["advantages"], buf["response_mask"].float()
+    assert len(set(buf.texts["prompts"])) == 4 and scores.unique().numel() > 1  # 4 distinct prompts, one sample each
+    tokens = (scores.unsqueeze(-1) * mask)[mask.bool()]  # r_i repeated on each valid token of completion i
+    expected = (scores.unsqueeze(-1) - tokens.mean()) / tokens.std() * mask
+    assert torch.allclose(adv, expected, atol=1e-5)
+
+
 def spread_only_on_first_prompt(prompts, completions):
     """A reward with spread only within the groups of one prompt (the first seen); others score 1.0 each."""
     first = spread_only_on_first_prompt.first = getattr(spread_only_on_first_prompt, "first", None) or prompts[0]
