@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
@@ -421,6 +423,22 @@ class PolicyModule(LitRLHFModule):
         if self.ref_model is not None:
             self.ref_model.eval()  # a frozen copy stays in eval mode
         return self
+
+    def on_fit_start(self) -> None:
+        """Lightning warns, once at the start of training, of every module in eval mode; the frozen copy is
+        meant to be, so the warning is silenced while it names exactly the copy's modules (any other module in eval
+        mode still warns). The filter goes again at ``on_train_start``, right after the check."""
+        frozen = [] if self.ref_model is None else list(self.ref_model.modules())
+        in_eval = [m for m in self.modules() if not m.training]
+        if frozen and len(in_eval) == len(frozen):
+            warnings.filterwarnings(
+                "ignore", message=re.escape(f"Found {len(frozen)} module(s) in eval mode at the start of training."))
+            self._frozen_copy_filter = warnings.filters[0]
+
+    def on_train_start(self) -> None:
+        entry = self.__dict__.pop("_frozen_copy_filter", None)
+        if entry in warnings.filters:
+            warnings.filters.remove(entry)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

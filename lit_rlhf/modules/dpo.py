@@ -232,6 +232,7 @@ class DPO(StepModule, PolicyModule):
         return line
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if self.reference == "precomputed":
             self.precompute_reference(("train", "val"))
 

@@ -51,6 +51,7 @@ class KTO(DPO):
         self.desirable_weight, self.undesirable_weight = desirable_weight, undesirable_weight
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         counts = getattr(self.trainer.datamodule, "label_counts", None)
         if counts is None:
             raise ValueError("KTO needs an UnpairedPreferenceDataModule (rows with a desirable/undesirable label)")

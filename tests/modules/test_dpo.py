@@ -228,3 +228,23 @@ def test_reference_pass_states_what_the_run_uses_and_reports_progress(tiny_spec,
     progress = [line for line in lines if "/64 'train' pairs in" in line]
     assert progress[0].startswith("[lit_rlhf] DPO reference log-probs: 8/64") and "s left" in progress[0]
     assert progress[-1].startswith("[lit_rlhf] DPO reference log-probs: 64/64") and "left" not in progress[-1]
+
+
+def test_the_frozen_copy_alone_does_not_raise_lightnings_eval_mode_warning(tiny_spec, tmp_path):
+    """Lightning warns of modules in eval mode at the start of training: not of the frozen reference copy (meant
+    to be), still of any other module left in eval mode; and the silencing filter does not outlive the check."""
+    import warnings
+
+    def eval_mode_warnings(module):
+        filters = list(warnings.filters)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _trainer(tmp_path, 1).fit(module, datamodule=_data(tmp_path, n=16))
+        assert warnings.filters == filters  # nothing left behind
+        return [str(w.message) for w in caught if "in eval mode at the start of training" in str(w.message)]
+
+    assert eval_mode_warnings(_dpo(tiny_spec, tmp_path)) == []
+    module = _dpo(tiny_spec, tmp_path)
+    module.model.model.norm.eval()  # the user's own module left in eval mode: Lightning's warning counts it too
+    expected = len(list(module.ref_model.modules())) + 1
+    assert [w.split(" module(s)")[0] for w in eval_mode_warnings(module)] == [f"Found {expected}"]
