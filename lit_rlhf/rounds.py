@@ -16,11 +16,15 @@ Layout of ``output``::
     round_<k>/policy/               # likewise
 
 A killed loop resumes where it stopped: finished stages are read from ``rounds.json``; an unfinished training
-stage resumes from its ``checkpoints/last.ckpt`` (exact resume: optimizer, data position, RNG streams).
+stage resumes from its ``checkpoints/last.ckpt`` (exact resume: optimizer, data position, RNG streams). The folder
+may be moved between runs: ``rounds.json`` names its checkpoints relative to it, and the settings it is resumed
+with are compared by what they mean (the prompt file by its content, a local model by its resolved path; the
+output folder not at all).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -166,6 +170,53 @@ class RoundsSettings:
                               "runs/quickstart/policy")
 
 
+LOCAL_INPUTS = ("policy", "label.reward_model")
+"""Settings that may name a local model: recorded as resolved paths (``gpt2`` and ``../x/gpt2`` compare equal)."""
+
+
+def local_path(value: Any) -> str | None:
+    """The resolved path of a setting that names an existing local file or folder, else ``None``."""
+    if isinstance(value, str) and looks_like_path(value) and Path(value).expanduser().exists():
+        return str(Path(value).expanduser().resolve())
+    return None
+
+
+def file_digest(path: str) -> str:
+    """``sha256:<hex>`` of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def settings_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between the settings a folder was written with and those it is resumed with, one
+    ``name: was X, now Y`` each. Not compared: ``output`` (the folder may move) and ``rounds`` (more rounds extend
+    it); the prompt file by its content (``prompt_file_digest``); a local model by its resolved path, and a model
+    whose recorded path no longer exists but that is found at the new one counts as moved, not changed."""
+    def value(record: dict[str, Any], dotted: str) -> Any:
+        for part in dotted.split("."):
+            record = record.get(part) if isinstance(record, dict) else None
+        return record
+
+    skip = {"output", "rounds", "prompt_file", "prompt_file_digest", *(name.split(".")[0] for name in LOCAL_INPUTS)}
+    names = sorted(k for k in set(before) | set(now) if k not in skip)  # a setting added since compares as None
+    names += ["label.noise", "prompt_file_digest", *LOCAL_INPUTS]
+    if "prompt_file_digest" not in before:  # a folder written before the content was recorded
+        names[names.index("prompt_file_digest")] = "prompt_file"
+    changes = []
+    for name in names:
+        old, new = value(before, name), value(now, name)
+        if old != new and name in LOCAL_INPUTS and isinstance(old, str) and isinstance(new, str):
+            was, now_ = local_path(old), local_path(new)
+            if now_ is not None and (was == now_ or (was is None and looks_like_path(old))):
+                continue  # the same model, spelled from another folder, or moved
+        if old != new:
+            changes.append(f"{name}: was {old!r}, now {new!r}")
+    return changes
+
+
 def looks_like_path(name: str) -> bool:
     """Whether a policy or reward-model name is a local path rather than a model name (``owner/name``)."""
     return name.endswith(".ckpt") or name.startswith(("/", ".", "~")) or name.count("/") > 1 or \
@@ -270,16 +321,21 @@ class RoundsLoop:
 
     def __init__(self, settings: RoundsSettings) -> None:
         self.settings = settings
-        self.root = Path(settings.output).expanduser().absolute()
+        self.root = Path(settings.output).expanduser().resolve()
         self.summary_path = self.root / "rounds.json"
         self.summary: dict[str, Any] = {}
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def settings_record(self) -> dict[str, Any]:
+        """The settings as ``rounds.json`` keeps them: local models as resolved paths, the prompt file's digest."""
         s = self.settings
         record = {k: v for k, v in asdict(s).items() if k != "task"}
         plain = {k: v for k, v in vars(s.task).items() if isinstance(v, (int, float, str, bool))}
         record["task"] = {"class_path": f"{type(s.task).__module__}.{type(s.task).__qualname__}", "init_args": plain}
+        record["policy"] = local_path(s.policy) or s.policy
+        record["label"]["reward_model"] = local_path(s.label.reward_model) or s.label.reward_model
+        if s.prompt_file is not None and local_path(s.prompt_file):
+            record["prompt_file_digest"] = file_digest(s.prompt_file)
         return json.loads(json.dumps(record, default=str))
 
     def load(self) -> None:
@@ -287,13 +343,10 @@ class RoundsLoop:
         record = self.settings_record()
         if self.summary_path.is_file():
             summary = json.loads(self.summary_path.read_text(encoding="utf-8"))
-            before = {k: v for k, v in summary.get("settings", {}).items() if k != "rounds"}
-            now = {k: v for k, v in record.items() if k != "rounds"}
-            # a setting added since the folder was written compares as absent (None)
-            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            changed = settings_changes(summary.get("settings", {}), record)
             if changed:
-                raise RoundsError(f"{self.summary_path} was written with other settings ({', '.join(changed)}); "
-                                 "use another output folder, or the same settings to resume it")
+                raise RoundsError(f"{self.summary_path} was written with other settings ({'; '.join(changed)}); "
+                                  "use another output folder, or the same settings to resume it")
             summary["settings"] = record  # more rounds extend a finished loop
             self.summary = summary
         else:
@@ -314,9 +367,14 @@ class RoundsLoop:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def checkpoint(self, k: int, stage: str) -> str:
+        """The final checkpoint of round ``k``'s ``reward_model`` or ``policy`` stage (``rounds.json`` names it
+        relative to the output folder; an absolute name, as older folders have, is kept)."""
+        return str(self.root / self.record(k)["checkpoints"][stage])
+
     def policy_source(self, k: int) -> str:
         """The policy round ``k`` samples from and starts training from."""
-        return self.settings.policy if k == 0 else self.record(k - 1)["checkpoints"]["policy"]
+        return self.settings.policy if k == 0 else self.checkpoint(k - 1, "policy")
 
     def seed(self, k: int, stage: str) -> int:
         return self.settings.seed * 100_003 + k * 101 + STAGES.index(stage) if stage in STAGES else 0
@@ -394,7 +452,8 @@ class RoundsLoop:
         return []
 
     def fit(self, k: int, stage: str, module: Any, datamodule: Any, max_steps: int) -> tuple[str, int]:
-        """Fit (or resume from ``last.ckpt``); returns the final checkpoint and the step it resumed from."""
+        """Fit (or resume from ``last.ckpt``); returns the final checkpoint (relative to the output folder) and the
+        step it resumed from."""
         from lightning.pytorch.loggers import WandbLogger
 
         from lit_rlhf.eval.runs import checkpoint_run, continue_from_checkpoint
@@ -416,7 +475,7 @@ class RoundsLoop:
                     logger.experiment.finish()
         if not last.is_file():
             raise RuntimeError(f"round {k} {stage}: the fit wrote no {last}")
-        return str(last), resumed_from
+        return str(last.relative_to(self.root)), resumed_from
 
     # -- stages ---------------------------------------------------------------------------------
     def evaluate_policy(self, source: str, reward_model: str | None, seed: int) -> dict[str, Any]:
@@ -456,7 +515,7 @@ class RoundsLoop:
         out: dict[str, Any] = {"comparisons": len(rows), "flipped": sum(r["label_flipped"] for r in rows),
                                "sample_gold_reward": sum(gold) / len(gold)}
         if k > 0:
-            previous = self.record(k - 1)["checkpoints"]["reward_model"]
+            previous = self.checkpoint(k - 1, "reward_model")
             accuracy, pairs = pairwise_accuracy(gold, self.score(previous, flat, completions), K)
             out.update(rm_accuracy_before=accuracy, rm_accuracy_before_pairs=pairs)
         return out
@@ -501,7 +560,7 @@ class RoundsLoop:
             module = RewardModel(**args)
             datamodule = PreferenceDataModule(**data)
         if update in ("finetune", "meta_rm"):  # start from the previous round's reward model
-            state = torch.load(self.record(k - 1)["checkpoints"]["reward_model"], map_location="cpu",
+            state = torch.load(self.checkpoint(k - 1, "reward_model"), map_location="cpu",
                                weights_only=True)["state_dict"]
             module.load_state_dict(state)
         checkpoint, resumed = self.fit(k, "reward_model", module, datamodule, r.steps)
@@ -527,7 +586,7 @@ class RoundsLoop:
                                               max_length=p.max_length, batch_size=p.batch_size, seed=seed,
                                               rating_levels=None)
         else:
-            rm = self.record(k)["checkpoints"]["reward_model"] if p.reward == "reward_model" else None
+            rm = self.checkpoint(k, "reward_model") if p.reward == "reward_model" else None
             args.update(sampling=s.sampling, reward_model=rm)
             if p.method == "online_dpo" and p.reference == "fixed" and k > 0:
                 args["reference_from"] = s.policy
@@ -544,8 +603,8 @@ class RoundsLoop:
         return out
 
     def stage_evaluate(self, k: int) -> dict[str, Any]:
-        checkpoints = self.record(k)["checkpoints"]
-        return self.evaluate_policy(checkpoints["policy"], checkpoints["reward_model"], self.seed(k, "evaluate"))
+        return self.evaluate_policy(self.checkpoint(k, "policy"), self.checkpoint(k, "reward_model"),
+                                    self.seed(k, "evaluate"))
 
     # -- driver ---------------------------------------------------------------------------------
     def run_stage(self, k: int, stage: str) -> None:

@@ -22,6 +22,7 @@ from lit_rlhf.rounds import (
     flip_labels,
     labels_used,
     pairwise_accuracy,
+    settings_changes,
     shifted_groups,
 )
 from lit_rlhf.tasks import Arithmetic, Task
@@ -119,6 +120,29 @@ def test_online_labels_count_only_from_the_gold_annotator(tmp_path):
     assert labels_used(proxy, 1, 10, online_labels=32) == 0
 
 
+def test_settings_changes_compare_what_the_settings_mean(tmp_path, monkeypatch):
+    model = tmp_path / "models" / "start"
+    model.mkdir(parents=True)
+    before = {"output": "runs/a", "rounds": 2, "prompts": 8, "policy": str(model), "prompt_file": "p.jsonl",
+              "prompt_file_digest": "sha256:1", "label": {"reward_model": None, "noise": 0.1}}
+    monkeypatch.chdir(tmp_path / "models")
+    same = {**before, "output": "/elsewhere", "rounds": 3, "policy": "start", "prompt_file": "../p.jsonl"}
+    assert settings_changes(before, same) == []  # folder moved, extended, the same inputs spelled from elsewhere
+    assert settings_changes(before, {**same, "prompts": 9, "prompt_file_digest": "sha256:2"}) == [
+        "prompts: was 8, now 9", "prompt_file_digest: was 'sha256:1', now 'sha256:2'"]
+    assert settings_changes(before, {**same, "label": {"reward_model": None, "noise": 0.2}}) == [
+        "label.noise: was 0.1, now 0.2"]
+    other = tmp_path / "other"
+    other.mkdir()
+    assert settings_changes(before, {**same, "policy": str(other)}) == [f"policy: was '{model}', now '{other}'"]
+    gone = {**before, "policy": str(tmp_path / "old_place" / "start")}  # the model was moved here
+    assert settings_changes(gone, same) == []
+    assert settings_changes(gone, {**same, "policy": "owner/hub-model"}) != []  # a hub name is not a moved folder
+    old_style = {k: v for k, v in before.items() if k != "prompt_file_digest"}  # written before digests
+    assert settings_changes(old_style, {**before, "prompt_file": "q.jsonl"}) == [
+        "prompt_file: was 'p.jsonl', now 'q.jsonl'"]
+
+
 def test_bad_settings_are_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match="samples_per_prompt.*label.noise"):
         RoundsSettings(output=str(tmp_path), policy="x", task=DigitTask(), samples_per_prompt=1,
@@ -197,7 +221,8 @@ def test_loop_runs_from_one_yaml_and_resumes_after_a_kill(tmp_path, monkeypatch)
         assert r["labels"] == r["stages"]["sample"]["comparisons"] > 0  # retrain: every round's labels are used
         assert 0.0 <= r["gold_reward"] <= 1.0 and r["proxy_reward"] is not None
         assert r["rm_accuracy"] is None or 0.0 <= r["rm_accuracy"] <= 1.0
-        assert Path(r["checkpoints"]["policy"]).is_file() and Path(r["checkpoints"]["reward_model"]).is_file()
+        for stage in ("policy", "reward_model"):  # named relative to the folder, which may move
+            assert not Path(r["checkpoints"][stage]).is_absolute() and (loop / r["checkpoints"][stage]).is_file()
     assert summary["rounds"][1]["labels_total"] == summary["rounds"][0]["labels"] + summary["rounds"][1]["labels"]
     assert summary["rounds"][1]["rm_accuracy_before"] is not None
     assert summary["rounds"][1]["stages"]["reward_model"]["pairs"] == summary["rounds"][1]["labels_total"]
@@ -206,7 +231,7 @@ def test_loop_runs_from_one_yaml_and_resumes_after_a_kill(tmp_path, monkeypatch)
     assert summary["start"]["gold_reward"] >= 0.0
 
 
-def test_own_prompt_file_from_another_directory(tmp_path, monkeypatch):
+def test_own_prompt_file_from_another_directory(tmp_path, monkeypatch, capsys):
     """A user's prompt file and output folder given relative to their working directory: every round samples and
     trains on the file's prompts (all 3 of them: fewer than ``prompts``), none of the task's."""
     from lit_rlhf.cli import main
@@ -233,6 +258,27 @@ def test_own_prompt_file_from_another_directory(tmp_path, monkeypatch):
     assert trained and {t.removeprefix("<s>") for t in trained} == set(mine), trained
     summary = json.loads((loop / "rounds.json").read_text())
     assert summary["settings"]["prompt_file"] == "my_prompts.jsonl" and summary["rounds"][0]["gold_reward"] is not None
+
+    # the user moves the folder, then extends it to 2 rounds from another directory, every path spelled from there
+    moved = tmp_path / "archive"
+    moved.mkdir()
+    loop = loop.rename(moved / "loop")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = ["rounds", "--config", "../userdir/mine.yaml", "--output", "../archive/loop", "--prompt_file",
+             "../userdir/my_prompts.jsonl", "--policy", "../start", "--rounds", "2"]
+    main(again)
+    summary = json.loads((loop / "rounds.json").read_text())
+    assert [list(r["stages"]) for r in summary["rounds"]] == [["sample", "reward_model", "policy", "evaluate"]] * 2
+    assert (loop / summary["rounds"][1]["checkpoints"]["policy"]).is_file()
+    sampled = [json.loads(x)["prompt"] for x in (loop / "round_1" / "samples.jsonl").read_text().splitlines()]
+    assert sorted(sampled) == sorted(mine)  # round 1 started from round 0's policy, found in the moved folder
+    (user / "my_prompts.jsonl").write_text(json.dumps({"prompt": "9-9="}) + "\n")  # same name, other prompts
+    with pytest.raises(SystemExit):
+        main([*again[:-1], "3"])
+    assert "other settings (prompt_file_digest: was 'sha256:" in capsys.readouterr().err
+    assert not (loop / "round_2").exists()
 
 
 def test_missing_policy_or_prompt_file_is_one_clear_error_before_anything_is_written(tmp_path, capsys):
@@ -345,7 +391,7 @@ def test_a_round_without_comparisons_and_a_folder_of_other_settings_are_clear_er
     with pytest.raises(SystemExit) as exit_info:
         main(["rounds", "--config", str(path), "--prompts", "5"])
     assert exit_info.value.code == 2
-    assert "was written with other settings (prompts)" in capsys.readouterr().err
+    assert "was written with other settings (prompts: was 4, now 5)" in capsys.readouterr().err
 
 
 def test_round_zero_does_not_depend_on_what_ran_before(tmp_path):
