@@ -31,6 +31,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
 
 from lit_rlhf.rollout.generation import SamplingConfig
+from lit_rlhf.rollout.rewards import RewardFn
 from lit_rlhf.rounds import LabelSettings, PolicySettings, RewardModelSettings
 from lit_rlhf.tasks import TASKS, Arithmetic, Sentiment, Task
 
@@ -82,7 +83,7 @@ def assets(models: bool = True, data: bool = True, dry_run: bool = False) -> Non
 
 def pairs(
     output: str,
-    task: Task = lazy_instance(Sentiment),  # noqa: B008 (jsonargparse's lazy default)
+    task: Task | None = lazy_instance(Sentiment),  # noqa: B008 (jsonargparse's lazy default)
     policy: str = "lit-rlhf:tiny-llama",
     split: Literal["train", "val", "test"] = "train",
     prompts: int = 1000,
@@ -92,49 +93,70 @@ def pairs(
     top_p: float = 1.0,
     batch_size: int = 64,
     seed: int = 0,
+    prompt_file: str | None = None,
+    reward_fn: RewardFn | None = None,
+    reward_model: str | None = None,
 ) -> Path:
-    """On-policy preference pairs labelled by a task's gold reward.
+    """On-policy preference pairs labelled by a task's gold reward, or by your own reward function or model.
 
-    DPO paper, IMDb setup: sample K completions per task prompt from a policy and label all K(K-1)/2 pairs by
-    the task's gold reward; writes {prompt, chosen, rejected} jsonl for the PreferenceDataModule. Ties and
+    DPO paper, IMDb setup: sample K completions per prompt from a policy and label all K(K-1)/2 pairs by the
+    task's gold reward; writes {prompt, chosen, rejected, gold_reward_chosen, gold_reward_rejected} jsonl for the
+    PreferenceDataModule. With an annotator (reward_fn or reward_model) its scores decide the labels and are
+    written as score_chosen / score_rejected (the task's gold rewards as well, unless --task null). Ties and
     identical completions make no pair; no pair at all is an error (nothing is written).
 
     Args:
         output: jsonl file to write.
-        task: task giving the prompts and the gold reward.
+        task: task giving the prompts and the gold reward (null: none; then give prompt_file and an annotator).
         policy: the sampling policy: a lit-rlhf checkpoint (.ckpt), a run folder (its newest .ckpt),
             a Hugging Face folder or a model name.
         split: task split of the prompts.
-        prompts: number of task prompts.
+        prompts: number of prompts (the first of prompt_file's rows; all of them when it has fewer).
         samples: completions per prompt (K >= 2).
         max_new_tokens: tokens sampled per completion.
         temperature: sampling temperature.
         top_p: nucleus sampling threshold.
         batch_size: sequences per generation batch.
         seed: prompt and sampling seed.
+        prompt_file: your own plain-text prompts instead of the task's (a file or dataset of {prompt} rows).
+        reward_fn: the annotator: an import path of a function (prompts, completions) -> one score per completion,
+            e.g. my_rewards.score (a module in the working folder).
+        reward_model: the annotator: a RewardModel checkpoint, run folder or export.
     """
+    from lit_rlhf.data.sources import text_prompts
     from lit_rlhf.data.tokenize import Encoder
-    from lit_rlhf.rollout.generation import SamplingConfig
     from lit_rlhf.rollout.pairs import sample_preference_pairs
+    from lit_rlhf.rollout.rewards import reward_source
 
+    annotator = reward_source(reward_model, reward_fn)
+    if annotator is None and task is None:
+        raise CommandError("no reward to label the pairs by: give a task (its gold reward), --reward_fn or "
+                           "--reward_model")
+    if prompt_file is None and task is None:
+        raise CommandError("no prompts: give a task or --prompt_file")
     torch.manual_seed(seed)
-    texts = [r["prompt"] for _, r in task.records("prompt", split, prompts, seed=seed)]
+    if prompt_file is not None:
+        texts = text_prompts(prompt_file, "lit-rlhf pairs")[:prompts]
+    else:
+        texts = [r["prompt"] for _, r in task.records("prompt", split, prompts, seed=seed)]
     tokenizer, model = load_policy_source(policy)
     encoder = Encoder(tokenizer)
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     rows = sample_preference_pairs(model, tokenizer, task, texts, [encoder.prompt_ids(p) for p in texts],
-                                   samples, sampling, batch_size)
+                                   samples, sampling, batch_size, annotator=annotator)
+    labeller = "the gold reward" if annotator is None else "the annotator"
     if not rows:
         raise CommandError(
-            f"no pairs: all {samples} completions of each of the {len(texts)} prompts tied on the gold reward (or "
+            f"no pairs: all {samples} completions of each of the {len(texts)} prompts tied on {labeller} (or "
             f"were identical or empty); nothing written to {output}. Sample more (--samples, --prompts), sample "
             "more diversely (--temperature) or start from a policy whose completions differ in reward")
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    gaps = [r["gold_reward_chosen"] - r["gold_reward_rejected"] for r in rows]
-    print(f"wrote {out}: {len(rows)} pairs from {len(texts)} prompts x {samples} samples "
-          f"(mean gold gap {sum(gaps) / len(gaps):.3f})")
+    gaps = {name: sum(r[f"{key}_chosen"] - r[f"{key}_rejected"] for r in rows) / len(rows)
+            for name, key in (("gold", "gold_reward"), ("annotator", "score")) if f"{key}_chosen" in rows[0]}
+    print(f"wrote {out}: {len(rows)} pairs from {len(texts)} prompts x {samples} samples, labelled by {labeller} "
+          f"(mean gap: {', '.join(f'{name} {gap:.3f}' for name, gap in gaps.items())})")
     return out
 
 

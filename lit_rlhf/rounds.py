@@ -398,14 +398,10 @@ class RoundsLoop:
 
     def file_prompts(self) -> list[str]:
         """The plain-text prompts of ``prompt_file`` (any prompt format ``lit-rlhf`` reads)."""
-        from lit_rlhf.data.sources import read_rows
+        from lit_rlhf.data.sources import text_prompts
 
-        rows = read_rows(str(Path(self.settings.prompt_file).expanduser()), "prompt")
-        chat = [row.where for row in rows if not isinstance(row.prompt, str)]
-        if chat:
-            raise RoundsError(f"{chat[0]}: lit-rlhf rounds takes plain-text prompts (the task's gold grader reads "
-                              f"them); {len(chat)} row(s) of {self.settings.prompt_file} are chat messages")
-        return [row.prompt for row in rows]
+        return text_prompts(str(Path(self.settings.prompt_file).expanduser()), "lit-rlhf rounds (the task's grader "
+                            "reads them)")
 
     def training_prompts(self, k: int) -> list[str]:
         """Round ``k``'s prompts: ``prompts`` fresh ones from the task, or from ``prompt_file`` (a seeded shuffle per

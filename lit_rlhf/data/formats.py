@@ -598,7 +598,8 @@ DETECTION: dict[str, list[Rule]] = {
         Rule("alpaca", ("instruction", "output")),
     ],
     "preference": [
-        Rule("ultrafeedback", ("chosen", "rejected", "score_chosen", "score_rejected")),
+        Rule("ultrafeedback", ("chosen", "rejected", "score_chosen", "score_rejected"), "chat message lists",
+             lambda r: isinstance(r["chosen"], list)),
         Rule("trl", ("prompt", "chosen", "rejected")),
         Rule("hh", ("chosen", "rejected"), "HH-RLHF transcripts", lambda r: isinstance(r["chosen"], str)),
         Rule("trl", ("chosen", "rejected"), "dialogues with a shared prompt"),

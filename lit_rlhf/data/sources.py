@@ -91,6 +91,17 @@ def read_rows(source: Source, kind: str, format: str = "auto", split: str = "tra
     return _rows(iter_records(source, split), kind, format, source_name(source))
 
 
+def text_prompts(source: Source, reader: str) -> list[str]:
+    """The plain-text prompts of a prompt source (any prompt format :func:`read_rows` reads), for a ``reader`` that
+    scores text (a task's grader, a reward function): a row of chat messages is a located :class:`DataError`."""
+    rows = read_rows(source, "prompt")
+    chat = [row.where for row in rows if not isinstance(row.prompt, str)]
+    if chat:
+        raise DataError(chat[0], "prompt", f"{reader} takes plain-text prompts; {len(chat)} row(s) of "
+                        f"{source_name(source)} are chat messages")
+    return [row.prompt for row in rows]
+
+
 def source_name(source: Source) -> str:
     """How ``source`` is named in messages: its path or id, or ``Dataset``/``DatasetDict`` for an object."""
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__

@@ -128,6 +128,34 @@ def test_pairs_from_a_config_label_every_pair_by_the_gold_reward(run_folder, tmp
     assert f"wrote {out}: {len(rows)} pairs from 3 prompts x 3 samples" in capsys.readouterr().out
 
 
+def test_pairs_from_my_prompt_file_labelled_by_my_function_from_my_folder(run_folder, tmp_path, capsys, monkeypatch):
+    """A user's own plain-text prompts and judge function (a module in the working folder), no task: every pair is
+    labelled by the function, the rows carry its scores and no gold reward; chat rows and a missing annotator are
+    one-line errors."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_judge.py").write_text("def score(prompts, completions):\n"
+                                          "    return [float(sum(map(ord, c)) % 97) for c in completions]\n")
+    mine = [f"{a}+{a}=" for a in range(20)]
+    write_jsonl(tmp_path / "my_prompts.jsonl", [{"prompt": p} for p in mine])
+    args = ["pairs", "--task", "null", "--prompt_file", "my_prompts.jsonl", "--policy", str(run_folder), "--prompts",
+            "5", "--samples", "3", "--max_new_tokens", "4", "--output", "mine.jsonl"]
+    assert run([*args, "--reward_fn", "my_judge.score"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "mine.jsonl").read_text().splitlines()]
+    assert rows and {r["prompt"] for r in rows} <= set(mine[:5])  # the first 5 rows of the file
+    for r in rows:
+        assert set(r) == {"prompt", "chosen", "rejected", "score_chosen", "score_rejected"}
+        chosen, rejected = sum(map(ord, r["chosen"])) % 97, sum(map(ord, r["rejected"])) % 97
+        assert r["score_chosen"] == chosen > rejected == r["score_rejected"]
+    assert "labelled by the annotator (mean gap: annotator" in capsys.readouterr().out
+
+    assert run(args) == 2  # no task and no annotator
+    assert "no reward to label the pairs by" in capsys.readouterr().err
+    write_jsonl(tmp_path / "chat.jsonl", [{"prompt": "1+1="}, {"prompt": [{"role": "user", "content": "hi"}]}])
+    assert run([*args[:4], "chat.jsonl", *args[5:], "--reward_fn", "my_judge.score"]) == 2
+    err = capsys.readouterr().err
+    assert "chat.jsonl:2: field 'prompt': lit-rlhf pairs takes plain-text prompts" in err and "Traceback" not in err
+
+
 def test_pairs_with_no_pair_is_an_error_and_writes_nothing(run_folder, tmp_path, capsys):
     out = tmp_path / "pairs.jsonl"  # 2 new tokens cannot hold an arithmetic answer: every reward is 0
     code = run(["pairs", "--task", "Arithmetic", "--policy", str(run_folder), "--prompts", "2", "--samples", "2",

@@ -195,6 +195,15 @@ def test_preference_ultrafeedback_binarized(tmp_path):
     assert row.meta == {"prompt_id": "6b1f0c", "score_chosen": 8.5, "score_rejected": 4.0, "score_diff": 4.5}
 
 
+def test_plain_text_pairs_with_annotator_scores_are_trl_pairs(tmp_path):
+    """What ``lit-rlhf pairs`` and ``rounds`` write with an annotator (plain text + score_chosen/score_rejected)
+    is a TRL pair with the scores kept, not UltraFeedback (whose chosen/rejected are message lists)."""
+    record = {"prompt": "p", "chosen": "a", "rejected": "b", "score_chosen": 0.5, "score_rejected": 0.0}
+    (row,) = load(tmp_path, "preference", record)
+    assert (row.prompt, row.chosen, row.rejected) == ("p", "a", "b")
+    assert row.meta == {"score_chosen": 0.5, "score_rejected": 0.0}
+
+
 def test_preference_errors_name_the_field():
     ok = {"prompt": "p", "chosen": "a", "rejected": "b"}
     raises("preference", {**ok, "rejected": "a"}, "chosen", "chosen and rejected are identical")
