@@ -338,6 +338,20 @@ def test_meta_rm_adapts_without_new_labels_and_online_dpo_counts_its_labels(tmp_
     assert second["labels"] == online  # no new comparisons: only online DPO's gold labels
 
 
+@pytest.mark.slow  # two loops, about 35 s
+def test_a_reward_model_as_the_annotator_labels_what_the_next_reward_model_trains_on(tmp_path):
+    """``label.reward_model``: the judge's scores decide the labels (score_chosen > score_rejected on every row), and
+    the round's reward model trains on those rows (plain-text pairs with score columns: read as TRL pairs, where they
+    were once taken for UltraFeedback and refused)."""
+    first = run_variant(tmp_path / "judge", 1)
+    judge = str(tmp_path / "judge" / "loop" / first["rounds"][0]["checkpoints"]["reward_model"])
+    summary = run_variant(tmp_path / "labelled", 1, label={"reward_model": judge, "noise": 0.0})
+    rows = [json.loads(x) for x in (tmp_path / "labelled" / "loop" / "round_0" / "comparisons.jsonl").read_text()
+            .splitlines()]
+    assert rows and all(r["score_chosen"] > r["score_rejected"] for r in rows)
+    assert summary["rounds"][0]["stages"]["reward_model"]["pairs"] == len(rows)
+
+
 def test_meta_rm_round_with_an_empty_sample_adapts_on_the_other_prompts(tmp_path, monkeypatch):
     """A policy that writes an empty completion for one prompt: MetaRM's shifted set leaves that prompt out (it used to
     stop the loop with a DataError on the empty response)."""
