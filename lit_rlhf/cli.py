@@ -246,6 +246,28 @@ def w2s_learner(name: str | dict, role: str, settings, config: dict[str, Any]):
     return ModuleLearner(build)
 
 
+def w2s_splits(dm: RowDataModule, pool_size: int | None, test_size: int | None) -> tuple[list, list]:
+    """The pipeline's pool and test rows: ``pool_size`` training rows and ``test_size`` test rows; with your own
+    training file and no test source, ``test_size`` of its rows (a fixed seeded choice, the same for every seed) are
+    held out as the test set and the pool is drawn from the rest."""
+    import random
+
+    from lit_rlhf.data.sources import source_name
+
+    rows = dm.read("train")
+    if dm.has_split("test"):
+        return rows[:pool_size], dm.read("test")[:test_size]
+    where = source_name(dm.sources["train"])
+    if test_size is None or not 0 < test_size < len(rows):
+        raise ValueError(f"lit-rlhf w2s: {where} has {len(rows)} rows and there is no test split: give data.test, "
+                         f"or w2s.test_size (fewer than {len(rows)}) to hold out that many of its rows")
+    held = set(random.Random(0).sample(range(len(rows)), test_size))
+    pool = [r for i, r in enumerate(rows) if i not in held][:pool_size]
+    print(f"[lit_rlhf] w2s: no test split; {test_size} of the {len(rows)} rows of {where} are held out as the test "
+          f"set (the same for every seed), the pool is {len(pool)} of the others (give data.test to test on your own)")
+    return pool, [r for i, r in enumerate(rows) if i in held]
+
+
 def w2s_main(argv: list[str]) -> None:
     """``lit-rlhf w2s``: see :data:`FIT_PIPELINES`."""
     from jsonargparse import ArgumentParser
@@ -265,7 +287,7 @@ def w2s_main(argv: list[str]) -> None:
         dm.task_sizes["train"] = settings.pool_size
     if settings.test_size is not None:
         dm.task_sizes["test"] = settings.test_size
-    pool, test = dm.read("train")[: settings.pool_size], dm.read("test")[: settings.test_size]
+    pool, test = w2s_splits(dm, settings.pool_size, settings.test_size)
     clock = time.perf_counter()
     summary = run_w2s(settings, pool, test, lambda name, role: w2s_learner(name, role, settings, config))
     print(f"{'loss':<22}{'weak_acc':>10}{'w2s_acc':>10}{'strong_acc':>12}{'pgr':>16}")

@@ -201,6 +201,8 @@ class RowDataModule(L.LightningDataModule, ABC):
             elif origin == "held_out":
                 parts.append(f"{split} = {n or '?'} rows held out of the training rows ({self._name('train')}, "
                              f"val_split={self.val_split}; give data.val or set data.val_from to change)")
+            elif n:  # rows handed over in code (e.g. by lit-rlhf w2s to each of its runs)
+                parts.append(f"{split} = {n} rows given by the caller")
             else:
                 parts.append(f"{split} = none")
         if self.task is not None:

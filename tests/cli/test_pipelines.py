@@ -283,6 +283,29 @@ def test_strength_and_w2s_run_from_their_configs_without_the_args_warning(tmp_pa
     assert "pgr" in capsys.readouterr().out
 
 
+def test_w2s_on_one_labelled_file_holds_out_its_test_rows(tmp_path, capsys):
+    """A user's one {text, label} file and no test source: ``test_size`` of its rows are the test set (the same
+    rows whatever the pool size), the pool comes from the others, nothing is used twice; without test_size, one
+    line says what to give."""
+    from lit_rlhf.cli import w2s_splits
+    from lit_rlhf.data import WeakLabelDataModule
+
+    write_jsonl(tmp_path / "mine.jsonl", [{"text": f"review {i}", "label": i % 2} for i in range(30)])
+    dm = WeakLabelDataModule(train=str(tmp_path / "mine.jsonl"))
+    pool, test = w2s_splits(dm, 12, 8)
+    assert (len(pool), len(test)) == (12, 8)
+    assert not {r.text for r in pool} & {r.text for r in test}
+    assert "8 of the 30 rows of" in capsys.readouterr().out
+    assert [r.text for r in w2s_splits(dm, None, 8)[1]] == [r.text for r in test]  # the test set does not move
+    assert len(w2s_splits(dm, None, 8)[0]) == 22
+    for size in (None, 30):
+        with pytest.raises(ValueError, match="has 30 rows and there is no test split: give data.test"):
+            w2s_splits(dm, None, size)
+    dm = WeakLabelDataModule(train=str(tmp_path / "mine.jsonl"), test=str(tmp_path / "mine.jsonl"))
+    pool, test = w2s_splits(dm, 5, 4)  # a test source: used as given
+    assert [r.text for r in pool] == [f"review {i}" for i in range(5)] and [r.text for r in test][:1] == ["review 0"]
+
+
 def test_best_of_n_grades_a_candidates_file_of_gsm_prompts(tmp_path):
     """GSM grades only the problems it generated: a candidates file of its test prompts (e.g. a best-of-n
     run's own candidates.jsonl) is graded from the command line too."""
