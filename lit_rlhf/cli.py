@@ -90,13 +90,31 @@ class LitRLHFCLI(LightningCLI):
                 config["ckpt_path"] = found
                 print(f"[lit_rlhf] --ckpt_path last: resuming from {found}")
             else:
-                where = ", ".join(sorted({str(f) for f in checkpoint_folders(self.trainer)}))
-                print(f"[lit_rlhf] --ckpt_path last: no checkpoint under {where}; "
+                print(f"[lit_rlhf] --ckpt_path last: no checkpoint under {self.checkpoint_places()}; "
                       "training starts from the beginning")
                 config["ckpt_path"] = None
         ckpt_path = config.get("ckpt_path")
         if ckpt_path is not None and Path(ckpt_path).is_file():
             continue_from_checkpoint(self.trainer, ckpt_path)
+
+    def checkpoint_places(self) -> str:
+        return ", ".join(sorted({str(f) for f in checkpoint_folders(self.trainer)}))
+
+    def evaluate_last(self) -> None:
+        """``validate``/``test``/``predict --ckpt_path last``: the newest checkpoint of this run folder, found as
+        ``fit`` finds it (Lightning looks only in the new run's own folder, and would evaluate the untrained model
+        with a warning); none is an error."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        found = find_last_checkpoint(self.trainer)
+        if found is None:
+            raise ValueError(f"--ckpt_path last: no checkpoint under {self.checkpoint_places()}; give the run's "
+                             "--trainer.default_root_dir or a checkpoint file")
+        config["ckpt_path"] = found
+        print(f"[lit_rlhf] --ckpt_path last: {self.subcommand} of {found}")
+
+    before_validate = before_test = before_predict = evaluate_last
 
 
 def find_last_checkpoint(trainer) -> str | None:

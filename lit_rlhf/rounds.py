@@ -450,9 +450,8 @@ class RoundsLoop:
     def fit(self, k: int, stage: str, module: Any, datamodule: Any, max_steps: int) -> tuple[str, int]:
         """Fit (or resume from ``last.ckpt``); returns the final checkpoint (relative to the output folder) and the
         step it resumed from."""
-        from lightning.pytorch.loggers import WandbLogger
-
         from lit_rlhf.eval.runs import checkpoint_run, continue_from_checkpoint
+        from lit_rlhf.eval.wandb import finish_wandb_runs
 
         trainer = self.trainer(k, stage, max_steps)
         last = self.folder(k) / stage / "checkpoints" / "last.ckpt"
@@ -465,10 +464,8 @@ class RoundsLoop:
             print(f"[lit_rlhf] rounds: round {k} {stage}: resuming from {last} (step {resumed_from})")
         try:
             trainer.fit(module, datamodule, ckpt_path=ckpt_path)
-        finally:  # one W&B run per stage: the next stage's logger must not find this one still active
-            for logger in trainer.loggers:
-                if isinstance(logger, WandbLogger) and logger._experiment is not None:
-                    logger.experiment.finish()
+        finally:  # one W&B run per stage
+            finish_wandb_runs(trainer)
         if not last.is_file():
             raise RuntimeError(f"round {k} {stage}: the fit wrote no {last}")
         return str(last.relative_to(self.root)), resumed_from

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 
 from lit_rlhf.data.schemas import PreferenceRow
+from lit_rlhf.eval.wandb import finish_wandb_runs
 
 
 @torch.no_grad()
@@ -68,7 +69,10 @@ def preference_strength(
     rows = []
     for member in range(members):
         module, datamodule, trainer = build(member)
-        trainer.fit(module, datamodule=datamodule)
+        try:
+            trainer.fit(module, datamodule=datamodule)
+        finally:  # each member its own W&B run (and run folder)
+            finish_wandb_runs(trainer)
         rows.append(reward_differences(module, datamodule, "train"))
     return torch.stack(rows)
 

@@ -69,3 +69,12 @@ def continue_wandb_run(logger: WandbLogger, run_id: str) -> bool:
     logger._id = run_id
     logger._wandb_init.update(id=run_id, resume="allow")
     return True
+
+
+def finish_wandb_runs(trainer: Any) -> None:
+    """End the W&B runs of ``trainer``'s loggers: a process that fits several runs in turn (``rounds`` stages,
+    ``strength`` members) gives each its own W&B run, where the next logger would otherwise join the live one (and
+    its checkpoints its folder)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()

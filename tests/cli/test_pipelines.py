@@ -283,6 +283,25 @@ def test_strength_and_w2s_run_from_their_configs_without_the_args_warning(tmp_pa
     assert "pgr" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # two offline W&B runs, ~20 s
+def test_strength_members_are_runs_of_their_own(tmp_path, monkeypatch):
+    """Each ensemble member is its own W&B run with its own checkpoint folder (the second used to join the first's
+    live W&B run and write last-v1.ckpt next to its last.ckpt)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    word_pairs(tmp_path / "train.jsonl", 16, 0)
+    config = write_yaml(tmp_path / "rm.yaml", {
+        "model": {"class_path": "lit_rlhf.modules.RewardModel", "init_args": {"model": TINY_MODEL}},
+        "data": {"class_path": "lit_rlhf.data.PreferenceDataModule",
+                 "init_args": {"train": str(tmp_path / "train.jsonl"), "batch_size": 8, "max_length": 64}},
+        "trainer": {"accelerator": "cpu", "max_steps": 1, "enable_progress_bar": False, "enable_model_summary": False,
+                    "default_root_dir": str(tmp_path / "runs"),
+                    "logger": {"class_path": "lit_rlhf.eval.AutoWandbLogger", "init_args": {"project": "p"}}}})
+    assert run(["strength", "--config", config, "--members", "2", "--output", str(tmp_path / "s.jsonl")]) == 0
+    checkpoints = sorted((tmp_path / "runs").rglob("*.ckpt"))
+    assert [c.name for c in checkpoints] == ["last.ckpt", "last.ckpt"], checkpoints
+    assert checkpoints[0].parent != checkpoints[1].parent
+
+
 def test_w2s_on_one_labelled_file_holds_out_its_test_rows(tmp_path, capsys):
     """A user's one {text, label} file and no test source: ``test_size`` of its rows are the test set (the same
     rows whatever the pool size), the pool comes from the others, nothing is used twice; without test_size, one

@@ -26,14 +26,14 @@ def _offline_wandb(monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
-def fit(root: Path, *overrides: str, config: str = "quickstart.yaml"):
-    """`lit-rlhf fit` in-process on a shipped config: tiny model, W&B offline under ``root`` (the logger's
-    ``save_dir`` follows ``--trainer.default_root_dir``, as for a user), no progress bar.
+def fit(root: Path, *overrides: str, config: str = "quickstart.yaml", command: str = "fit"):
+    """`lit-rlhf fit` (or another ``command``) in-process on a shipped config: tiny model, W&B offline under
+    ``root`` (the logger's ``save_dir`` follows ``--trainer.default_root_dir``, as for a user), no progress bar.
 
     The quickstart's own ``val_check_interval: 500`` stays: validation never runs within these few steps."""
     import wandb
 
-    args = ["fit", "--config", str(REPO / "configs" / config), f"--model.init_args.model={json.dumps(TINY)}",
+    args = [command, "--config", str(REPO / "configs" / config), f"--model.init_args.model={json.dumps(TINY)}",
             f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false"]
     if config == "quickstart.yaml":
@@ -237,6 +237,22 @@ def test_a_run_folder_moved_then_extended_keeps_one_last_checkpoint(tmp_path):
     ckpts = list((tmp_path / "moved").rglob("*.ckpt"))  # not last.ckpt (step 1) and last-v1.ckpt (step 2)
     assert [p.name for p in ckpts] == ["last.ckpt"], ckpts
     assert torch.load(ckpts[0], map_location="cpu", weights_only=True)["global_step"] == 2
+
+
+@pytest.mark.slow  # ~25 s: a fit, then a test and a validate
+def test_test_and_validate_with_ckpt_path_last_evaluate_the_runs_newest_checkpoint(tmp_path, capsys):
+    """Lightning looks for `last` only in the new run's own folder: it used to warn and test the untrained model."""
+    trained = fit(tmp_path / "run", "--trainer.max_steps=2")
+    weights = {k: v.clone() for k, v in trained.model.model.state_dict().items()}
+    (tmp_path / "run").rename(tmp_path / "moved")
+    for command in ("test", "validate"):
+        evaluated = fit(tmp_path / "moved", "--ckpt_path=last", command=command)
+        (last,) = (tmp_path / "moved").rglob("last.ckpt")
+        assert Path(evaluated.trainer.ckpt_path) == last and f"{command} of {last}" in capsys.readouterr().out
+        state = evaluated.model.model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in weights.items())
+    with pytest.raises(ValueError, match="--ckpt_path last: no checkpoint under"):
+        fit(tmp_path / "empty", "--ckpt_path=last", command="test")
 
 
 def test_continue_wandb_run_sets_the_id_before_the_run_starts(tmp_path):
