@@ -260,14 +260,19 @@ def test_fit_ends_a_data_error_with_the_located_line_only(tmp_path):
         f"lit-rlhf fit: error: {bad}:2: field 'completion': missing (fields present: prompt)")
 
 
-def test_strength_and_w2s_run_from_their_configs_without_the_args_warning(tmp_path, capsys, monkeypatch):
-    word_pairs(tmp_path / "train.jsonl", 32, 0)
-    config = write_yaml(tmp_path / "rm.yaml", {
+def rm_config(tmp_path: Path, pairs: int, trainer: dict) -> str:
+    """A RewardModel fit config on ``pairs`` word pairs (batches of 8, tiny model, CPU) with ``trainer`` settings."""
+    word_pairs(tmp_path / "train.jsonl", pairs, 0)
+    return write_yaml(tmp_path / "rm.yaml", {
         "model": {"class_path": "lit_rlhf.modules.RewardModel", "init_args": {"model": TINY_MODEL}},
         "data": {"class_path": "lit_rlhf.data.PreferenceDataModule",
-                 "init_args": {"train": str(tmp_path / "train.jsonl"), "batch_size": 16, "max_length": 64}},
-        "trainer": {"accelerator": "cpu", "max_steps": 2, "logger": False, "enable_checkpointing": False,
-                    "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(tmp_path)}})
+                 "init_args": {"train": str(tmp_path / "train.jsonl"), "batch_size": 8, "max_length": 64}},
+        "trainer": {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False, **trainer}})
+
+
+def test_strength_and_w2s_run_from_their_configs_without_the_args_warning(tmp_path, capsys, monkeypatch):
+    config = rm_config(tmp_path, 32, {"max_steps": 2, "logger": False, "enable_checkpointing": False,
+                                      "default_root_dir": str(tmp_path)})
     monkeypatch.setattr(sys, "argv", ["lit-rlhf", "strength", "--config", config])  # LightningCLI warns if argv > 1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -288,14 +293,9 @@ def test_strength_members_are_runs_of_their_own(tmp_path, monkeypatch):
     """Each ensemble member is its own W&B run with its own checkpoint folder (the second used to join the first's
     live W&B run and write last-v1.ckpt next to its last.ckpt)."""
     monkeypatch.setenv("WANDB_MODE", "offline")
-    word_pairs(tmp_path / "train.jsonl", 16, 0)
-    config = write_yaml(tmp_path / "rm.yaml", {
-        "model": {"class_path": "lit_rlhf.modules.RewardModel", "init_args": {"model": TINY_MODEL}},
-        "data": {"class_path": "lit_rlhf.data.PreferenceDataModule",
-                 "init_args": {"train": str(tmp_path / "train.jsonl"), "batch_size": 8, "max_length": 64}},
-        "trainer": {"accelerator": "cpu", "max_steps": 1, "enable_progress_bar": False, "enable_model_summary": False,
-                    "default_root_dir": str(tmp_path / "runs"),
-                    "logger": {"class_path": "lit_rlhf.eval.AutoWandbLogger", "init_args": {"project": "p"}}}})
+    config = rm_config(tmp_path, 16, {"max_steps": 1, "default_root_dir": str(tmp_path / "runs"),
+                                      "logger": {"class_path": "lit_rlhf.eval.AutoWandbLogger",
+                                                 "init_args": {"project": "p"}}})
     assert run(["strength", "--config", config, "--members", "2", "--output", str(tmp_path / "s.jsonl")]) == 0
     checkpoints = sorted((tmp_path / "runs").rglob("*.ckpt"))
     assert [c.name for c in checkpoints] == ["last.ckpt", "last.ckpt"], checkpoints
