@@ -192,27 +192,25 @@ def file_digest(path: str) -> str:
 
 def settings_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """What differs between the settings a folder was written with and those it is resumed with, one
-    ``name: was X, now Y`` each. Not compared: ``output`` (the folder may move) and ``rounds`` (more rounds extend
-    it); the prompt file by its content (``prompt_file_digest``); a local model by its resolved path, and a model
-    whose recorded path no longer exists but that is found at the new one counts as moved, not changed."""
-    def value(record: dict[str, Any], dotted: str) -> Any:
-        for part in dotted.split("."):
-            record = record.get(part) if isinstance(record, dict) else None
-        return record
+    ``name: was X, now Y`` each (a section's fields by dotted name; a setting added since compares as ``None``). Not
+    compared: ``output`` (the folder may move) and ``rounds`` (more rounds extend it); the prompt file by its
+    content (``prompt_file_digest``); a local model by its resolved path, and a model whose recorded path no longer
+    exists but that is found at the new one counts as moved, not changed."""
+    def flat(record: dict[str, Any]) -> dict[str, Any]:
+        return {f"{k}.{field}" if isinstance(v, dict) else k: value for k, v in record.items()
+                for field, value in (v.items() if isinstance(v, dict) else [(None, v)])}
 
-    skip = {"output", "rounds", "prompt_file", "prompt_file_digest", *(name.split(".")[0] for name in LOCAL_INPUTS)}
-    names = sorted(k for k in set(before) | set(now) if k not in skip)  # a setting added since compares as None
-    names += ["label.noise", "prompt_file_digest", *LOCAL_INPUTS]
-    if "prompt_file_digest" not in before:  # a folder written before the content was recorded
-        names[names.index("prompt_file_digest")] = "prompt_file"
+    def same_model(old: Any, new: Any) -> bool:
+        was, now_ = local_path(old), local_path(new)
+        return now_ is not None and (was == now_ or (was is None and looks_like_path(old)))
+
+    before, now = flat(before), flat(now)
+    # a folder written before the prompt file's content was recorded compares the file's name
+    skip = {"output", "rounds", "prompt_file" if "prompt_file_digest" in before else "prompt_file_digest"}
     changes = []
-    for name in names:
-        old, new = value(before, name), value(now, name)
-        if old != new and name in LOCAL_INPUTS and isinstance(old, str) and isinstance(new, str):
-            was, now_ = local_path(old), local_path(new)
-            if now_ is not None and (was == now_ or (was is None and looks_like_path(old))):
-                continue  # the same model, spelled from another folder, or moved
-        if old != new:
+    for name in sorted((set(before) | set(now)) - skip):
+        old, new = before.get(name), now.get(name)
+        if old != new and not (name in LOCAL_INPUTS and same_model(old, new)):
             changes.append(f"{name}: was {old!r}, now {new!r}")
     return changes
 

@@ -129,7 +129,7 @@ def test_settings_changes_compare_what_the_settings_mean(tmp_path, monkeypatch):
     same = {**before, "output": "/elsewhere", "rounds": 3, "policy": "start", "prompt_file": "../p.jsonl"}
     assert settings_changes(before, same) == []  # folder moved, extended, the same inputs spelled from elsewhere
     assert settings_changes(before, {**same, "prompts": 9, "prompt_file_digest": "sha256:2"}) == [
-        "prompts: was 8, now 9", "prompt_file_digest: was 'sha256:1', now 'sha256:2'"]
+        "prompt_file_digest: was 'sha256:1', now 'sha256:2'", "prompts: was 8, now 9"]
     assert settings_changes(before, {**same, "label": {"reward_model": None, "noise": 0.2}}) == [
         "label.noise: was 0.1, now 0.2"]
     other = tmp_path / "other"
