@@ -307,7 +307,8 @@ def w2s_main(argv: list[str]) -> None:
         dm.task_sizes["test"] = settings.test_size
     pool, test = w2s_splits(dm, settings.pool_size, settings.test_size)
     clock = time.perf_counter()
-    summary = run_w2s(settings, pool, test, lambda name, role: w2s_learner(name, role, settings, config))
+    summary = run_w2s(settings, pool, test, lambda name, role: w2s_learner(name, role, settings, config),
+                      setup={"fit_config": config})
     print(f"{'loss':<22}{'weak_acc':>10}{'w2s_acc':>10}{'strong_acc':>12}{'pgr':>16}")
     for loss, stats in summary["by_loss"].items():
         pgr = stats["pgr"]

@@ -58,7 +58,8 @@ class W2SSettings:
         weak_init_args: ``model.init_args`` overrides of the weak (and chain) models, e.g. ``{"pooling": "last"}``.
         probe: options of ``lexicon:``/``synthetic:`` learners (``lr``, ``epochs``, ``batch_size``) per role
             ``weak`` / ``strong``.
-        output: folder of ``summary.json`` and the weak-label jsonl files.
+        output: folder of ``summary.json`` (written after every run; its finished runs are reused by a rerun of
+            the same experiment, see :func:`run_w2s`) and the weak-label jsonl files.
         wandb: also log the summary to Weights & Biases (offline without an account).
     """
 
@@ -321,6 +322,7 @@ def run_w2s(
     test: Sequence[WeakLabelRow],
     learner: Callable[[str, str], Learner],
     log: Callable[[str], None] = print,
+    setup: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The weak-to-strong experiment for every seed and loss; returns (and writes) the summary.
 
@@ -330,8 +332,14 @@ def run_w2s(
     the gold labels of the last part. Accuracies are on ``test``; ``pgr`` from
     :func:`performance_gap_recovered`.
 
+    ``summary.json`` is written after every (seed, loss) run. A run already in it with the same experiment (the
+    settings other than ``seeds``, ``losses``, ``output`` and ``wandb``, the data and ``setup``) is not run again:
+    a killed sweep resumes, and more seeds or losses extend a finished one. Runs of seeds or losses not asked for
+    this time stay in the file, under ``other_runs``.
+
     Args:
         learner: ``(model name or spec, role) -> Learner`` with role ``weak`` / ``chain`` / ``strong``.
+        setup: anything else the results depend on (e.g. the models' fit config), compared like the settings.
     """
     for spec in settings.losses:
         parse_loss(spec)
@@ -339,8 +347,25 @@ def run_w2s(
     pool = [r for r in pool if r.text not in test_texts]  # a text of the test split never trains anything
     students = [*settings.chain, settings.strong]
     output = Path(settings.output)
-    runs: list[dict[str, Any]] = []
+    experiment = experiment_identity(settings, pool, test, setup)
+    done = finished_runs(output / "summary.json", experiment, log)
+    wanted = [(seed, loss) for seed in settings.seeds for loss in settings.losses]
+
+    def save() -> dict[str, Any]:
+        runs = [done[key] for key in wanted if key in done]
+        by_loss = {loss: {key: _mean_std([r[key] for r in runs if r["loss"] == loss])
+                          for key in ("weak_acc", "w2s_acc", "strong_acc", "pgr")} for loss in settings.losses}
+        summary = {"settings": asdict(settings), "experiment": experiment, "runs": runs, "by_loss": by_loss,
+                   "other_runs": [run for key, run in done.items() if key not in wanted]}
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
     for seed in settings.seeds:
+        losses = [loss for loss in settings.losses if (seed, loss) not in done]
+        if not losses:
+            log(f"[w2s] seed {seed}: every loss is in {output / 'summary.json'} already")
+            continue
         parts = split_rows(pool, 1 + len(students), seed)
         check_disjoint({"test": test, **{f"part{k}": p for k, p in enumerate(parts)}})
         log(f"[w2s] seed {seed}: parts {[len(p) for p in parts]}, test {len(test)}")
@@ -356,7 +381,7 @@ def run_w2s(
         ceiling.fit(with_targets(parts[-1], None), "xent", seed)
         strong_acc = accuracy(ceiling.predict(test), test)
         log(f"[w2s] ceiling {settings.strong}: test acc {strong_acc:.4f}")
-        for loss in settings.losses:
+        for loss in losses:
             probs, chain_accs = labels, []
             for k, name in enumerate(students, start=1):
                 student = learner(name, "strong" if k == len(students) else "chain")
@@ -370,16 +395,36 @@ def run_w2s(
                    "pgr": performance_gap_recovered(weak_acc, w2s_acc, strong_acc),
                    "label_acc": accuracy(labels, parts[1]), "chain_accs": chain_accs,
                    "seconds": time.perf_counter() - clock}
-            runs.append(run)
+            done[(seed, loss)] = run
+            save()
             log(f"[w2s] seed {seed} {loss}: w2s acc {w2s_acc:.4f}, pgr {run['pgr']:.3f}")
-    by_loss = {loss: {key: _mean_std([r[key] for r in runs if r["loss"] == loss])
-                      for key in ("weak_acc", "w2s_acc", "strong_acc", "pgr")} for loss in settings.losses}
-    summary = {"settings": asdict(settings), "runs": runs, "by_loss": by_loss}
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = save()
     if settings.wandb:
         log_summary_to_wandb(summary, output)
     return summary
+
+
+def experiment_identity(settings: W2SSettings, pool: Sequence[WeakLabelRow], test: Sequence[WeakLabelRow],
+                        setup: dict[str, Any] | None) -> dict[str, Any]:
+    """What a run's result depends on besides its seed and loss: the settings, a digest of the pool and test rows
+    (text and gold label), and ``setup``."""
+    digest = hashlib.sha256(json.dumps([[[r.text, r.label] for r in rows] for rows in (pool, test)]).encode())
+    kept = {k: v for k, v in asdict(settings).items() if k not in ("seeds", "losses", "output", "wandb")}
+    return json.loads(json.dumps({"settings": kept, "data": digest.hexdigest(), "setup": setup}, default=str))
+
+
+def finished_runs(path: Path, experiment: dict[str, Any], log: Callable[[str], None]) -> dict[tuple[int, str], Any]:
+    """``(seed, loss) -> run`` of an earlier summary of the same experiment; none if it differs (it is replaced)."""
+    if not path.is_file():
+        return {}
+    summary = json.loads(path.read_text())
+    if summary.get("experiment") != experiment:
+        log(f"[w2s] {path} holds another experiment (other settings, data or models): its runs are not reused "
+            "and the file is replaced")
+        return {}
+    runs = summary["runs"] + summary.get("other_runs", [])
+    log(f"[w2s] {path}: {len(runs)} finished run(s) of this experiment are reused")
+    return {(run["seed"], run["loss"]): run for run in runs}
 
 
 def log_summary_to_wandb(summary: dict[str, Any], output: Path) -> None:

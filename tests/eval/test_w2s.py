@@ -104,6 +104,53 @@ def test_pipeline_never_trains_on_test_and_reports_exact_pgr(tmp_path):
     assert weak_agree == pytest.approx(summary["runs"][0]["label_acc"])
 
 
+def test_a_killed_sweep_resumes_and_more_seeds_or_losses_extend_it(tmp_path):
+    """summary.json is written after every run; a rerun of the same experiment fits only what is missing, and
+    other data is another experiment (nothing reused)."""
+    task = SalientSynthetic()
+    sample = lambda split, n: [  # noqa: E731
+        WeakLabelRow(r["text"], r["label"], None, w, r) for w, r in task.records("weak", split, n)
+    ]
+    pool, test = sample("train", 600), sample("test", 200)
+    views = {"w": "weak_view", "s": "strong_view"}
+    fits: list[tuple[str, str]] = []
+
+    class Counting(FeatureProbe):
+        def fit(self, rows, loss, seed):
+            if loss == "product" and fail:
+                raise RuntimeError("killed")
+            fits.append((self.name, loss))
+            super().fit(rows, loss, seed)
+
+    def learner(name, role):
+        probe = Counting(row_view(views[name]), lr=1e-3, epochs=1)
+        probe.name = name
+        return probe
+
+    def sweep(seeds, losses, data=pool):
+        del fits[:]
+        settings = W2SSettings(weak="w", strong="s", losses=losses, seeds=seeds, output=str(tmp_path))
+        return run_w2s(settings, data, test, learner, log=lambda _: None, setup={"probe": "linear"})
+
+    fail = True
+    with pytest.raises(RuntimeError, match="killed"):
+        sweep([0], ["xent", "product"])
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert [(r["seed"], r["loss"]) for r in saved["runs"]] == [(0, "xent")]  # written before the kill
+    fail = False
+    first = sweep([0], ["xent", "product"])
+    assert fits == [("w", "xent"), ("s", "xent"), ("s", "product")]  # weak, ceiling, and the missing student
+    assert first["runs"][0] == saved["runs"][0]
+    extended = sweep([0, 1], ["xent", "product"])
+    assert fits == [("w", "xent"), ("s", "xent"), ("s", "xent"), ("s", "product")]  # seed 1 only
+    assert extended["runs"][:2] == first["runs"] and [r["seed"] for r in extended["runs"]] == [0, 0, 1, 1]
+    fewer = sweep([1], ["product"])
+    assert fits == [] and [(r["seed"], r["loss"]) for r in fewer["runs"]] == [(1, "product")]
+    assert len(fewer["other_runs"]) == 3  # kept, not lost
+    sweep([1], ["product"], data=pool[:500])
+    assert len(fits) == 3  # other data: every model is fitted again
+
+
 @pytest.mark.slow
 def test_w2s_command_with_tiny_text_models(tmp_path, capsys):
     from lit_rlhf.cli import main
