@@ -81,6 +81,30 @@ def assets(models: bool = True, data: bool = True, dry_run: bool = False) -> Non
             subprocess.run(command, check=True)
 
 
+def command_prompts(command: str, task: Task | None, prompt_file: str | None, split: str, n: int,
+                    seed: int) -> list[str]:
+    """The prompts of a sampling command: the first ``n`` rows of ``prompt_file`` (plain text), else ``n`` prompts
+    of the task's ``split``."""
+    from lit_rlhf.data.sources import text_prompts
+
+    if prompt_file is not None:
+        return text_prompts(prompt_file, f"lit-rlhf {command}")[:n]
+    if task is None:
+        raise CommandError("no prompts: give a task or --prompt_file")
+    return [r["prompt"] for _, r in task.records("prompt", split, n, seed=seed)]
+
+
+def own_reward(task: Task | None, reward_model: str | None, reward_fn: RewardFn | None, purpose: str
+               ) -> RewardFn | None:
+    """A command's reward model or function (``None``: the task's gold reward); an error without any."""
+    from lit_rlhf.rollout.rewards import reward_source
+
+    source = reward_source(reward_model, reward_fn)
+    if source is None and task is None:
+        raise CommandError(f"no reward to {purpose}: give a task (its gold reward), --reward_fn or --reward_model")
+    return source
+
+
 def pairs(
     output: str,
     task: Task | None = lazy_instance(Sentiment),  # noqa: B008 (jsonargparse's lazy default)
@@ -123,22 +147,12 @@ def pairs(
             e.g. my_rewards.score (a module in the working folder).
         reward_model: the annotator: a RewardModel checkpoint, run folder or export.
     """
-    from lit_rlhf.data.sources import text_prompts
     from lit_rlhf.data.tokenize import Encoder
     from lit_rlhf.rollout.pairs import sample_preference_pairs
-    from lit_rlhf.rollout.rewards import reward_source
 
-    annotator = reward_source(reward_model, reward_fn)
-    if annotator is None and task is None:
-        raise CommandError("no reward to label the pairs by: give a task (its gold reward), --reward_fn or "
-                           "--reward_model")
-    if prompt_file is None and task is None:
-        raise CommandError("no prompts: give a task or --prompt_file")
+    annotator = own_reward(task, reward_model, reward_fn, "label the pairs by")
     torch.manual_seed(seed)
-    if prompt_file is not None:
-        texts = text_prompts(prompt_file, "lit-rlhf pairs")[:prompts]
-    else:
-        texts = [r["prompt"] for _, r in task.records("prompt", split, prompts, seed=seed)]
+    texts = command_prompts("pairs", task, prompt_file, split, prompts, seed)
     tokenizer, model = load_policy_source(policy)
     encoder = Encoder(tokenizer)
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
@@ -238,7 +252,7 @@ def best_of_n(
 
 def rs_temperature(
     policy: str,
-    task: Task = lazy_instance(Arithmetic),  # noqa: B008 (jsonargparse's lazy default)
+    task: Task | None = lazy_instance(Arithmetic),  # noqa: B008 (jsonargparse's lazy default)
     reward_model: str | None = None,
     split: Literal["train", "val", "test"] = "val",
     prompts: int = 64,
@@ -247,33 +261,38 @@ def rs_temperature(
     temperatures: list[float] = [0.6, 0.8, 1.0, 1.2, 1.4],  # noqa: B006
     max_new_tokens: int = 64,
     seed: int = 0,
+    prompt_file: str | None = None,
+    reward_fn: RewardFn | None = None,
 ) -> float:
     """Sampling temperature for rejection sampling.
 
     Llama 2, Fig. 8: pick the sampling temperature that maximises the expected best-of-K reward of a policy on
-    a task's prompts, scored by a reward model or the task's gold reward.
+    a task's prompts (or your own), scored by a reward model, your reward function or the task's gold reward.
 
     Args:
         policy: a lit-rlhf checkpoint (.ckpt), a run folder, a Hugging Face folder or a model name.
-        task: task giving the prompts (and the gold reward).
+        task: task giving the prompts (and the gold reward); null with prompt_file and a reward.
         reward_model: RewardModel checkpoint or exported folder (default: the task's gold reward).
         split: task split of the prompts.
-        prompts: number of task prompts.
+        prompts: number of prompts (the first of prompt_file's rows; all of them when it has fewer).
         k: best-of-K.
         n: samples per prompt for the estimate (default K).
         temperatures: candidate temperatures.
         max_new_tokens: tokens sampled per completion.
         seed: prompt and sampling seed.
+        prompt_file: your own plain-text prompts instead of the task's (a file or dataset of {prompt} rows).
+        reward_fn: the reward instead: an import path of a function (prompts, completions) -> one score per
+            completion, e.g. my_rewards.score (a module in the working folder).
     """
     from lit_rlhf.eval.best_of_n import sample_candidates
     from lit_rlhf.rollout.generation import SamplingConfig
-    from lit_rlhf.rollout.rewards import reward_source, score_completions
+    from lit_rlhf.rollout.rewards import score_completions
     from lit_rlhf.rollout.temperature import pick_temperature
 
+    source = own_reward(task, reward_model, reward_fn, "score the samples with")
     torch.manual_seed(seed)
     tokenizer, model = load_policy_source(policy)
-    texts = [r["prompt"] for _, r in task.records("prompt", split, prompts, seed=seed)]
-    source = reward_source(reward_model, None)
+    texts = command_prompts("rs-temperature", task, prompt_file, split, prompts, seed)
 
     def sample_scores(temperature: float, count: int) -> torch.Tensor:
         sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature)

@@ -128,12 +128,12 @@ def test_pairs_from_a_config_label_every_pair_by_the_gold_reward(run_folder, tmp
     assert f"wrote {out}: {len(rows)} pairs from 3 prompts x 3 samples" in capsys.readouterr().out
 
 
-def test_pairs_from_my_prompt_file_labelled_by_my_function_from_my_folder(run_folder, tmp_path, capsys, monkeypatch):
+def test_pairs_and_rs_temperature_on_my_prompt_file_and_my_function_from_my_folder(run_folder, tmp_path, capsys, monkeypatch):
     """A user's own plain-text prompts and judge function (a module in the working folder), no task: every pair is
     labelled by the function, the rows carry its scores and no gold reward; chat rows and a missing annotator are
     one-line errors."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "my_judge.py").write_text("def score(prompts, completions):\n"
+    (tmp_path / "my_judge.py").write_text("SEEN = []\n\ndef score(prompts, completions):\n    SEEN.extend(prompts)\n"
                                           "    return [float(sum(map(ord, c)) % 97) for c in completions]\n")
     mine = [f"{a}+{a}=" for a in range(20)]
     write_jsonl(tmp_path / "my_prompts.jsonl", [{"prompt": p} for p in mine])
@@ -154,6 +154,16 @@ def test_pairs_from_my_prompt_file_labelled_by_my_function_from_my_folder(run_fo
     assert run([*args[:4], "chat.jsonl", *args[5:], "--reward_fn", "my_judge.score"]) == 2
     err = capsys.readouterr().err
     assert "chat.jsonl:2: field 'prompt': lit-rlhf pairs takes plain-text prompts" in err and "Traceback" not in err
+
+    # the same pieces pick a rejection-sampling temperature
+    import my_judge  # the module the command line imported (from the working folder)
+
+    my_judge.SEEN.clear()
+    assert run(["rs-temperature", "--task", "null", "--prompt_file", "my_prompts.jsonl", "--policy", str(run_folder),
+                "--prompts", "3", "--k", "2", "--temperatures", "0.5", "2.0", "--max_new_tokens", "3",
+                "--reward_fn", "my_judge.score"]) == 0
+    assert set(my_judge.SEEN) == set(mine[:3])
+    assert capsys.readouterr().out.splitlines()[-1].startswith("best temperature: ")
 
 
 def test_pairs_with_no_pair_is_an_error_and_writes_nothing(run_folder, tmp_path, capsys):
