@@ -1,6 +1,6 @@
 """The ``lit-rlhf`` command (``lit-rlhf --help`` lists every command).
 
-* ``lit-rlhf fit|validate|test|predict --config configs/<x>.yaml`` — LightningCLI over every method
+* ``lit-rlhf fit|validate|test --config configs/<x>.yaml`` — LightningCLI over every method
   module and data module (``--model=SFT`` works as a shorthand);
 * pipelines over a ``fit`` config, parsed by the same LightningCLI parser plus their own arguments:
   ``strength`` and ``w2s`` (:data:`FIT_PIPELINES`);
@@ -101,7 +101,7 @@ class LitRLHFCLI(LightningCLI):
         return ", ".join(sorted({str(f) for f in checkpoint_folders(self.trainer)}))
 
     def evaluate_last(self) -> None:
-        """``validate``/``test``/``predict --ckpt_path last``: the newest checkpoint of this run folder, found as
+        """``validate``/``test --ckpt_path last``: the newest checkpoint of this run folder, found as
         ``fit`` finds it (Lightning looks only in the new run's own folder, and would evaluate the untrained model
         with a warning); none is an error."""
         config = self.config_init[self.subcommand]
@@ -114,7 +114,13 @@ class LitRLHFCLI(LightningCLI):
         config["ckpt_path"] = found
         print(f"[lit_rlhf] --ckpt_path last: {self.subcommand} of {found}")
 
-    before_validate = before_test = before_predict = evaluate_last
+    before_validate = before_test = evaluate_last
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """``fit``, ``validate`` and ``test``: no lit_rlhf module has a predict step (per-row outputs come from the
+        pipelines: ``best-of-n``, ``pairs``, ``export`` for inference elsewhere), so there is no ``predict``."""
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name != "predict"}
 
 
 def find_last_checkpoint(trainer) -> str | None:
@@ -356,7 +362,6 @@ TRAINER_COMMANDS = {
     "fit": "train a method from a config (LightningCLI; `lit-rlhf fit --help`)",
     "validate": "one evaluation epoch over the validation set",
     "test": "one evaluation epoch over the test set",
-    "predict": "run the model's predict step over the data",
 }
 
 DESCRIPTION = (

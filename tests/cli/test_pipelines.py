@@ -128,7 +128,7 @@ def test_pairs_from_a_config_label_every_pair_by_the_gold_reward(run_folder, tmp
     assert f"wrote {out}: {len(rows)} pairs from 3 prompts x 3 samples" in capsys.readouterr().out
 
 
-def test_pairs_and_rs_temperature_on_my_prompt_file_and_my_function_from_my_folder(run_folder, tmp_path, capsys, monkeypatch):
+def test_pairs_and_rs_temperature_on_my_prompt_file_and_my_function(run_folder, tmp_path, capsys, monkeypatch):
     """A user's own plain-text prompts and judge function (a module in the working folder), no task: every pair is
     labelled by the function, the rows carry its scores and no gold reward; chat rows and a missing annotator are
     one-line errors."""
