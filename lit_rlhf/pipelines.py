@@ -88,7 +88,7 @@ def command_prompts(command: str, task: Task | None, prompt_file: str | None, sp
     from lit_rlhf.data.sources import text_prompts
 
     if prompt_file is not None:
-        return text_prompts(prompt_file, f"lit-rlhf {command}")[:n]
+        return text_prompts(prompt_file, f"lit-rlhf {command}", task)[:n]
     if task is None:
         raise CommandError("no prompts: give a task or --prompt_file")
     return [r["prompt"] for _, r in task.records("prompt", split, n, seed=seed)]

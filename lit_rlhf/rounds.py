@@ -399,7 +399,7 @@ class RoundsLoop:
         from lit_rlhf.data.sources import text_prompts
 
         return text_prompts(str(Path(self.settings.prompt_file).expanduser()), "lit-rlhf rounds (the task's grader "
-                            "reads them)")
+                            "reads them)", self.settings.task)
 
     def training_prompts(self, k: int) -> list[str]:
         """Round ``k``'s prompts: ``prompts`` fresh ones from the task, or from ``prompt_file`` (a seeded shuffle per
@@ -618,6 +618,8 @@ class RoundsLoop:
 
     def run(self) -> dict[str, Any]:
         self.settings.check_inputs()
+        if self.settings.prompt_file is not None:
+            self.file_prompts()  # a prompt file the task cannot grade (or of chat rows) fails before any work
         self.load()
         if self.summary["start"] is None:
             print("[lit_rlhf] rounds: evaluating the starting policy")

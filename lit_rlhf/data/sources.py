@@ -91,14 +91,22 @@ def read_rows(source: Source, kind: str, format: str = "auto", split: str = "tra
     return _rows(iter_records(source, split), kind, format, source_name(source))
 
 
-def text_prompts(source: Source, reader: str) -> list[str]:
+def text_prompts(source: Source, reader: str, task: Task | None = None) -> list[str]:
     """The plain-text prompts of a prompt source (any prompt format :func:`read_rows` reads), for a ``reader`` that
-    scores text (a task's grader, a reward function): a row of chat messages is a located :class:`DataError`."""
+    scores text (a task's grader, a reward function): a row of chat messages, or a first prompt that ``task``'s
+    grader cannot read, is a located :class:`DataError`."""
     rows = read_rows(source, "prompt")
     chat = [row.where for row in rows if not isinstance(row.prompt, str)]
     if chat:
         raise DataError(chat[0], "prompt", f"{reader} takes plain-text prompts; {len(chat)} row(s) of "
                         f"{source_name(source)} are chat messages")
+    if task is not None and rows:
+        try:
+            task.reward([rows[0].prompt], [""])
+        except ValueError as err:
+            raise DataError(rows[0].where, "prompt", f"the task {type(task).__name__} cannot grade this prompt "
+                            f"({err}): give the task your prompts come from, or none (--task null) where your own "
+                            "reward scores them") from err
     return [row.prompt for row in rows]
 
 

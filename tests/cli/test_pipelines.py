@@ -155,6 +155,11 @@ def test_pairs_and_rs_temperature_on_my_prompt_file_and_my_function(run_folder, 
     err = capsys.readouterr().err
     assert "chat.jsonl:2: field 'prompt': lit-rlhf pairs takes plain-text prompts" in err and "Traceback" not in err
 
+    write_jsonl(tmp_path / "reviews.jsonl", [{"prompt": "A fine film, and"}])  # a task that cannot grade them
+    assert run(["pairs", "--task", "Arithmetic", "--prompt_file", "reviews.jsonl", *args[5:]]) == 2
+    err = capsys.readouterr().err
+    assert "reviews.jsonl:1: field 'prompt': the task Arithmetic cannot grade this prompt" in err
+
     # the same pieces pick a rejection-sampling temperature
     import my_judge  # the module the command line imported (from the working folder)
 

@@ -281,7 +281,7 @@ def test_own_prompt_file_from_another_directory(tmp_path, monkeypatch, capsys):
     assert not (loop / "round_2").exists()
 
 
-def test_missing_policy_or_prompt_file_is_one_clear_error_before_anything_is_written(tmp_path, capsys):
+def test_missing_or_ungradable_inputs_are_one_clear_error_before_anything_is_written(tmp_path, capsys):
     from lit_rlhf.cli import main
 
     config = write_config(tmp_path, 1)
@@ -291,6 +291,11 @@ def test_missing_policy_or_prompt_file_is_one_clear_error_before_anything_is_wri
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert "no such file or folder" in err and value in err
+    reviews = tmp_path / "reviews.jsonl"  # prompts the task cannot grade
+    reviews.write_text(json.dumps({"prompt": "A fine film, and"}) + "\n")
+    with pytest.raises(SystemExit):
+        main(["rounds", "--config", str(config), "--task", "Arithmetic", "--prompt_file", str(reviews)])
+    assert f"{reviews}:1: field 'prompt': the task Arithmetic cannot grade this prompt" in capsys.readouterr().err
     assert not (tmp_path / "loop").exists()
 
 
