@@ -15,8 +15,10 @@ a deprecation note on stderr (:func:`translate_argv`).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+import math
 import re
 import subprocess
 import sys
@@ -105,6 +107,24 @@ def own_reward(task: Task | None, reward_model: str | None, reward_fn: RewardFn 
     return source
 
 
+def read_partial(path: Path, settings: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The finished chunks of ``lit-rlhf pairs`` in ``path`` (its first line: the settings they were sampled with),
+    or none when there is no such file or it was written with other settings."""
+    if not path.is_file():
+        return []
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:  # the chunk being written when the command was killed
+            break
+    if not lines or lines[0] != settings:
+        print(f"[lit_rlhf] pairs: {path} was written with other settings; sampling starts over")
+        return []
+    print(f"[lit_rlhf] pairs: resuming after {len(lines) - 1} finished chunk(s) in {path}")
+    return lines[1:]
+
+
 def pairs(
     output: str,
     task: Task | None = lazy_instance(Sentiment),  # noqa: B008 (jsonargparse's lazy default)
@@ -130,7 +150,9 @@ def pairs(
     identical completions make no pair; no pair at all is an error (nothing is written).
 
     Args:
-        output: jsonl file to write.
+        output: jsonl file to write (``OUTPUT.partial`` holds the pairs of each batch of prompts as it is done: the
+            same command after a kill resumes after the last finished batch, with the pairs an uninterrupted run
+            writes).
         task: task giving the prompts and the gold reward (null: none; then give prompt_file and an annotator).
         policy: the sampling policy: a lit-rlhf checkpoint (.ckpt), a run folder (its newest .ckpt),
             a Hugging Face folder or a model name.
@@ -151,13 +173,35 @@ def pairs(
     from lit_rlhf.rollout.pairs import sample_preference_pairs
 
     annotator = own_reward(task, reward_model, reward_fn, "label the pairs by")
-    torch.manual_seed(seed)
     texts = command_prompts("pairs", task, prompt_file, split, prompts, seed)
     tokenizer, model = load_policy_source(policy)
     encoder = Encoder(tokenizer)
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    rows = sample_preference_pairs(model, tokenizer, task, texts, [encoder.prompt_ids(p) for p in texts],
-                                   samples, sampling, batch_size, annotator=annotator)
+    # one generation batch of prompts per chunk, each seeded by its index, kept in OUTPUT.partial as it is done:
+    # a killed command resumes after its last chunk, with the pairs an uninterrupted run writes
+    per_chunk = max(1, batch_size // samples)
+    settings = json.loads(json.dumps({
+        "prompts": hashlib.sha256(json.dumps(texts).encode()).hexdigest(), "policy": policy, "samples": samples,
+        "sampling": [max_new_tokens, temperature, top_p], "per_chunk": per_chunk, "seed": seed,
+        "task": None if task is None else [type(task).__qualname__, {
+            k: v for k, v in vars(task).items() if isinstance(v, (int, float, str, bool))}],
+        "annotator": reward_model or (reward_fn and f"{reward_fn.__module__}.{reward_fn.__qualname__}")}, default=str))
+    partial = Path(f"{output}.partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    chunks = read_partial(partial, settings)
+    with partial.open("w", encoding="utf-8") as f:
+        for line in [settings, *chunks]:
+            f.write(json.dumps(line) + "\n")
+        for k in range(len(chunks), math.ceil(len(texts) / per_chunk)):
+            part = texts[k * per_chunk:(k + 1) * per_chunk]
+            torch.manual_seed(seed * 1_000_003 + k)
+            chunk = sample_preference_pairs(model, tokenizer, task, part, [encoder.prompt_ids(p) for p in part],
+                                            samples, sampling, batch_size, annotator=annotator)
+            chunks.append(chunk)
+            f.write(json.dumps(chunk) + "\n")
+            f.flush()
+    rows = [row for chunk in chunks for row in chunk]
+    partial.unlink()
     labeller = "the gold reward" if annotator is None else "the annotator"
     if not rows:
         raise CommandError(

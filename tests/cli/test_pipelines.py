@@ -171,6 +171,39 @@ def test_pairs_and_rs_temperature_on_my_prompt_file_and_my_function(run_folder, 
     assert capsys.readouterr().out.splitlines()[-1].startswith("best temperature: ")
 
 
+def test_pairs_killed_midway_resumes_with_the_pairs_of_an_uninterrupted_run(run_folder, tmp_path, monkeypatch, capsys):
+    """OUTPUT.partial keeps each finished batch of prompts; the same command after a kill samples only the rest,
+    and the file it writes equals that of a run never killed; other settings start over."""
+    from lit_rlhf.rollout import pairs as pairs_module
+
+    args = ["pairs", "--task", CODE_SUM, "--task.max_steps", "2", "--policy", str(run_folder), "--prompts", "5",
+            "--samples", "2", "--max_new_tokens", "4", "--batch_size", "4"]  # 2 prompts per batch: 3 batches
+    assert run([*args, "--output", str(tmp_path / "whole.jsonl")]) == 0
+    sample, calls = pairs_module.sample_preference_pairs, []
+
+    def killed_in_the_third(*a, **k):
+        calls.append(len(a[3]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return sample(*a, **k)
+
+    monkeypatch.setattr(pairs_module, "sample_preference_pairs", killed_in_the_third)
+    out = tmp_path / "resumed.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run([*args, "--output", str(out)])
+    assert not out.exists() and len(Path(f"{out}.partial").read_text().splitlines()) == 3  # settings + 2 batches
+    monkeypatch.setattr(pairs_module, "sample_preference_pairs", lambda *a, **k: calls.append(len(a[3])) or
+                        sample(*a, **k))
+    del calls[:]
+    assert run([*args, "--output", str(out)]) == 0
+    assert calls == [1] and "resuming after 2 finished chunk(s)" in capsys.readouterr().out  # the last prompt only
+    assert out.read_text() == (tmp_path / "whole.jsonl").read_text() and not Path(f"{out}.partial").exists()
+    Path(f"{out}.partial").write_text(json.dumps({"seed": 9}) + "\n[]\n")  # another command's leftovers
+    del calls[:]
+    assert run([*args, "--output", str(out)]) == 0
+    assert calls == [2, 2, 1] and out.read_text() == (tmp_path / "whole.jsonl").read_text()
+
+
 def test_pairs_with_no_pair_is_an_error_and_writes_nothing(run_folder, tmp_path, capsys):
     out = tmp_path / "pairs.jsonl"  # 2 new tokens cannot hold an arithmetic answer: every reward is 0
     code = run(["pairs", "--task", "Arithmetic", "--policy", str(run_folder), "--prompts", "2", "--samples", "2",
