@@ -107,6 +107,18 @@ def own_reward(task: Task | None, reward_model: str | None, reward_fn: RewardFn 
     return source
 
 
+def weights_stamp(name: str | None) -> list[list[Any]]:
+    """Name, size and modification time of the weight files under a local model path (a checkpoint, run folder or
+    exported folder), so that a model retrained in place is not taken for the one a partial result came from; ``[]``
+    for a model name."""
+    path = Path(name).expanduser() if name else None
+    if path is None or not path.exists():
+        return []
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*")
+                                                 if f.suffix in (".ckpt", ".safetensors", ".bin") and f.is_file())
+    return [[str(f.relative_to(path)) if f != path else f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
 def read_partial(path: Path, settings: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """The finished chunks of ``lit-rlhf pairs`` in ``path`` (its first line: the settings they were sampled with),
     or none when there is no such file or it was written with other settings."""
@@ -185,7 +197,9 @@ def pairs(
         "sampling": [max_new_tokens, temperature, top_p], "per_chunk": per_chunk, "seed": seed,
         "task": None if task is None else [type(task).__qualname__, {
             k: v for k, v in vars(task).items() if isinstance(v, (int, float, str, bool))}],
-        "annotator": reward_model or (reward_fn and f"{reward_fn.__module__}.{reward_fn.__qualname__}")}, default=str))
+        "annotator": reward_model or (reward_fn and f"{getattr(reward_fn, '__module__', '')}."
+                                                    f"{getattr(reward_fn, '__qualname__', type(reward_fn).__name__)}"),
+        "weights": [weights_stamp(policy), weights_stamp(reward_model)]}, default=str))
     partial = Path(f"{output}.partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
     chunks = read_partial(partial, settings)

@@ -101,13 +101,19 @@ def text_prompts(source: Source, reader: str, task: Task | None = None) -> list[
         raise DataError(chat[0], "prompt", f"{reader} takes plain-text prompts; {len(chat)} row(s) of "
                         f"{source_name(source)} are chat messages")
     if task is not None and rows:
-        try:
-            task.reward([rows[0].prompt], [""])
-        except ValueError as err:
-            raise DataError(rows[0].where, "prompt", f"the task {type(task).__name__} cannot grade this prompt "
-                            f"({err}): give the task your prompts come from, or none (--task null) where your own "
-                            "reward scores them") from err
+        check_grades(task, rows[0].prompt, rows[0].where, "give the task your prompts come from, or none "
+                     "(--task null) where your own reward scores them")
     return [row.prompt for row in rows]
+
+
+def check_grades(task: Task, prompt: str, where: str, advice: str) -> None:
+    """Raise a located :class:`DataError` (at ``where``, with ``advice``) when ``task``'s grader cannot read
+    ``prompt`` (your own prompts next to a task, e.g. movie reviews under an arithmetic grader)."""
+    try:
+        task.reward([prompt], [""])
+    except ValueError as err:
+        raise DataError(where, "prompt", f"the task {type(task).__name__} cannot grade this prompt ({err}): "
+                        f"{advice}") from err
 
 
 def source_name(source: Source) -> str:

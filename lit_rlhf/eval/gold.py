@@ -14,8 +14,8 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lit_rlhf.data import DataError
 from lit_rlhf.data.collate import pad
+from lit_rlhf.data.sources import check_grades
 from lit_rlhf.models import sequence_logps
 from lit_rlhf.rollout.generation import SamplingConfig, generate
 
@@ -118,15 +118,10 @@ def _gather_objects(obj: Any) -> list[Any]:
 def check_task_grades(dm: Any, split: str) -> None:
     """Raise a located :class:`~lit_rlhf.data.DataError` when ``dm.task`` cannot grade the first prompt of ``split``
     (your own rows next to a config's task, e.g. movie reviews under an arithmetic grader), before any sampling."""
-    item = dm.dataset(split).items[0]
-    try:
-        dm.task.reward([item["prompt_text"]], [""])
-    except ValueError as err:
-        rows, kept = dm.read(split), getattr(dm, "kept_rows", {}).get(split)
-        where = rows[kept[0] if kept else 0].where if rows else split
-        raise DataError(where, "prompt", f"data.task {type(dm.task).__name__} cannot grade this prompt ({err}); "
-                        "GoldEval scores the model's answers with it: set data.task to the task your prompts come "
-                        "from, or to null (no gold evaluation)") from err
+    rows, kept = dm.read(split), getattr(dm, "kept_rows", {}).get(split)
+    where = rows[kept[0] if kept else 0].where if rows else split
+    check_grades(dm.task, dm.dataset(split).items[0]["prompt_text"], where, "GoldEval scores the model's answers "
+                 "with data.task: set it to the task your prompts come from, or to null (no gold evaluation)")
 
 
 class GoldEval(L.Callback):

@@ -202,6 +202,18 @@ def test_pairs_killed_midway_resumes_with_the_pairs_of_an_uninterrupted_run(run_
     del calls[:]
     assert run([*args, "--output", str(out)]) == 0
     assert calls == [2, 2, 1] and out.read_text() == (tmp_path / "whole.jsonl").read_text()
+    with pytest.raises(KeyboardInterrupt):  # killed again, then the policy is retrained in place: start over
+        monkeypatch.setattr(pairs_module, "sample_preference_pairs", killed_in_the_third)
+        del calls[:]
+        run([*args, "--output", str(out)])
+    ckpt = run_folder / "checkpoints" / "step1.ckpt"
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 1))
+    monkeypatch.setattr(pairs_module, "sample_preference_pairs", lambda *a, **k: calls.append(len(a[3])) or
+                        sample(*a, **k))
+    del calls[:]
+    assert run([*args, "--output", str(out)]) == 0
+    assert calls == [2, 2, 1]  # every batch again, not only the last
+    assert "was written with other settings; sampling starts over" in capsys.readouterr().out
 
 
 def test_pairs_with_no_pair_is_an_error_and_writes_nothing(run_folder, tmp_path, capsys):

@@ -113,7 +113,7 @@ def test_gold_eval_refuses_prompts_its_task_cannot_grade_before_sampling(tiny_sp
     dm = SFTDataModule(train=write_jsonl(tmp_path / "mine.jsonl", rows), task=Arithmetic(), batch_size=4,
                        max_length=32, val_from="train", val_split=0.1)
     gold = GoldEval(num_prompts=8)
-    with pytest.raises(DataError, match=r"mine.jsonl:\d+: field 'prompt': data.task Arithmetic cannot grade this "
-                                        r"prompt \(not an arithmetic prompt.*set data.task to the task your prompts"):
+    with pytest.raises(DataError, match=r"mine.jsonl:\d+: field 'prompt': the task Arithmetic cannot grade this "
+                                        r"prompt \(not an arithmetic prompt.*set it to the task your prompts"):
         _fit(_sft(tiny_spec), dm, gold, tmp_path)
     assert not gold.history
